@@ -1,0 +1,3 @@
+"""pgpatch: run PostgreSQL patch files exactly once, in name order."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,46 @@
+"""One exception type for everything a user should see as a clean error line."""
+
+from __future__ import annotations
+
+
+class PgpatchError(Exception):
+    """An error the user can act on: printed as ``error: PATH:LINE: message`` and ``hint: ...``."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+        sqlstate: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.path = path
+        self.line = line
+        self.sqlstate = sqlstate
+
+    def location(self) -> str:
+        if self.path is None:
+            return ""
+        return f"{self.path}:{self.line}: " if self.line else f"{self.path}: "
+
+    def __str__(self) -> str:
+        code = f" [SQLSTATE {self.sqlstate}]" if self.sqlstate else ""
+        return f"{self.location()}{self.message}{code}"
+
+
+class ConnectionFailed(PgpatchError):
+    """The server could not be reached or refused the login."""
+
+
+class PatchFailed(PgpatchError):
+    """A patch raised an error on the server; it was rolled back."""
+
+
+class LockTimeout(PgpatchError):
+    """Another pgpatch run held the lock longer than --lock-wait."""
