@@ -1,11 +1,270 @@
-"""Command line: parse options, call one runner function, render. No SQL here."""
+"""Command line: parse options, call one runner function, render. No SQL here.
+
+Heavy modules (psycopg, rich, pglast) are imported inside the commands, so that
+``pgpatch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from postgresqlpatches import __version__
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+log = logging.getLogger("pgpatch")
 
-@click.group()
-@click.version_option(__version__, prog_name="pgpatch")
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("postgresqlpatches")
+    except Exception:  # not installed (running from a source tree)
+        return __version__
+
+
+class PatchGroup(click.Group):
+    """The seed's form ``python -m postgresqlpatches [-l LEVEL] GLOB...`` means ``apply``;
+    common options given before the command name are moved after it."""
+
+    VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db"}
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        leading: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg in ("--help", "-h", "--version"):
+                return super().parse_args(ctx, args)
+            if arg in self.VALUE_OPTIONS and i + 1 < len(args):
+                leading += args[i:i + 2]
+                i += 2
+            elif arg.startswith("-") and arg.split("=", 1)[0] in self.VALUE_OPTIONS:
+                leading.append(arg)
+                i += 1
+            elif arg.startswith("-") and len(arg) > 2 and arg[:2] in ("-l", "-p"):
+                leading.append(arg)
+                i += 1
+            else:
+                break
+        rest = args[i:]
+        if not rest:
+            return super().parse_args(ctx, args)
+        if rest[0] in self.commands:
+            return super().parse_args(ctx, [rest[0], *leading, *rest[1:]])
+        return super().parse_args(ctx, ["apply", *leading, *rest])
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command takes after its name; PGHOST/PGPORT etc. work as in libpq."""
+    options = [
+        click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                     default="warning", show_default=True, help="How much to log on stderr."),
+        click.option("-p", "--prefix", default="POSTGRESQL_", show_default=True,
+                     metavar="PREFIX",
+                     help="Passwords come from {PREFIX}{USER}_PASSWORD (a missing _ is added)."),
+        click.option("--host", metavar="HOST", help="Server host (default: PGHOST, libpq's)."),
+        click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
+                     help="Server port (default: PGPORT, libpq's)."),
+        click.option("--state-db", default="patches", show_default=True, metavar="NAME",
+                     help="The database that records what ran."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        _setup_logging(kwargs["log_level"])
+        try:
+            return func(**kwargs)
+        except Exception as e:  # the one place that turns errors into a line and an exit code
+            _fail(e, kwargs["log_level"])
+
+    return wrapper
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+class _LevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _fail(e: Exception, level: str) -> None:
+    from postgresqlpatches.errors import PgpatchError
+
+    if isinstance(e, click.exceptions.Exit | click.ClickException | click.Abort):
+        raise e
+    if isinstance(e, PgpatchError):
+        click.echo(f"error: {e}", err=True)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", err=True)
+        if level == "debug":
+            log.debug("traceback", exc_info=e)
+        sys.exit(e.exit_code)
+    if type(e).__module__.startswith("psycopg"):
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        click.echo(f"error: the server failed: {first}", err=True)
+    else:
+        click.echo(f"error: unexpected {type(e).__name__}: {e}", err=True)
+    if level == "debug":
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+    else:
+        click.echo("hint: run with -l debug for the traceback", err=True)
+    sys.exit(1)
+
+
+def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) -> Any:
+    from postgresqlpatches.runner import Options
+
+    return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
+                   prefix=kwargs["prefix"], state_db=_checked_state_db(kwargs["state_db"]),
+                   **extra)
+
+
+def _checked_state_db(name: str) -> str:
+    from postgresqlpatches.errors import PgpatchError
+    from postgresqlpatches.naming import check_identifier
+
+    reason = check_identifier(name, "state database")
+    if reason:
+        raise PgpatchError(f"--state-db: {reason}")
+    return name
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                      show_default=True,
+                      help="table: rich on a terminal, plain text when piped; json: for scripts.")
+GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...")
+
+
+@click.group(cls=PatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="pgpatch")
 def main() -> None:
-    """Run PostgreSQL patch files exactly once, in name order."""
+    """Run PostgreSQL patch files exactly once, in name order, as the user in their name.
+
+    Files are named DATABASE.YYYYMMDD.NNNN.USER.DESCRIPTION.sql; the record of what ran is
+    kept in the state database (default: patches). Connection settings follow libpq
+    (PGHOST, PGPORT, PGSSLMODE, ...); passwords come from POSTGRESQL_<USER>_PASSWORD.
+
+    `pgpatch GLOB...` (the original tool's form) means `pgpatch apply GLOB...`.
+    """
+
+
+@main.command()
+@GLOBS
+@FORMAT
+@click.option("--allow-out-of-order", is_flag=True,
+              help="Plan patches older than the newest applied one instead of refusing them.")
+@common_options
+def plan(globs: tuple[str, ...], fmt: str, allow_out_of_order: bool, **kw: Any) -> None:
+    """Show what apply would do, in order. Read-only: creates nothing, not even the state database.
+
+    Exit status: 0 the plan is valid, 1 it has problems or the server cannot be reached.
+    """
+    from postgresqlpatches import render, runner
+
+    _require_globs(globs)
+    the_plan = runner.plan(_options(kw, globs, allow_out_of_order=allow_out_of_order))
+    if fmt == "json":
+        render.dump_json(render.plan_json(the_plan))
+    else:
+        render.print_plan(the_plan)
+    sys.exit(0 if the_plan.ok else 1)
+
+
+@main.command()
+@GLOBS
+@click.option("--allow-out-of-order", is_flag=True,
+              help="Apply patches older than the newest applied one of their database.")
+@click.option("--lock-wait", type=click.FloatRange(0), default=600, show_default=True,
+              metavar="SECONDS", help="How long to wait for another run's lock.")
+@click.option("--lock-timeout", type=click.IntRange(0), metavar="MS",
+              help="lock_timeout for patch sessions (default: off, the server's).")
+@click.option("--statement-timeout", type=click.IntRange(0), metavar="MS",
+              help="statement_timeout for patch sessions (default: off, the server's).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: the applied patches as JSON on stdout.")
+@common_options
+def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
+          lock_timeout: int | None, statement_timeout: int | None, fmt: str, **kw: Any) -> None:
+    """Apply every pending patch, each exactly once, in name order."""
+    from postgresqlpatches import render, runner
+
+    _require_globs(globs)
+    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
+                       lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout)
+    reporter = render.ConsoleReporter(quiet=fmt == "json")
+    try:
+        result = runner.apply(options, reporter)
+    finally:
+        reporter.close()
+    if fmt == "json":
+        render.dump_json(render.apply_json(result))
+    else:
+        click.echo(render.apply_summary(result))
+
+
+@main.command()
+@GLOBS
+@FORMAT
+@common_options
+def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
+    """What the state database says ran: when, as whom, how long; with GLOBs also what is pending."""
+    from postgresqlpatches import render, runner
+
+    st = runner.status(_options(kw, globs))
+    if fmt == "json":
+        render.dump_json(render.status_json(st))
+    else:
+        render.print_status(st)
+    sys.exit(0 if st.plan is None or st.plan.ok else 1)
+
+
+@main.command()
+@click.argument("database")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+              help="Where to write DATABASE.00000000.0000.postgres.baseline.sql.")
+@common_options
+def baseline(database: str, output_dir: str, **kw: Any) -> None:
+    """Write a baseline of a live database from pg_dump and record it as applied.
+
+    Empty servers are then built from the file; this server goes on from here.
+    """
+    from postgresqlpatches import baseline as baseline_module
+
+    path = baseline_module.write_baseline(_options(kw), database, output_dir)
+    click.echo(f"wrote {path} and recorded it as applied")
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Leave the server running and print how to reach it.")
+@common_options
+def demo(keep: bool, **kw: Any) -> None:
+    """Run the example end to end on a throwaway server: plan, apply, status, stop."""
+    from postgresqlpatches import demo as demo_module
+
+    demo_module.run(keep=keep, log_level=kw["log_level"])
+
+
+def _require_globs(globs: tuple[str, ...]) -> None:
+    if not globs:
+        raise click.UsageError("give at least one GLOB of patch files, e.g. 'patches/**/*.sql'")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""``pgpatch demo``: the example end to end on a throwaway server, as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import click
+
+
+def examples_dir() -> Path:
+    """The examples ship inside the wheel; in a source checkout they sit beside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "examples", here.parent / "examples"):
+        if (candidate / "hundbidrag").is_dir():
+            return candidate
+    from postgresqlpatches.errors import PgpatchError
+
+    raise PgpatchError("the example patches are missing from this installation")
+
+
+def run(*, keep: bool = False, log_level: str = "warning") -> None:
+    from postgresqlpatches import render, runner
+    from postgresqlpatches.scratch import ScratchServer
+
+    example = examples_dir() / "hundbidrag"
+    pattern = str(example / "*.sql")
+    say = click.echo
+    say("starting a throwaway PostgreSQL server ...")
+    server = ScratchServer(password=secrets.token_urlsafe(12))
+    server.start()
+    try:
+        env = server.env()
+        env["POSTGRESQL_PATCHES_PASSWORD"] = secrets.token_urlsafe(12)
+        env["POSTGRESQL_HUNDBIDRAG_PASSWORD"] = secrets.token_urlsafe(12)
+        os.environ.update(env)
+        say(f"server: PostgreSQL {server.major} at {server.host}:{server.port} "
+            f"({server.installation.source} binaries)\n")
+        options = runner.Options(globs=(pattern,))
+        say(f"$ pgpatch plan '{pattern}'")
+        render.print_plan(runner.plan(options))
+        say(f"\n$ pgpatch apply '{pattern}'")
+        reporter = render.ConsoleReporter()
+        try:
+            result = runner.apply(options, reporter)
+        finally:
+            reporter.close()
+        say(render.apply_summary(result))
+        say(f"\n$ pgpatch apply '{pattern}'   # again: nothing to do")
+        say(render.apply_summary(runner.apply(options)))
+        say(f"\n$ pgpatch status '{pattern}'")
+        render.print_status(runner.status(options))
+        with server.connect("hundbidrag") as conn:
+            rows = conn.execute("SELECT owner, year, total FROM allowance_per_owner").fetchall()
+        say("\nhundbidrag=# SELECT * FROM allowance_per_owner;")
+        for owner, year, total in rows:
+            say(f"  {owner} | {year} | {total}")
+        if keep:
+            say(f"\nthe server keeps running: PGHOST={server.host} PGPORT={server.port} "
+                "(password in POSTGRESQL_POSTGRES_PASSWORD of this process only); "
+                "press Ctrl-C to stop it")
+            try:
+                import time
+
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        server.cleanup()
+        say("\nthrowaway server stopped and removed", err=False)
+        sys.stdout.flush()

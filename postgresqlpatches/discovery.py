@@ -1,0 +1,140 @@
+"""Globs to patches: read each file once, parse its name, find duplicates."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.naming import PatchName, parse_name
+
+BUILTIN_PREFIX = "<pgpatch>/"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that stops a run before anything runs; ``kind`` is a stable word for JSON."""
+
+    kind: str
+    path: str | None
+    message: str
+    line: int | None = None
+    hint: str | None = None
+
+    def as_error(self) -> PgpatchError:
+        return PgpatchError(self.message, path=self.path, line=self.line, hint=self.hint)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patch file: its parsed name, where it was found, its text and checksum."""
+
+    name: PatchName
+    path: str
+    text: str = field(repr=False)
+    checksum: str
+    builtin: bool = False
+
+
+def checksum(text: str) -> str:
+    """sha256 of the text with line endings normalised: a CRLF checkout is not a change."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
+    """Expand shell-style globs (``**`` allowed); a glob that matches nothing is a problem."""
+    paths: list[str] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+        files = [m for m in matches if not os.path.isdir(m)]
+        if not files:
+            problems.append(
+                Problem("no-match", pattern, "the glob matches no file", hint="check the path; "
+                        "quote globs so that pgpatch, not the shell, expands them")
+            )
+        for m in files:
+            real = os.path.realpath(m)
+            if real not in seen:
+                seen.add(real)
+                paths.append(m)
+    return paths, problems
+
+
+def read_patch(path: str, *, builtin: bool = False, text: str | None = None) -> Patch:
+    """Read and name one file; PgpatchError names the file when it cannot be used."""
+    name = parse_name(os.path.basename(path), path)
+    if text is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise PgpatchError(f"cannot read the file: {e.strerror}", path=path) from e
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise PgpatchError(
+                "the file is not valid UTF-8", path=path, line=line,
+                hint="save patch files as UTF-8",
+            ) from e
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return Patch(name=name, path=path, text=text, checksum=checksum(text), builtin=builtin)
+
+
+def builtin_patches(state_db: str) -> list[Patch]:
+    """The state database's own patches, shipped in the package; renamed for --state-db."""
+    patches = []
+    for entry in sorted(resources.files("postgresqlpatches").joinpath("sql").iterdir(),
+                        key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        patch = read_patch(BUILTIN_PREFIX + entry.name, builtin=True, text=entry.read_text("utf-8"))
+        if state_db != patch.name.database:
+            name = PatchName(state_db, *patch.name.key[1:], patch.name.user,
+                             patch.name.description)
+            patch = Patch(name, patch.path, patch.text, patch.checksum, builtin=True)
+        patches.append(patch)
+    return patches
+
+
+def discover(patterns: Sequence[str], *, state_db: str = "patches",
+             with_builtin: bool = True) -> tuple[list[Patch], list[Problem]]:
+    """All patches in run order (the state database's own first) and the problems found."""
+    paths, problems = expand_globs(patterns)
+    found: list[Patch] = builtin_patches(state_db) if with_builtin else []
+    for path in paths:
+        try:
+            found.append(read_patch(path))
+        except PgpatchError as e:
+            kind = "bad-name" if e.__class__.__name__ == "BadName" else "unreadable"
+            problems.append(Problem(kind, e.path, e.message, e.line, e.hint))
+    problems.extend(find_duplicates(found))
+    return sort_patches(found, state_db), problems
+
+
+def find_duplicates(patches: Iterable[Patch]) -> list[Problem]:
+    by_key: dict[tuple[str, str, str], Patch] = {}
+    problems = []
+    for patch in patches:
+        other = by_key.setdefault(patch.name.key, patch)
+        if other is not patch:
+            hint = ("the state database's own patches ship with pgpatch; remove yours"
+                    if other.builtin else "give one of them the next free minor version")
+            problems.append(Problem(
+                "duplicate", patch.path,
+                f"version {patch.name.database} {patch.name.version} is used twice: "
+                f"{other.path} and {patch.path}", hint=hint))
+    return problems
+
+
+def sort_patches(patches: Iterable[Patch], state_db: str) -> list[Patch]:
+    """Run order: the state database first, then by (database, major, minor); paths never count."""
+    return sorted(patches, key=lambda p: (p.name.database != state_db, p.name.key))

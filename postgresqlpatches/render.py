@@ -1,0 +1,272 @@
+"""Plans and status for people (rich table on a terminal, plain text when piped) and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+from postgresqlpatches.planner import Action, Plan, Step
+
+if TYPE_CHECKING:
+    from postgresqlpatches.runner import ApplyResult, Status
+    from postgresqlpatches.state import Record
+
+JSON_VERSION = 1
+ACTION_STYLE = {
+    Action.BOOTSTRAP: "bold magenta", Action.APPLY: "bold green",
+    Action.APPLIED: "dim", Action.SKIP: "yellow",
+}
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def use_rich(stream: IO[str]) -> bool:
+    return is_terminal(stream) and os.environ.get("TERM") != "dumb"
+
+
+def _console(stream: IO[str]) -> Any:
+    from rich.console import Console
+
+    return Console(file=stream, no_color="NO_COLOR" in os.environ, highlight=False,
+                   soft_wrap=False)
+
+
+# -- plans -------------------------------------------------------------------------------
+
+def step_note(step: Step) -> str:
+    parts = list(step.flags)
+    if step.reason:
+        parts.append(step.reason)
+    return ", ".join(parts)
+
+
+def summary(plan: Plan) -> str:
+    counts = [f"{plan.count(Action.BOOTSTRAP)} to bootstrap", f"{plan.count(Action.APPLY)} to apply",
+              f"{plan.count(Action.APPLIED)} applied", f"{plan.count(Action.SKIP)} skipped"]
+    n = len(plan.problems)
+    counts.append(f"{n} problem{'s' * (n != 1)}")
+    return ", ".join(counts)
+
+
+def plan_rows(plan: Plan) -> list[list[str]]:
+    return [[s.patch.name.database, s.patch.name.version, s.patch.name.user,
+             s.patch.name.description, s.patch.path, s.action.value, step_note(s)]
+            for s in plan.steps]
+
+
+HEADERS = ["database", "version", "user", "description", "path", "action", "notes"]
+
+
+def print_plan(plan: Plan, stream: IO[str] = sys.stdout, *, show_applied: bool = True) -> None:
+    steps_rows = plan_rows(plan)
+    if use_rich(stream):
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for h in HEADERS:
+            table.add_column(h, no_wrap=h in ("version", "action"))
+        for step, row in zip(plan.steps, steps_rows):
+            style = ACTION_STYLE[step.action]
+            row[5] = f"[{style}]{row[5]}[/]"
+            if step.flags and any(f in ("changed", "out-of-order") for f in step.flags):
+                row[6] = f"[bold red]{row[6]}[/]"
+            table.add_row(*row)
+        console = _console(stream)
+        console.print(table)
+        for p in plan.problems:
+            console.print(f"[bold red]problem[/] {_problem_text(p)}", highlight=False)
+            if p.hint:
+                console.print(f"  [dim]hint: {p.hint}[/]")
+        console.print(summary(plan), style="bold" if plan.ok else "bold red")
+        return
+    write_columns(stream, HEADERS, steps_rows)
+    for p in plan.problems:
+        stream.write(f"problem: {_problem_text(p)}\n")
+        if p.hint:
+            stream.write(f"  hint: {p.hint}\n")
+    stream.write(summary(plan) + "\n")
+
+
+def _problem_text(p: Any) -> str:
+    where = ""
+    if p.path:
+        where = f"{p.path}:{p.line}: " if p.line else f"{p.path}: "
+    return f"{where}{p.message} [{p.kind}]"
+
+
+def write_columns(stream: IO[str], headers: list[str], rows: Iterable[list[str]]) -> None:
+    """Plain aligned text: readable piped into a file, a pager or grep."""
+    rows = list(rows)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        stream.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "version": JSON_VERSION,
+        "ok": plan.ok,
+        "summary": {
+            "bootstrap": plan.count(Action.BOOTSTRAP), "apply": plan.count(Action.APPLY),
+            "applied": plan.count(Action.APPLIED), "skip": plan.count(Action.SKIP),
+            "problems": len(plan.problems),
+        },
+        "patches": [step_json(s) for s in plan.steps],
+        "problems": [
+            {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
+             "hint": p.hint} for p in plan.problems
+        ],
+    }
+
+
+def step_json(step: Step) -> dict[str, Any]:
+    n = step.patch.name
+    rec = step.record
+    return {
+        "database": n.database, "major": n.major, "minor": n.minor, "version": n.version,
+        "user": n.user, "description": n.description, "path": step.patch.path,
+        "action": step.action.value, "reason": step.reason, "flags": list(step.flags),
+        "checksum": step.patch.checksum,
+        "installed": rec.installed.isoformat() if rec and rec.installed else None,
+    }
+
+
+def dump_json(data: Any, stream: IO[str] = sys.stdout) -> None:
+    json.dump(data, stream, indent=2, default=str)
+    stream.write("\n")
+
+
+# -- apply -------------------------------------------------------------------------------
+
+def apply_summary(result: ApplyResult) -> str:
+    n = len(result.done)
+    if n == 0:
+        return f"nothing to do: {result.plan.count(Action.APPLIED)} patches already applied"
+    dbs = len({s.patch.name.database for s, _ in result.done})
+    return (f"applied {n} patch{'es' * (n != 1)} to {dbs} database{'s' * (dbs != 1)} "
+            f"in {result.seconds:.2f} s")
+
+
+def apply_json(result: ApplyResult) -> dict[str, Any]:
+    return {
+        "version": JSON_VERSION,
+        "applied": [dict(step_json(s), seconds=round(t, 6)) for s, t in result.done],
+        "seconds": round(result.seconds, 6),
+        "summary": plan_json(result.plan)["summary"],
+    }
+
+
+class ConsoleReporter:
+    """Progress for apply: a bar on a terminal, one line per patch when piped."""
+
+    def __init__(self, stream: IO[str] = sys.stdout, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.progress: Any = None
+        self.task: Any = None
+
+    def planned(self, plan: Plan) -> None:
+        total = len(plan.pending)
+        if total and use_rich(self.stream) and not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), console=_console(self.stream),
+                                     transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("applying", total=total)
+
+    def step_started(self, step: Step) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=step.patch.name.filename)
+
+    def step_done(self, step: Step, seconds: float) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+            self.progress.console.print(_done_line(step, seconds), highlight=False)
+        elif not self.quiet:
+            self.stream.write(_done_line(step, seconds) + "\n")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _done_line(step: Step, seconds: float) -> str:
+    n = step.patch.name
+    note = f" [{', '.join(step.flags)}]" if step.flags else ""
+    return (f"{step.action.value:9} {n.database} {n.version} as {n.user}: {n.description}"
+            f"{note} ({seconds * 1000:.0f} ms)")
+
+
+# -- status ------------------------------------------------------------------------------
+
+STATUS_HEADERS = ["database", "version", "user", "description", "installed", "ms", "state"]
+
+
+def record_state(r: Record) -> str:
+    if not r.settled:
+        return "unsettled" if r.xid is not None else "incomplete"
+    return "applied" if r.checksum else "applied (no checksum)"
+
+
+def status_rows(records: Iterable[Record]) -> list[list[str]]:
+    return [[r.database, r.version, r.user or "", _description(r),
+             f"{r.installed:%Y-%m-%d %H:%M:%S}" if r.installed else "",
+             f"{r.duration_ms:.0f}" if r.duration_ms is not None else "", record_state(r)]
+            for r in records]
+
+
+def _description(r: Record) -> str:
+    parts = r.name.split(".")
+    return parts[4] if len(parts) == 6 else r.name
+
+
+def print_status(st: Status, stream: IO[str] = sys.stdout) -> None:
+    if not st.state_exists:
+        stream.write("no state database yet: nothing has been applied on this server\n")
+    rows = status_rows(st.records)
+    if st.records:
+        if use_rich(stream):
+            from rich.table import Table
+
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            for h in STATUS_HEADERS:
+                table.add_column(h)
+            for row in rows:
+                table.add_row(*row)
+            _console(stream).print(table)
+        else:
+            write_columns(stream, STATUS_HEADERS, rows)
+    if st.plan is not None:
+        pending = [s for s in st.plan.steps if s.pending or "changed" in s.flags]
+        if pending:
+            stream.write("\npending or changed:\n")
+            write_columns(stream, HEADERS, [r for s, r in zip(st.plan.steps, plan_rows(st.plan))
+                                            if s in pending])
+        for p in st.plan.problems:
+            stream.write(f"problem: {_problem_text(p)}\n")
+        stream.write(summary(st.plan) + "\n")
+
+
+def status_json(st: Status) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "version": JSON_VERSION,
+        "state_database": st.state_exists,
+        "records": [
+            {"database": r.database, "major": r.major, "minor": r.minor, "version": r.version,
+             "name": r.name, "user": r.user, "installed": r.installed.isoformat()
+             if r.installed else None, "duration_ms": r.duration_ms, "checksum": r.checksum,
+             "state": record_state(r), "path": r.path}
+            for r in st.records
+        ],
+    }
+    if st.plan is not None:
+        data["plan"] = plan_json(st.plan)
+    return data

@@ -1,0 +1,458 @@
+"""plan / apply / status / baseline as library functions; the CLI only parses and renders.
+
+apply = connect -> lock (bounded) -> settle -> read state -> plan -> stop on problems ->
+per step: execute, record, report -> unlock. plan is the same without lock or writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from postgresqlpatches.discovery import Patch, Problem, discover
+from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.planner import Action, Plan, ServerFacts, Step, make_plan
+from postgresqlpatches.server import MAINTENANCE_DB, SUPERUSER, Maintenance, Server
+from postgresqlpatches.state import STATE_USER, Record, StateStore, read_records
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger("pgpatch")
+
+DEFAULT_STATE_DB = "patches"
+SETTLE_POLL_SECONDS = 0.1
+
+
+@dataclass
+class Options:
+    globs: Sequence[str] = ()
+    host: str | None = None
+    port: int | None = None
+    prefix: str = "POSTGRESQL_"
+    state_db: str = DEFAULT_STATE_DB
+    allow_out_of_order: bool = False
+    lock_wait: float = 600.0
+    lock_timeout_ms: int | None = None
+    statement_timeout_ms: int | None = None
+
+    def server(self) -> Server:
+        return Server(host=self.host, port=self.port, prefix=self.prefix,
+                      lock_timeout_ms=self.lock_timeout_ms,
+                      statement_timeout_ms=self.statement_timeout_ms)
+
+
+class Reporter(Protocol):
+    """How the runner tells progress without printing (rich on a terminal, a list in tests)."""
+
+    def planned(self, plan: Plan) -> None: ...
+    def step_started(self, step: Step) -> None: ...
+    def step_done(self, step: Step, seconds: float) -> None: ...
+
+
+class SilentReporter:
+    def planned(self, plan: Plan) -> None:
+        pass
+
+    def step_started(self, step: Step) -> None:
+        pass
+
+    def step_done(self, step: Step, seconds: float) -> None:
+        pass
+
+
+class PlanRefused(PgpatchError):
+    """The plan has problems: nothing ran."""
+
+    def __init__(self, plan: Plan) -> None:
+        first = plan.problems[0]
+        more = len(plan.problems) - 1
+        super().__init__(
+            first.message + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""),
+            path=first.path, line=first.line,
+            hint=first.hint if not more else "run `pgpatch plan` to see every problem")
+        self.plan = plan
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    done: list[tuple[Step, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _read_facts(server: Server, maint: Maintenance, patches: Sequence[Patch],
+                state_db: str) -> ServerFacts:
+    names = {p.name.database for p in patches} | {state_db}
+    existing = maint.existing_databases(names)
+    records: list[Record] = []
+    xact: dict[int, str | None] = {}
+    if state_db in existing:
+        with server.connect(state_db, STATE_USER) as conn:
+            records = _read_state(conn, state_db)
+        xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
+    return ServerFacts(frozenset(existing), tuple(records), xact, state_db in existing)
+
+
+def _read_state(conn: psycopg.Connection, state_db: str) -> list[Record]:
+    import psycopg
+
+    try:
+        return read_records(conn)
+    except psycopg.errors.UndefinedTable as e:
+        raise PgpatchError(
+            f"the state database {state_db} exists but has no pgpatch tables",
+            hint=f"an interrupted first run? drop database {state_db} if it is empty, "
+                 "or name another one with --state-db") from e
+
+
+def plan(options: Options) -> Plan:
+    """Read-only: never creates anything, not even the state database."""
+    patches, problems = discover(options.globs, state_db=options.state_db)
+    server = options.server()
+    maint = Maintenance(server)
+    try:
+        facts = _read_facts(server, maint, patches, options.state_db)
+    finally:
+        maint.close()
+    return make_plan(patches, facts, state_db=options.state_db, problems=problems,
+                     allow_out_of_order=options.allow_out_of_order)
+
+
+def plan_offline(options: Options) -> Plan:
+    """No server: every database is taken as existing with no records."""
+    patches, problems = discover(options.globs, state_db=options.state_db)
+    facts = ServerFacts(frozenset(p.name.database for p in patches))
+    return make_plan(patches, facts, state_db=options.state_db, problems=problems,
+                     allow_out_of_order=options.allow_out_of_order)
+
+
+def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
+    """Carry the plan out; nothing runs when the plan has a problem."""
+    reporter = reporter or SilentReporter()
+    started = time.monotonic()
+    patches, problems = discover(options.globs, state_db=options.state_db)
+    if problems:
+        raise PlanRefused(Plan((), tuple(problems)))
+    server = options.server()
+    maint = Maintenance(server)
+    try:
+        maint.lock(options.lock_wait)
+        run = _Run(options, server, maint, patches)
+        try:
+            result = run.execute(reporter)
+        finally:
+            run.close()
+    finally:
+        maint.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+class _Run:
+    """One apply under the lock: connections kept per (database, user) for the whole run."""
+
+    def __init__(self, options: Options, server: Server, maint: Maintenance,
+                 patches: Sequence[Patch]) -> None:
+        self.options = options
+        self.server = server
+        self.maint = maint
+        self.patches = patches
+        self.state_db = options.state_db
+        self.store: StateStore | None = None
+        self.conns: dict[tuple[str, str], psycopg.Connection] = {}
+        self.to_settle: list[int] = []
+        self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
+
+    def close(self) -> None:
+        try:
+            if self.store is not None and self.to_settle:
+                self.store.mark_settled(self.to_settle)
+                self.to_settle = []
+        finally:
+            for conn in self.conns.values():
+                conn.close()
+            if self.store is not None:
+                self.store.close()
+
+    def execute(self, reporter: Reporter) -> ApplyResult:
+        existing = self.maint.existing_databases({self.state_db})
+        if self.state_db in existing:
+            self.store = self._open_store()
+            self._settle()
+        facts = _read_facts(self.server, self.maint, self.patches, self.state_db)
+        plan = make_plan(self.patches, facts, state_db=self.state_db,
+                         allow_out_of_order=self.options.allow_out_of_order)
+        if plan.problems:
+            raise PlanRefused(plan)
+        reporter.planned(plan)
+        result = ApplyResult(plan)
+        pending = list(plan.pending)
+        index = 0
+        while index < len(pending):
+            step = pending[index]
+            if step.action is Action.BOOTSTRAP:
+                group = [s for s in pending[index:] if s.action is Action.BOOTSTRAP
+                         and s.patch.name.database == step.patch.name.database]
+                self._bootstrap(group, reporter, result)
+                index += len(group)
+                continue
+            t0 = time.monotonic()
+            reporter.step_started(step)
+            if step.patch.name.database == self.state_db:
+                self._apply_in_state(step)
+            elif step.non_transactional:
+                self._apply_non_transactional(step)
+            else:
+                self._apply_transactional(step)
+            seconds = time.monotonic() - t0
+            reporter.step_done(step, seconds)
+            result.done.append((step, seconds))
+            index += 1
+        self._fill_checksums(plan)
+        return result
+
+    def _fill_checksums(self, plan: Plan) -> None:
+        """Records made before checksums existed get the checksum of today's file."""
+        from postgresqlpatches.planner import NO_CHECKSUM
+
+        pairs = [(s.record.id, s.patch.checksum) for s in plan.steps
+                 if NO_CHECKSUM in s.flags and s.record is not None]
+        if pairs and self.store is not None:
+            self.store.refresh_columns()
+            self.store.fill_checksums(pairs)
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _open_store(self) -> StateStore:
+        return StateStore(self.server.connect(self.state_db, STATE_USER))
+
+    def _conn(self, database: str, user: str) -> psycopg.Connection:
+        key = (database, user)
+        conn = self.conns.get(key)
+        if conn is None or conn.closed:
+            conn = self.server.connect(database, user, autocommit=False, session_settings=True)
+            self.conns[key] = conn
+        return conn
+
+    # -- settling ------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Unsettled records from a run that died: keep what committed, drop what did not."""
+        assert self.store is not None
+        deadline = time.monotonic() + self.options.lock_wait
+        while True:
+            records = [r for r in self.store.records() if not r.settled and r.xid is not None]
+            if not records:
+                return
+            status = self.maint.xact_status([r.xid for r in records if r.xid is not None])
+            committed = [r.id for r in records if status.get(r.xid) == "committed"]
+            aborted = [r.id for r in records if status.get(r.xid) == "aborted"]
+            self.store.mark_settled(committed)
+            self.store.delete(aborted)
+            for r in records:
+                if r.id in committed:
+                    log.info("settled %s %s: its transaction committed", r.database, r.version)
+                elif r.id in aborted:
+                    log.info("settled %s %s: its transaction was rolled back; it runs again",
+                             r.database, r.version)
+            waiting = [r for r in records if status.get(r.xid) == "in progress"]
+            if not waiting or time.monotonic() > deadline:
+                return  # the planner reports what is left
+            time.sleep(SETTLE_POLL_SECONDS)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _apply_transactional(self, step: Step) -> None:
+        """Record (with the xid) before the target commits: a crash in between is settled."""
+        import psycopg
+
+        from postgresqlpatches.executor import current_xid, run_statements
+
+        assert self.store is not None
+        patch = step.patch
+        conn = self._conn(patch.name.database, patch.name.user)
+        t0 = time.monotonic()
+        try:
+            xid = current_xid(conn)
+            run_statements(conn, patch, step.statements)
+        except BaseException:
+            _rollback(conn)
+            raise
+        try:
+            record_id = self.store.insert(
+                patch, xid=xid, settled=False,
+                duration_ms=(time.monotonic() - t0) * 1000.0)
+        except BaseException:
+            _rollback(conn)
+            raise
+        try:
+            conn.commit()
+        except psycopg.Error as e:
+            from postgresqlpatches.executor import failure
+
+            _rollback(conn)
+            self.store.delete([record_id])
+            raise failure(e, patch, None) from e
+        self.to_settle.append(record_id)
+
+    def _apply_in_state(self, step: Step) -> None:
+        """Patches of the state database commit with their record in one transaction."""
+        from postgresqlpatches.executor import run_statements
+        from postgresqlpatches.state import insert_record, record_columns
+
+        patch = step.patch
+        conn = self._conn(patch.name.database, patch.name.user)
+        t0 = time.monotonic()
+        try:
+            run_statements(conn, patch, step.statements)
+            insert_record(conn, record_columns(conn), patch, xid=None, settled=True,
+                          non_transactional=False, duration_ms=(time.monotonic() - t0) * 1000,
+                          statements_done=None, run_by=self.store.run_by if self.store else "")
+            conn.commit()
+        except BaseException:
+            _rollback(conn)
+            raise
+        if self.store is None:
+            self.store = self._open_store()
+        self.store.refresh_columns()
+
+    def _apply_non_transactional(self, step: Step) -> None:
+        """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
+        from postgresqlpatches.errors import PatchFailed
+        from postgresqlpatches.executor import run_statements
+
+        assert self.store is not None
+        patch = step.patch
+        store = self.store
+        if step.record is not None:
+            record_id = step.record.id
+        else:
+            record_id = store.insert(patch, settled=False, non_transactional=True,
+                                     statements_done=0)
+        conn = self._conn(patch.name.database, patch.name.user)
+        conn.autocommit = True
+        t0 = time.monotonic()
+        done = step.resume_from
+        try:
+            def progress(n: int) -> None:
+                nonlocal done
+                done = n
+                store.set_progress(record_id, n)
+
+            run_statements(conn, patch, step.statements, progress, start=step.resume_from)
+        except PatchFailed as e:
+            total = len(step.statements)
+            e.message += (f"; statements 1-{done} of {total} ran and stay done, the next run "
+                          f"resumes at statement {done + 1}" if done else
+                          "; no statement of it ran")
+            raise
+        finally:
+            conn.autocommit = False
+        store.set_progress(record_id, len(step.statements), settled=True,
+                           duration_ms=(time.monotonic() - t0) * 1000)
+
+    def _bootstrap(self, group: list[Step], reporter: Reporter, result: ApplyResult) -> None:
+        """Create a database from its 00000000 scripts; on failure remove what this run made."""
+        from postgresqlpatches.executor import run_psql, run_statements
+
+        database = group[0].patch.name.database
+        is_state = database == self.state_db
+        roles_before = self.maint.roles()
+        marks: list[int] = []
+        try:
+            for step in group:
+                t0 = time.monotonic()
+                reporter.step_started(step)
+                patch = step.patch
+                if self.store is not None and not is_state:
+                    if step.record is not None:
+                        marks.append(step.record.id)
+                    else:
+                        marks.append(self.store.insert(patch, settled=False,
+                                                       statements_done=0))
+                if step.via_psql:
+                    run_psql(self.server, patch, self.usernames)
+                else:
+                    conn = self._conn(database, patch.name.user)
+                    try:
+                        run_statements(conn, patch, step.statements)
+                        conn.commit()
+                    except BaseException:
+                        _rollback(conn)
+                        raise
+                seconds = time.monotonic() - t0
+                reporter.step_done(step, seconds)
+                result.done.append((step, seconds))
+        except BaseException as e:
+            self._undo_bootstrap(database, roles_before, marks, e)
+            raise
+        if is_state:
+            self.store = self._open_store()
+            for step in group:
+                self.store.insert(step.patch)
+        elif self.store is not None:
+            self.store.mark_settled(marks)
+
+    def _undo_bootstrap(self, database: str, roles_before: set[str], marks: list[int],
+                        error: BaseException) -> None:
+        """The database did not exist before this run: drop it and the roles it created."""
+        import psycopg
+        from psycopg import sql
+
+        for key in [k for k in self.conns if k[0] == database]:
+            self.conns.pop(key).close()
+        try:
+            self.maint.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(database)))
+            for role in sorted(self.maint.roles() - roles_before):
+                self.maint.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+            if self.store is not None:
+                self.store.delete(marks)
+            log.info("bootstrap of %s failed: removed the database and the roles it created",
+                     database)
+        except psycopg.Error as e:
+            if isinstance(error, PgpatchError):
+                error.hint = (f"cleaning up failed too ({str(e).strip()}): drop database "
+                              f"{database} by hand before the next run")
+
+
+def _rollback(conn: psycopg.Connection) -> None:
+    import psycopg
+
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except psycopg.Error:
+        pass
+
+
+# -- status ------------------------------------------------------------------------------
+
+@dataclass
+class Status:
+    records: list[Record]
+    plan: Plan | None
+    state_exists: bool
+
+
+def status(options: Options) -> Status:
+    server = options.server()
+    maint = Maintenance(server)
+    try:
+        exists = bool(maint.existing_databases({options.state_db}))
+        records: list[Record] = []
+        if exists:
+            with server.connect(options.state_db, STATE_USER) as conn:
+                records = _read_state(conn, options.state_db)
+    finally:
+        maint.close()
+    the_plan = plan(options) if options.globs else None
+    return Status(records, the_plan, exists)
+
+
+__all__ = ["Options", "Problem", "apply", "plan", "plan_offline", "status", "MAINTENANCE_DB",
+           "SUPERUSER"]

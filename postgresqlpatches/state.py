@@ -1,0 +1,184 @@
+"""The state database: what ran where, with checksums and the target transaction ids."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from postgresqlpatches import __version__
+from postgresqlpatches.discovery import Patch
+
+if TYPE_CHECKING:
+    import psycopg
+
+STATE_USER = "patches"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of installed_patches; old rows (original tool) have no checksum, user or xid."""
+
+    id: int
+    database: str
+    major: str
+    minor: str
+    name: str
+    installed: _dt.datetime | None
+    user: str | None = None
+    path: str | None = None
+    checksum: str | None = None
+    xid: int | None = None
+    settled: bool = True
+    non_transactional: bool = False
+    statements_done: int | None = None
+    duration_ms: float | None = None
+    run_by: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.database, self.major, self.minor)
+
+    @property
+    def version(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+READ_RECORDS = """
+SELECT ip.id, d.name, lpad(ip.major::text, 8, '0'), lpad(ip.minor::text, 4, '0'),
+       ip.name::text, ip.installed, to_jsonb(ip)
+FROM installed_patches ip JOIN databases d ON d.id = ip.database_id
+ORDER BY d.name, 3, 4
+"""
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    id_, database, major, minor, name, installed, extra = row
+    xid = extra.get("xid")
+    return Record(
+        id=id_, database=database, major=major, minor=minor, name=name, installed=installed,
+        user=extra.get("user_name"), path=extra.get("path"), checksum=extra.get("checksum"),
+        xid=int(xid) if xid is not None else None,
+        settled=extra.get("settled", True) is not False,
+        non_transactional=bool(extra.get("non_transactional", False)),
+        statements_done=extra.get("statements_done"),
+        duration_ms=extra.get("duration_ms"), run_by=extra.get("run_by"),
+    )
+
+
+def read_records(conn: psycopg.Connection) -> list[Record]:
+    """Every record in one query; works on the original tool's schema as well as ours."""
+    return [_record(row) for row in conn.execute(READ_RECORDS).fetchall()]
+
+
+def record_columns(conn: psycopg.Connection) -> frozenset[str]:
+    rows = conn.execute(
+        """SELECT attname FROM pg_attribute
+           WHERE attrelid = 'installed_patches'::regclass AND attnum > 0 AND NOT attisdropped"""
+    ).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
+def _run_by() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class StateStore:
+    """Writes records; one autocommit session, kept for the whole run."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self._db_ids: dict[str, int] = {}
+        self.columns = record_columns(conn)
+        self.run_by = _run_by()
+
+    def refresh_columns(self) -> None:
+        self.columns = record_columns(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def records(self) -> list[Record]:
+        return read_records(self.conn)
+
+    def insert(self, patch: Patch, *, xid: int | None = None, settled: bool = True,
+               non_transactional: bool = False, duration_ms: float | None = None,
+               statements_done: int | None = None,
+               conn: psycopg.Connection | None = None) -> int:
+        """Insert one record (on ``conn`` when it must share the patch's own transaction)."""
+        return insert_record(conn or self.conn, self.columns, patch, xid=xid, settled=settled,
+                             non_transactional=non_transactional, duration_ms=duration_ms,
+                             statements_done=statements_done, run_by=self.run_by)
+
+    def mark_settled(self, ids: Iterable[int], durations: dict[int, float] | None = None) -> None:
+        ids = list(ids)
+        if ids:
+            self.conn.execute(
+                "UPDATE installed_patches SET settled = true WHERE id = ANY(%s)", [ids])
+
+    def set_progress(self, record_id: int, statements_done: int, *, settled: bool = False,
+                     duration_ms: float | None = None) -> None:
+        self.conn.execute(
+            """UPDATE installed_patches SET statements_done = %s, settled = %s,
+                      duration_ms = coalesce(%s, duration_ms) WHERE id = %s""",
+            [statements_done, settled, duration_ms, record_id])
+
+    def delete(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if ids:
+            self.conn.execute("DELETE FROM installed_patches WHERE id = ANY(%s)", [ids])
+
+    def fill_checksums(self, pairs: list[tuple[int, str]]) -> None:
+        """Records made before checksums existed get theirs from today's file, once."""
+        if pairs and "checksum" in self.columns:
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE installed_patches SET checksum = %s WHERE id = %s AND checksum IS NULL",
+                    [(c, i) for i, c in pairs])
+
+    def forget_database(self, database: str) -> int:
+        cur = self.conn.execute(
+            """DELETE FROM installed_patches
+               WHERE database_id = (SELECT id FROM databases WHERE name = %s)""", [database])
+        return cur.rowcount
+
+
+def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patch, *,
+                  xid: int | None, settled: bool, non_transactional: bool,
+                  duration_ms: float | None, statements_done: int | None, run_by: str) -> int:
+    """The record's columns depend on the schema's age: old rows get only what exists."""
+    from psycopg import sql
+
+    name = patch.name
+    values: dict[str, Any] = {
+        "major": name.major, "minor": name.minor, "name": name.filename,
+        "user_name": name.user, "description": name.description, "path": patch.path,
+        "checksum": patch.checksum, "xid": str(xid) if xid is not None else None,
+        "settled": settled, "non_transactional": non_transactional,
+        "duration_ms": duration_ms, "statements_done": statements_done,
+        "run_by": run_by, "pgpatch_version": __version__,
+    }
+    if "user_name" not in columns:  # the original tool's integer versions
+        values["major"], values["minor"] = int(name.major), int(name.minor)
+    cols = [c for c in values if c in columns]
+    query = sql.SQL(
+        """WITH db AS (
+             INSERT INTO databases (name) VALUES (%(database)s)
+             ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id)
+           INSERT INTO installed_patches (database_id, {cols})
+           SELECT db.id, {vals} FROM db RETURNING id"""
+    ).format(
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+        vals=sql.SQL(", ").join(
+            sql.SQL("{}::xid8").format(sql.Placeholder(c)) if c == "xid" else sql.Placeholder(c)
+            for c in cols),
+    )
+    values["database"] = name.database
+    row = conn.execute(query, values).fetchone()
+    assert row is not None
+    return int(row[0])
