@@ -225,6 +225,9 @@ def _option(options: list[dict[str, Any]] | None, name: str, default: bool) -> b
             return bool(arg["Integer"].get("ival", 0))
         if "String" in arg:
             return arg["String"].get("sval", "").lower() not in _FALSE_WORDS
+        if "TypeName" in arg:  # a bare word that is not a keyword, e.g. `off`
+            names = arg["TypeName"].get("names") or [{}]
+            return names[-1].get("String", {}).get("sval", "").lower() not in _FALSE_WORDS
         return True
     return default
 
