@@ -44,3 +44,7 @@ class PatchFailed(PgpatchError):
 
 class LockTimeout(PgpatchError):
     """Another pgpatch run held the lock longer than --lock-wait."""
+
+
+class SqlSyntaxError(PgpatchError):
+    """A patch file does not parse as PostgreSQL SQL; ``line`` says where."""

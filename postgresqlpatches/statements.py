@@ -1,0 +1,355 @@
+"""A patch file as statements: where each starts, what it is, whether it may run in a transaction.
+
+Pure: text in, values out. PostgreSQL's own parser (through pglast) decides what a statement
+is, so a semicolon inside a string, a comment or a function body never splits one. The file
+is parsed once; the raw parse tree of each statement rides along for the linter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from postgresqlpatches.errors import SqlSyntaxError
+
+EXPLICIT_TRANSACTION_CONTROL = "explicit transaction control"
+"""The reason given for BEGIN/COMMIT/ROLLBACK/...: the caller decides what to do with those."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a file, located by the line and character offset where its SQL starts."""
+
+    text: str
+    line: int
+    start: int
+    kind: str
+    non_transactional: str | None = None
+    tree: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The statement's raw parse tree (pglast JSON form), so nothing parses twice."""
+
+
+@dataclass(frozen=True)
+class MetaCommand:
+    """A psql backslash command: only psql can run it, so it is refused outside baselines."""
+
+    line: int
+    command: str
+
+
+@dataclass(frozen=True)
+class ParsedSql:
+    statements: tuple[Statement, ...]
+    meta_commands: tuple[MetaCommand, ...]
+
+    @property
+    def non_transactional(self) -> tuple[Statement, ...]:
+        """Statements PostgreSQL refuses inside a transaction block (not BEGIN/COMMIT/...)."""
+        return tuple(
+            s
+            for s in self.statements
+            if s.non_transactional and s.non_transactional != EXPLICIT_TRANSACTION_CONTROL
+        )
+
+    @property
+    def transaction_control(self) -> tuple[Statement, ...]:
+        """BEGIN, COMMIT, ROLLBACK, ... written in the file: they fight the runner's transaction."""
+        return tuple(
+            s for s in self.statements if s.non_transactional == EXPLICIT_TRANSACTION_CONTROL
+        )
+
+
+def line_of(text: str, offset: int) -> int:
+    """The 1-based line of a character offset (a server error position maps through this)."""
+    return text.count("\n", 0, max(offset, 0)) + 1
+
+
+def parse_sql(text: str) -> ParsedSql:
+    """Split and classify a file's statements, after looking for psql meta-commands.
+
+    A file with meta-commands is meant for psql: they are returned, and the statements are a
+    best effort (the meta-command lines blanked out; empty if the rest still does not parse).
+    Otherwise a syntax error raises `SqlSyntaxError` with the line it is on.
+    """
+    found = list(_scan_meta_commands(text))
+    meta = tuple(MetaCommand(line, command) for _, _, line, command in found)
+    if meta:
+        blanked = _blank(text, [(start, end) for start, end, _, _ in found])
+        try:
+            statements = _parse_statements(blanked)
+        except SqlSyntaxError:
+            statements = ()
+        # Offsets and lines are unchanged by blanking; the text is the file's own.
+        statements = tuple(_with_text_from(s, text) for s in statements)
+        return ParsedSql(statements, meta)
+    return ParsedSql(_parse_statements(text), ())
+
+
+def find_meta_commands(text: str) -> tuple[MetaCommand, ...]:
+    """psql meta-commands: a backslash outside strings, quoted identifiers and comments."""
+    return tuple(MetaCommand(line, command) for _, _, line, command in _scan_meta_commands(text))
+
+
+# --- statements ---------------------------------------------------------------------------
+
+
+def _parse_statements(text: str) -> tuple[Statement, ...]:
+    import pglast.parser
+
+    if "\x00" in text:
+        # libpg_query reads a C string: everything after a NUL would silently vanish.
+        raise SqlSyntaxError(
+            "the file contains a NUL character", line=line_of(text, text.index("\x00"))
+        )
+    try:
+        raw = pglast.parser.parse_sql_json(text)
+    except pglast.parser.ParseError as e:
+        # pglast reports the error position as a 0-based character index (not bytes).
+        index = e.args[1] if len(e.args) > 1 else None
+        line = line_of(text, index) if index is not None else None
+        raise SqlSyntaxError(e.args[0], line=line) from e
+    stmts = json.loads(raw).get("stmts", [])
+    return tuple(_located(text, stmts))
+
+
+def _located(text: str, stmts: list[dict[str, Any]]) -> Iterator[Statement]:
+    """Turn libpg_query's byte offsets into character offsets and lines, in one pass."""
+    ascii_only = text.isascii()
+    utf8 = b"" if ascii_only else text.encode("utf-8")
+    byte_pos = char_pos = 0  # a known pair of equal positions, moving forward
+    line_pos, line = 0, 1
+    for raw in stmts:
+        begin = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0)
+        if ascii_only:
+            char_begin = begin
+            char_end = begin + length if length else len(text)
+        else:
+            char_begin = char_pos + len(utf8[byte_pos:begin].decode("utf-8"))
+            if length:
+                char_end = char_begin + len(utf8[begin : begin + length].decode("utf-8"))
+            else:
+                char_end = len(text)
+            byte_pos, char_pos = begin, char_begin
+        start = _skip_space_and_comments(text, char_begin, char_end)
+        line += text.count("\n", line_pos, start)
+        line_pos = start
+        ((kind, node),) = raw["stmt"].items()
+        yield Statement(
+            text=text[start:char_end].rstrip(),
+            line=line,
+            start=start,
+            kind=kind,
+            non_transactional=_non_transactional_reason(kind, node),
+            tree=node,
+        )
+
+
+_SPACE_OR_LINE_COMMENT = re.compile(r"(?:\s+|--[^\n]*)*")
+
+
+def _skip_space_and_comments(text: str, pos: int, end: int) -> int:
+    """The first position at or after `pos` that is neither whitespace nor a comment."""
+    while True:
+        pos = _SPACE_OR_LINE_COMMENT.match(text, pos, end).end()
+        if not text.startswith("/*", pos):
+            return pos
+        pos = _end_of_block_comment(text, pos)
+        if pos >= end:
+            return end
+
+
+def _end_of_block_comment(text: str, pos: int) -> int:
+    """Where a /* comment */ starting at `pos` ends; PostgreSQL's block comments nest."""
+    depth = 0
+    for m in _BLOCK_COMMENT_MARK.finditer(text, pos):
+        depth += 1 if m.group() == "/*" else -1
+        if depth == 0:
+            return m.end()
+    return len(text)
+
+
+_BLOCK_COMMENT_MARK = re.compile(r"/\*|\*/")
+
+
+def _with_text_from(statement: Statement, text: str) -> Statement:
+    end = statement.start + len(statement.text)
+    return Statement(
+        text[statement.start : end],
+        statement.line,
+        statement.start,
+        statement.kind,
+        statement.non_transactional,
+        statement.tree,
+    )
+
+
+# --- what cannot run inside a transaction block --------------------------------------------
+
+_TRANSACTION_CONTROL = frozenset(
+    {
+        "TRANS_STMT_BEGIN",
+        "TRANS_STMT_START",
+        "TRANS_STMT_COMMIT",
+        "TRANS_STMT_ROLLBACK",
+        "TRANS_STMT_PREPARE",
+    }
+)
+_ALWAYS_OUTSIDE = {
+    "CreatedbStmt": "CREATE DATABASE",
+    "DropdbStmt": "DROP DATABASE",
+    "AlterSystemStmt": "ALTER SYSTEM",
+    "CreateTableSpaceStmt": "CREATE TABLESPACE",
+    "DropTableSpaceStmt": "DROP TABLESPACE",
+    # Only when the subscription has a replication slot, which the file alone cannot tell.
+    "DropSubscriptionStmt": "DROP SUBSCRIPTION (with a replication slot)",
+}
+_FALSE_WORDS = frozenset({"false", "off", "no", "0"})
+
+
+def _option(options: list[dict[str, Any]] | None, name: str, default: bool) -> bool:
+    """A boolean option from a list of DefElem nodes, read the way PostgreSQL reads it."""
+    for item in options or ():
+        elem = item.get("DefElem", {})
+        if elem.get("defname") != name:
+            continue
+        arg = elem.get("arg")
+        if arg is None:
+            return True
+        if "Boolean" in arg:
+            return bool(arg["Boolean"].get("boolval", False))
+        if "Integer" in arg:
+            return bool(arg["Integer"].get("ival", 0))
+        if "String" in arg:
+            return arg["String"].get("sval", "").lower() not in _FALSE_WORDS
+        if "TypeName" in arg:  # a bare word that is not a keyword, e.g. `off`
+            names = arg["TypeName"].get("names") or [{}]
+            return names[-1].get("String", {}).get("sval", "").lower() not in _FALSE_WORDS
+        return True
+    return default
+
+
+def _non_transactional_reason(kind: str, node: Mapping[str, Any]) -> str | None:
+    """Why PostgreSQL would refuse this statement inside a transaction block, if it would.
+
+    Mirrors the server's PreventInTransactionBlock() calls. ALTER TYPE ... ADD VALUE is
+    transactional since PostgreSQL 12, the oldest server we care about, so it is not here.
+    """
+    if kind in _ALWAYS_OUTSIDE:
+        return _ALWAYS_OUTSIDE[kind]
+    if kind == "TransactionStmt":
+        tx = node.get("kind")
+        if tx in _TRANSACTION_CONTROL:
+            return EXPLICIT_TRANSACTION_CONTROL
+        if tx == "TRANS_STMT_COMMIT_PREPARED":
+            return "COMMIT PREPARED"
+        if tx == "TRANS_STMT_ROLLBACK_PREPARED":
+            return "ROLLBACK PREPARED"
+        return None  # SAVEPOINT, RELEASE, ROLLBACK TO work inside the runner's transaction
+    if kind == "IndexStmt" and node.get("concurrent"):
+        return "CREATE INDEX CONCURRENTLY"
+    if kind == "DropStmt" and node.get("concurrent"):
+        return "DROP INDEX CONCURRENTLY"
+    if kind == "ReindexStmt":
+        if _option(node.get("params"), "concurrently", False):
+            return "REINDEX CONCURRENTLY"
+        what = node.get("kind", "")
+        if what in ("REINDEX_OBJECT_SCHEMA", "REINDEX_OBJECT_SYSTEM", "REINDEX_OBJECT_DATABASE"):
+            return "REINDEX " + what.removeprefix("REINDEX_OBJECT_")
+        return None
+    if kind == "VacuumStmt":
+        return "VACUUM" if node.get("is_vacuumcmd") else None  # ANALYZE alone is fine
+    if kind == "ClusterStmt":
+        return None if node.get("relation") else "CLUSTER without a table name"
+    if kind == "CreateSubscriptionStmt":
+        options = node.get("options")
+        if _option(options, "connect", True) and _option(options, "create_slot", True):
+            return "CREATE SUBSCRIPTION (creates a replication slot)"
+        return None
+    if kind == "AlterSubscriptionStmt":
+        what = node.get("kind", "")
+        if what == "ALTER_SUBSCRIPTION_REFRESH":
+            return "ALTER SUBSCRIPTION ... REFRESH PUBLICATION"
+        if what.endswith("_PUBLICATION") and _option(node.get("options"), "refresh", True):
+            return "ALTER SUBSCRIPTION ... PUBLICATION with refresh"
+        return None
+    if kind == "AlterDatabaseStmt":
+        names = {o.get("DefElem", {}).get("defname") for o in node.get("options") or ()}
+        return "ALTER DATABASE SET TABLESPACE" if "tablespace" in names else None
+    if kind == "DiscardStmt":
+        return "DISCARD ALL" if node.get("target") == "DISCARD_ALL" else None
+    if kind == "AlterTableStmt":
+        for cmd in node.get("cmds") or ():
+            at = cmd.get("AlterTableCmd", {})
+            if at.get("subtype") == "AT_DetachPartition" and at.get("def", {}).get(
+                "PartitionCmd", {}
+            ).get("concurrent"):
+                return "DETACH PARTITION CONCURRENTLY"
+        return None
+    return None
+
+
+# --- psql meta-commands ---------------------------------------------------------------------
+
+# What can start something a backslash inside must not be mistaken in: the same lexical rules
+# as psql's own scanner (standard_conforming_strings on, as it is by default).
+_OPENER = re.compile(
+    r"""
+      (?P<line_comment>--)
+    | (?P<block_comment>/\*)
+    | (?P<escape_string>(?<![\w$])[eE]')
+    | (?P<string>')
+    | (?P<identifier>")
+    | (?P<dollar>(?<![\w$])\$(?:[^\W\d]\w*)?\$)
+    | (?P<backslash>\\)
+    """,
+    re.VERBOSE,
+)
+_CLOSER = {
+    "string": re.compile(r"(?:[^']|'')*'"),
+    "escape_string": re.compile(r"(?:[^'\\]|\\.|'')*'", re.DOTALL),
+    "identifier": re.compile(r'(?:[^"]|"")*"'),
+}
+_COMMAND_NAME = re.compile(r"\\(?:[A-Za-z][\w]*\+?|[^\s\w])?")
+
+
+def _scan_meta_commands(text: str) -> Iterator[tuple[int, int, int, str]]:
+    """Yield (start, end of line, line, command) for each meta-command, in order."""
+    if "\\" not in text:  # the common case costs one C-speed search
+        return
+    pos, line_pos, line = 0, 0, 1
+    while (m := _OPENER.search(text, pos)) is not None:
+        what = m.lastgroup
+        if what == "backslash":
+            start = m.start()
+            line += text.count("\n", line_pos, start)
+            line_pos = start
+            name = _COMMAND_NAME.match(text, start).group()
+            end = text.find("\n", start)
+            end = len(text) if end < 0 else end
+            yield start, end, line, name
+            pos = end  # psql reads the rest of the line as the command's arguments
+        elif what == "line_comment":
+            end = text.find("\n", m.end())
+            pos = len(text) if end < 0 else end
+        elif what == "block_comment":
+            pos = _end_of_block_comment(text, m.start())
+        elif what == "dollar":
+            end = text.find(m.group(), m.end())
+            pos = len(text) if end < 0 else end + len(m.group())
+        else:
+            closed = _CLOSER[what].match(text, m.end())
+            pos = closed.end() if closed else len(text)
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    """Replace each span by spaces, keeping every offset and line of the rest."""
+    parts, pos = [], 0
+    for start, end in spans:
+        parts += [text[pos:start], " " * (end - start)]
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)

@@ -1,0 +1,233 @@
+"""statements.py: where statements start, what cannot run in a transaction, psql meta-commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from postgresqlpatches.errors import PgpatchError, SqlSyntaxError
+from postgresqlpatches.statements import (
+    EXPLICIT_TRANSACTION_CONTROL,
+    MetaCommand,
+    find_meta_commands,
+    line_of,
+    parse_sql,
+)
+
+
+def test_statements_keep_their_text_line_and_start_skipping_comments() -> None:
+    text = (
+        "-- a header comment\n"
+        "/* a block /* nested */ comment */\n"
+        "create table t (a int);\n"
+        "\n"
+        "  insert into t values (1); select ';' -- tail\n"
+    )
+    parsed = parse_sql(text)
+    assert [(s.text, s.line, s.kind) for s in parsed.statements] == [
+        ("create table t (a int)", 3, "CreateStmt"),
+        ("insert into t values (1)", 5, "InsertStmt"),
+        ("select ';' -- tail", 5, "SelectStmt"),
+    ]
+    for s in parsed.statements:
+        assert text[s.start : s.start + len(s.text)] == s.text
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["-- é\n", "-- 日本語 ✓ \n/* ü */\n", "select 'ñ';\n", "-- 🐘🐘🐘\n\n"],
+    ids=["latin", "cjk-and-comment", "string", "astral"],
+)
+def test_multibyte_text_before_a_statement_keeps_character_offsets(prefix: str) -> None:
+    text = prefix + "create table t (a int);\nselect 'ö' ;\ncreate index i on t (a);\n"
+    statements = parse_sql(text).statements[-3:]
+    assert [s.text for s in statements] == [
+        "create table t (a int)",
+        "select 'ö'",
+        "create index i on t (a)",
+    ]
+    for s in statements:
+        assert text[s.start : s.start + len(s.text)] == s.text
+        assert s.line == line_of(text, s.start)
+    assert statements[-1].line == prefix.count("\n") + 3
+
+
+def test_a_server_error_position_maps_to_a_file_line() -> None:
+    text = "-- ä\ncreate table t (\n  a int,\n  b nosuchtype\n);\n"
+    (statement,) = parse_sql(text).statements
+    position = statement.text.index("nosuchtype") + 1  # the server's 1-based position
+    assert line_of(text, statement.start + position - 1) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("selec 1;", 1),
+        ("select 1;\n\nselect 'é' 'ü' from;\n", 3),
+        ("-- ünïcode\nselect 1;\ncreate table (;\n", 3),
+        ("select 1;\nselect 'unterminated;\n", 2),
+    ],
+)
+def test_syntax_error_names_its_line(text: str, line: int) -> None:
+    with pytest.raises(SqlSyntaxError) as raised:
+        parse_sql(text)
+    assert raised.value.line == line
+    assert isinstance(raised.value, PgpatchError)
+
+
+def test_empty_and_comment_only_files_have_no_statements() -> None:
+    assert parse_sql("").statements == ()
+    assert parse_sql("-- nothing\n/* at all */\n;;\n").statements == ()
+
+
+def test_a_nul_character_is_a_syntax_error_not_a_silent_truncation() -> None:
+    with pytest.raises(SqlSyntaxError) as raised:
+        parse_sql("select 1;\nselect 2;\x00drop table t;")
+    assert raised.value.line == 2
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("create index concurrently i on t (a)", "CREATE INDEX CONCURRENTLY"),
+        ("create unique index concurrently if not exists i on t (a)", "CREATE INDEX CONCURRENTLY"),
+        ("create index i on t (a)", None),
+        ("drop index concurrently i", "DROP INDEX CONCURRENTLY"),
+        ("drop index i", None),
+        ("reindex index concurrently i", "REINDEX CONCURRENTLY"),
+        ("reindex (concurrently) table t", "REINDEX CONCURRENTLY"),
+        ("reindex table t", None),
+        ("reindex database d", "REINDEX DATABASE"),
+        ("reindex schema s", "REINDEX SCHEMA"),
+        ("vacuum", "VACUUM"),
+        ("vacuum analyze t", "VACUUM"),
+        ("vacuum (full) t", "VACUUM"),
+        ("analyze t", None),
+        ("create database d", "CREATE DATABASE"),
+        ("drop database if exists d", "DROP DATABASE"),
+        ("alter system set work_mem = '8MB'", "ALTER SYSTEM"),
+        ("create tablespace ts location '/srv/ts'", "CREATE TABLESPACE"),
+        ("drop tablespace ts", "DROP TABLESPACE"),
+        ("alter database d set tablespace ts", "ALTER DATABASE SET TABLESPACE"),
+        ("alter database d set work_mem = '8MB'", None),
+        ("alter database d connection limit 5", None),
+        ("cluster", "CLUSTER without a table name"),
+        ("cluster t using i", None),
+        ("alter type mood add value 'meh'", None),  # transactional since PostgreSQL 12
+        (
+            "create subscription s connection 'host=x' publication p",
+            "CREATE SUBSCRIPTION (creates a replication slot)",
+        ),
+        (
+            "create subscription s connection 'host=x' publication p with (create_slot = false)",
+            None,
+        ),
+        ("create subscription s connection 'host=x' publication p with (connect = off)", None),
+        ("drop subscription s", "DROP SUBSCRIPTION (with a replication slot)"),
+        ("alter subscription s refresh publication", "ALTER SUBSCRIPTION ... REFRESH PUBLICATION"),
+        ("alter subscription s set publication p with (refresh = false)", None),
+        ("alter table t detach partition p concurrently", "DETACH PARTITION CONCURRENTLY"),
+        ("alter table t detach partition p", None),
+        ("discard all", "DISCARD ALL"),
+        ("commit prepared 'x'", "COMMIT PREPARED"),
+        ("refresh materialized view concurrently m", None),
+        ("select 1", None),
+    ],
+)
+def test_non_transactional_reason(sql: str, reason: str | None) -> None:
+    parsed = parse_sql("-- lead\n" + sql + ";\n")
+    (statement,) = parsed.statements
+    assert statement.non_transactional == reason
+    assert parsed.non_transactional == ((statement,) if reason else ())
+
+
+@pytest.mark.parametrize(
+    ("sql", "is_control"),
+    [
+        ("begin", True),
+        ("start transaction isolation level serializable", True),
+        ("commit", True),
+        ("end", True),
+        ("rollback", True),
+        ("abort", True),
+        ("prepare transaction 'x'", True),
+        ("savepoint a", False),
+        ("release savepoint a", False),
+        ("rollback to savepoint a", False),
+    ],
+)
+def test_explicit_transaction_control_is_reported_apart(sql: str, is_control: bool) -> None:
+    parsed = parse_sql(sql + ";")
+    (statement,) = parsed.statements
+    assert statement.kind == "TransactionStmt"
+    assert (statement.non_transactional == EXPLICIT_TRANSACTION_CONTROL) is is_control
+    assert parsed.transaction_control == ((statement,) if is_control else ())
+    assert parsed.non_transactional == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "select 'a\\b';",
+        "select 'it''s \\n';",
+        "select E'\\'\\\\set x';",
+        "select e'a\\'b\\\\', 'c\\';",
+        'select "we\\ird";',
+        'select "a""\\b";',
+        "select $$ \\connect x $$;",
+        "create function f() returns int language sql as $body$ select 1 \\g $body$;",
+        "select $a$ $b$ \\i $b$ $a$;",
+        "-- \\connect foo\nselect 1;",
+        "/* \\set x 1 */ select 1;",
+        "/* outer /* inner */ \\q still comment */ select 1;",
+        "select 1; -- ' \\x\n",
+        "select 'unterminated \\set",
+    ],
+)
+def test_backslashes_in_strings_identifiers_dollar_quotes_and_comments_are_not_meta_commands(
+    text: str,
+) -> None:
+    assert find_meta_commands(text) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\\set ON_ERROR_STOP on\nselect 1;\n", [(1, "\\set")]),
+        ("select 1;\n\n\\connect other\nselect 2;\n", [(3, "\\connect")]),
+        ("select 'x';\n  \\i other.sql\n", [(2, "\\i")]),
+        ("select 1 \\gset\n", [(1, "\\gset")]),
+        ("-- é\nselect 'ü\\'; \\c db\n", [(2, "\\c")]),
+        ("select $$ x $$;\n\\ir sub.sql\n/* c */ \\dt+\n", [(2, "\\ir"), (3, "\\dt+")]),
+        ("copy t from stdin;\n1\n\\.\n", [(3, "\\.")]),
+        ("select 1;\n\\\\", [(2, "\\\\")]),
+        ("select a$b$c from t;\n\\q\n", [(2, "\\q")]),
+    ],
+)
+def test_real_meta_commands_are_found_with_their_line(
+    text: str, expected: list[tuple[int, str]]
+) -> None:
+    assert find_meta_commands(text) == tuple(MetaCommand(line, cmd) for line, cmd in expected)
+
+
+def test_a_file_with_meta_commands_returns_them_instead_of_a_syntax_error() -> None:
+    text = "\\set ON_ERROR_STOP on\ncreate table t (a int);\n\\connect other\nvacuum t;\n"
+    parsed = parse_sql(text)
+    assert parsed.meta_commands == (MetaCommand(1, "\\set"), MetaCommand(3, "\\connect"))
+    assert [(s.text, s.line) for s in parsed.statements] == [
+        ("create table t (a int)", 2),
+        ("vacuum t", 4),
+    ]
+
+
+def test_a_pg_dump_style_file_with_copy_data_does_not_raise() -> None:
+    text = "\\connect app\ncopy public.t (a, b) from stdin;\n1\tO'Brien\n\\.\n"
+    parsed = parse_sql(text)
+    assert parsed.meta_commands[0] == MetaCommand(1, "\\connect")
+    assert parsed.statements == ()
+
+
+def test_statement_tree_is_not_part_of_equality() -> None:
+    a = parse_sql("create table t (a int);").statements[0]
+    b = parse_sql("create table t (a int);").statements[0]
+    assert a == b and hash(a) == hash(b)
+    assert "relation" in a.tree
