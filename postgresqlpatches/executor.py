@@ -95,7 +95,7 @@ def run_psql(server: Server, patch: Patch, usernames: set[str]) -> None:
     psql = find_psql()
     args = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
             "-v", f"database={patch.name.database}", "-d", MAINTENANCE_DB,
-            "-U", patch.name.user]
+            "-U", patch.name.user, "-f", "-"]
     if server.host:
         args += ["-h", server.host]
     if server.port:

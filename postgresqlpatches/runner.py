@@ -412,8 +412,9 @@ class _Run:
                 self.maint.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
             if self.store is not None:
                 self.store.delete(marks)
-            log.info("bootstrap of %s failed: removed the database and the roles it created",
-                     database)
+            if isinstance(error, PgpatchError) and not error.hint:
+                error.hint = (f"nothing of {database} was kept: pgpatch dropped the database "
+                              "and the roles its bootstrap created; fix the file and run again")
         except psycopg.Error as e:
             if isinstance(error, PgpatchError):
                 error.hint = (f"cleaning up failed too ({str(e).strip()}): drop database "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -97,9 +98,7 @@ class Server:
         return int(self.environ.get("PGCONNECT_TIMEOUT") or 10)
 
     def _connect_error(self, e: Exception, dbname: str, user: str) -> PgpatchError:
-        text = str(e).strip().splitlines()[-1] if str(e).strip() else e.__class__.__name__
-        # libpq prefixes "connection to server at ... failed:"; keep only the reason
-        reason = text.split("failed:", 1)[-1].strip()
+        reason = connection_reason(e)
         hint = None
         sqlstate = getattr(getattr(e, "diag", None), "sqlstate", None)
         if "password authentication failed" in reason or sqlstate == "28P01":
@@ -131,6 +130,14 @@ class Server:
         env["PATCHES_POSTGRESQL_TEMPORARY_USER_PASSWORD"] = self.environ.get(
             password_variable(self.prefix, database), database)
         return env
+
+
+def connection_reason(e: Exception) -> str:
+    """libpq's message without its "connection to server at ... failed:" prefixes, one line."""
+    text = " ".join(part.strip() for part in str(e).split("\n") if part.strip())
+    text = re.sub(r'^(connection failed: )?(connection to server (at|on) .*? failed: )+', "",
+                  text)
+    return re.sub(r"^(FATAL|ERROR):\s+", "", text) or type(e).__name__
 
 
 class Maintenance:

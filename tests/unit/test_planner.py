@@ -1,0 +1,164 @@
+"""The planner is a pure function: files + server facts + records -> steps and problems."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from postgresqlpatches.discovery import Patch, read_patch
+from postgresqlpatches.planner import Action, ServerFacts, make_plan
+from postgresqlpatches.state import Record
+
+STATE = "patches"
+
+
+def patch(filename: str, text: str = "select 1;\n") -> Patch:
+    return read_patch(f"tree/{filename}", text=text)
+
+
+def record(p: Patch, *, checksum: str | None = "same", rid: int = 1, settled: bool = True,
+           xid: int | None = None, done: int | None = None) -> Record:
+    n = p.name
+    return Record(id=rid, database=n.database, major=n.major, minor=n.minor, name=n.filename,
+                  installed=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), user=n.user,
+                  checksum=p.checksum if checksum == "same" else checksum, xid=xid,
+                  settled=settled, statements_done=done, non_transactional=done is not None)
+
+
+BASE = patch("app.00000000.0000.postgres.baseline.sql", "\\connect app\ncreate table t();\n")
+SEED = patch("app.00000000.0001.app.seed.sql", "insert into t default values;\n")
+P1 = patch("app.20240101.0001.app.one.sql")
+P2 = patch("app.20240102.0001.app.two.sql")
+
+
+def actions(plan) -> list[tuple[str, str]]:
+    return [(s.patch.name.version, s.action.value) for s in plan.steps]
+
+
+def kinds(plan) -> list[str]:
+    return [p.kind for p in plan.problems]
+
+
+def test_missing_database_is_bootstrapped_then_patched() -> None:
+    plan = make_plan([BASE, SEED, P1], ServerFacts(frozenset()), state_db=STATE)
+    assert actions(plan) == [("00000000.0000", "bootstrap"), ("00000000.0001", "bootstrap"),
+                             ("20240101.0001", "apply")]
+    assert plan.steps[0].via_psql and not plan.steps[1].via_psql
+    assert plan.ok
+
+
+def test_existing_database_skips_its_bootstrap_scripts() -> None:
+    plan = make_plan([BASE, SEED, P1], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert actions(plan) == [("00000000.0000", "skip"), ("00000000.0001", "skip"),
+                             ("20240101.0001", "apply")]
+    assert plan.steps[0].reason == "database exists"
+
+
+def test_missing_database_without_baseline_is_a_problem() -> None:
+    plan = make_plan([P1], ServerFacts(frozenset()), state_db=STATE)
+    assert kinds(plan) == ["no-baseline"]
+    assert plan.problems[0].path == P1.path
+
+
+def test_recorded_patches_are_applied() -> None:
+    facts = ServerFacts(frozenset({"app"}), (record(P1),))
+    plan = make_plan([P1, P2], facts, state_db=STATE)
+    assert actions(plan) == [("20240101.0001", "applied"), ("20240102.0001", "apply")]
+    assert len(plan.pending) == 1
+
+
+def test_changed_applied_patch_is_a_problem() -> None:
+    facts = ServerFacts(frozenset({"app"}), (record(P1, checksum="0" * 64),))
+    plan = make_plan([P1], facts, state_db=STATE)
+    assert kinds(plan) == ["changed"]
+    assert "changed" in plan.steps[0].flags
+
+
+def test_record_without_checksum_is_not_a_change() -> None:
+    facts = ServerFacts(frozenset({"app"}), (record(P1, checksum=None),))
+    plan = make_plan([P1], facts, state_db=STATE)
+    assert plan.ok and "no-checksum" in plan.steps[0].flags
+
+
+def test_out_of_order_is_refused_unless_allowed() -> None:
+    facts = ServerFacts(frozenset({"app"}), (record(P2),))
+    refused = make_plan([P1, P2], facts, state_db=STATE)
+    assert kinds(refused) == ["out-of-order"]
+    allowed = make_plan([P1, P2], facts, state_db=STATE, allow_out_of_order=True)
+    assert allowed.ok and "out-of-order" in allowed.steps[0].flags
+    assert allowed.steps[0].action is Action.APPLY
+
+
+def test_unsettled_record_counts_as_what_its_transaction_became() -> None:
+    r = record(P1, settled=False, xid=1234)
+    committed = make_plan([P1], ServerFacts(frozenset({"app"}), (r,), {1234: "committed"}),
+                          state_db=STATE)
+    aborted = make_plan([P1], ServerFacts(frozenset({"app"}), (r,), {1234: "aborted"}),
+                        state_db=STATE)
+    running = make_plan([P1], ServerFacts(frozenset({"app"}), (r,), {1234: "in progress"}),
+                        state_db=STATE)
+    assert actions(committed) == [("20240101.0001", "applied")]
+    assert actions(aborted) == [("20240101.0001", "apply")]
+    assert kinds(running) == ["unsettled"]
+
+
+def test_interrupted_non_transactional_patch_resumes() -> None:
+    r = record(P1, settled=False, done=2)
+    plan = make_plan([P1], ServerFacts(frozenset({"app"}), (r,)), state_db=STATE)
+    assert plan.steps[0].action is Action.APPLY and plan.steps[0].resume_from == 2
+    assert "resume" in plan.steps[0].flags
+
+
+def test_interrupted_bootstrap_of_existing_database_is_a_problem() -> None:
+    r = record(BASE, settled=False)
+    plan = make_plan([BASE, P1], ServerFacts(frozenset({"app"}), (r,)), state_db=STATE)
+    assert kinds(plan) == ["bootstrap-incomplete"]
+    assert "drop database app" in (plan.problems[0].hint or "")
+
+
+def test_records_of_a_dropped_database_are_a_problem() -> None:
+    plan = make_plan([BASE, P1], ServerFacts(frozenset(), (record(P1),)), state_db=STATE)
+    assert "state-mismatch" in kinds(plan)
+
+
+def test_meta_command_outside_baseline_names_file_and_line() -> None:
+    bad = patch("app.20240103.0001.app.meta.sql", "select 1;\n\\set x 1\nselect :x;\n")
+    plan = make_plan([bad], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert kinds(plan) == ["meta-command"]
+    assert (plan.problems[0].path, plan.problems[0].line) == (bad.path, 2)
+
+
+def test_meta_commands_are_fine_in_a_baseline() -> None:
+    plan = make_plan([BASE], ServerFacts(frozenset()), state_db=STATE)
+    assert plan.ok
+
+
+def test_syntax_error_is_a_problem_with_line() -> None:
+    bad = patch("app.20240103.0001.app.typo.sql", "select 1;\n\nselec 2;\n")
+    plan = make_plan([bad], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert kinds(plan) == ["syntax"] and plan.problems[0].line == 3
+
+
+def test_non_transactional_patch_is_marked() -> None:
+    p = patch("app.20240103.0001.app.idx.sql", "create index concurrently i on t (a);\n")
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert plan.steps[0].non_transactional
+
+
+def test_file_wrapped_in_begin_commit_runs_as_one_transaction() -> None:
+    p = patch("app.20240103.0001.app.wrapped.sql", "BEGIN;\ncreate table a();\nCOMMIT;\n")
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert plan.ok
+    assert [s.kind for s in plan.steps[0].statements] == ["CreateStmt"]
+
+
+def test_transaction_control_inside_a_patch_is_refused() -> None:
+    p = patch("app.20240103.0001.app.commit.sql", "create table a();\nCOMMIT;\ncreate table b();\n")
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert kinds(plan) == ["transaction-control"] and plan.problems[0].line == 2
+
+
+def test_only_pending_patches_are_parsed() -> None:
+    applied = patch("app.20240101.0001.app.one.sql", "this is not sql;\n")
+    plan = make_plan([applied], ServerFacts(frozenset({"app"}), (record(applied),)),
+                     state_db=STATE)
+    assert plan.ok and plan.steps[0].statements == ()
