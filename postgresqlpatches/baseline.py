@@ -19,14 +19,15 @@ if TYPE_CHECKING:
 RESTRICT = re.compile(r"^\\(un)?restrict\b.*\n?", re.MULTILINE)
 
 ROLES_QUERY = """
-WITH used(oid) AS (
+WITH sys AS (SELECT oid FROM pg_namespace WHERE nspname ~ '^(pg_|information_schema)'),
+used(oid) AS (
     SELECT datdba FROM pg_database WHERE datname = current_database()
-    UNION SELECT relowner FROM pg_class WHERE relnamespace::regnamespace::text !~ '^(pg_|information_schema)'
-    UNION SELECT nspowner FROM pg_namespace WHERE nspname !~ '^(pg_|information_schema)'
-    UNION SELECT proowner FROM pg_proc WHERE pronamespace::regnamespace::text !~ '^(pg_|information_schema)'
-    UNION SELECT typowner FROM pg_type WHERE typnamespace::regnamespace::text !~ '^(pg_|information_schema)'
+    UNION SELECT relowner FROM pg_class WHERE relnamespace NOT IN (SELECT oid FROM sys)
+    UNION SELECT nspowner FROM pg_namespace WHERE oid NOT IN (SELECT oid FROM sys)
+    UNION SELECT proowner FROM pg_proc WHERE pronamespace NOT IN (SELECT oid FROM sys)
+    UNION SELECT typowner FROM pg_type WHERE typnamespace NOT IN (SELECT oid FROM sys)
     UNION SELECT (aclexplode(relacl)).grantee FROM pg_class
-          WHERE relacl IS NOT NULL AND relnamespace::regnamespace::text !~ '^(pg_|information_schema)'
+          WHERE relacl IS NOT NULL AND relnamespace NOT IN (SELECT oid FROM sys)
     UNION SELECT (aclexplode(nspacl)).grantee FROM pg_namespace WHERE nspacl IS NOT NULL
     UNION SELECT (aclexplode(datacl)).grantee FROM pg_database
           WHERE datname = current_database() AND datacl IS NOT NULL

@@ -224,7 +224,10 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
 @FORMAT
 @common_options
 def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
-    """What the state database says ran: when, as whom, how long; with GLOBs also what is pending."""
+    """What the state database says ran: when, as whom, how long.
+
+    With GLOBs also what is pending or changed (exit 1 when the plan has problems).
+    """
     from postgresqlpatches import render, runner
 
     st = runner.status(_options(kw, globs))

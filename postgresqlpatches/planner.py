@@ -11,7 +11,7 @@ from postgresqlpatches.discovery import Patch, Problem
 from postgresqlpatches.state import Record
 
 if TYPE_CHECKING:
-    from postgresqlpatches.statements import ParsedSql, Statement
+    from postgresqlpatches.statements import Statement
 
 
 class Action(str, enum.Enum):

@@ -46,7 +46,8 @@ def step_note(step: Step) -> str:
 
 
 def summary(plan: Plan) -> str:
-    counts = [f"{plan.count(Action.BOOTSTRAP)} to bootstrap", f"{plan.count(Action.APPLY)} to apply",
+    counts = [f"{plan.count(Action.BOOTSTRAP)} to bootstrap",
+              f"{plan.count(Action.APPLY)} to apply",
               f"{plan.count(Action.APPLIED)} applied", f"{plan.count(Action.SKIP)} skipped"]
     n = len(plan.problems)
     counts.append(f"{n} problem{'s' * (n != 1)}")
@@ -70,7 +71,7 @@ def print_plan(plan: Plan, stream: IO[str] = sys.stdout, *, show_applied: bool =
         table = Table(box=None, header_style="bold", pad_edge=False)
         for h in HEADERS:
             table.add_column(h, no_wrap=h in ("version", "action"))
-        for step, row in zip(plan.steps, steps_rows):
+        for step, row in zip(plan.steps, steps_rows, strict=False):
             style = ACTION_STYLE[step.action]
             row[5] = f"[{style}]{row[5]}[/]"
             if step.flags and any(f in ("changed", "out-of-order") for f in step.flags):
@@ -104,7 +105,8 @@ def write_columns(stream: IO[str], headers: list[str], rows: Iterable[list[str]]
     rows = list(rows)
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
-        stream.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+        cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+        stream.write("  ".join(cells).rstrip() + "\n")
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -248,8 +250,8 @@ def print_status(st: Status, stream: IO[str] = sys.stdout) -> None:
         pending = [s for s in st.plan.steps if s.pending or "changed" in s.flags]
         if pending:
             stream.write("\npending or changed:\n")
-            write_columns(stream, HEADERS, [r for s, r in zip(st.plan.steps, plan_rows(st.plan))
-                                            if s in pending])
+            rows = zip(st.plan.steps, plan_rows(st.plan), strict=True)
+            write_columns(stream, HEADERS, [r for s, r in rows if s in pending])
         for p in st.plan.problems:
             stream.write(f"problem: {_problem_text(p)}\n")
         stream.write(summary(st.plan) + "\n")
