@@ -219,6 +219,14 @@ def _check_add_unique(kind: str, node: Node, ctx: _FileContext) -> bool:
     )
 
 
+def _check_drop_index(kind: str, node: Node, ctx: _FileContext) -> bool:
+    return (
+        kind == "DropStmt"
+        and node.get("removeType") == "OBJECT_INDEX"
+        and not node.get("concurrent")
+    )
+
+
 def _check_drop_column(kind: str, node: Node, ctx: _FileContext) -> bool:
     return any(True for _ in _cmds(kind, node, "AT_DropColumn"))
 
@@ -387,6 +395,17 @@ RULES: tuple[Rule, ...] = (
         good="CREATE UNIQUE INDEX CONCURRENTLY orders_number_key ON orders (number);\n"
         "ALTER TABLE orders ADD CONSTRAINT orders_number_key UNIQUE USING INDEX orders_number_key;",
         check=_check_add_unique,
+    ),
+    Rule(
+        id="drop-index-non-concurrently",
+        title="DROP INDEX without CONCURRENTLY",
+        why="Dropping an index locks its table against reads and writes; the drop is quick, "
+        "but it waits behind every running query on the table and everything queues behind it.",
+        lock="ACCESS EXCLUSIVE on the table (brief, but it queues)",
+        safer="DROP INDEX CONCURRENTLY, in a patch of its own (it runs outside a transaction).",
+        bad="DROP INDEX orders_customer_id;",
+        good="DROP INDEX CONCURRENTLY orders_customer_id;",
+        check=_check_drop_index,
     ),
     Rule(
         id="drop-column",

@@ -84,6 +84,7 @@ CASES = [
      "alter table t add constraint t_pkey primary key using index t_id;"),
     ("drop-column", "alter table t drop column a;",
      "create table t (a int, b int); alter table t drop column a;"),
+    ("drop-index-non-concurrently", "drop index i;", "drop index concurrently i;"),
     ("drop-table", "drop table t;", "drop view t;"),
     ("drop-table", "drop table if exists s.t, u;", "create table s.t (); drop table s.t;"),
     ("rename", "alter table t rename to u;", "create table t (); alter table t rename to u;"),
