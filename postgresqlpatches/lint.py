@@ -25,6 +25,11 @@ class _FileContext:
     # constraint name -> (table, column) of CHECK (column IS NOT NULL); validated ones apart
     not_null_checks: dict[str, tuple[str, str]] = field(default_factory=dict)
     validated_not_null: set[tuple[str, str]] = field(default_factory=set)
+    # tables with a constraint from an earlier patch validated here: content unknown, trusted
+    validated_elsewhere_added: set[str] = field(default_factory=set)
+    # (table, constraint) added NOT VALID in this file, to spot a VALIDATE in the same transaction
+    added_not_valid: set[tuple[str, str]] = field(default_factory=set)
+    one_transaction: bool = True
 
     def was_created(self, relation: Node | None) -> bool:
         """True for a relation made earlier in this file: it has no rows and no readers yet."""
@@ -176,9 +181,19 @@ def _check_alter_column_type(kind: str, node: Node, ctx: _FileContext) -> bool:
 
 def _check_set_not_null(kind: str, node: Node, ctx: _FileContext) -> bool:
     table = node.get("relation", {}).get("relname", "")
+    if table in ctx.validated_elsewhere_added:
+        return False
     return any(
         (table, at.get("name", "")) not in ctx.validated_not_null
         for at in _cmds(kind, node, "AT_SetNotNull")
+    )
+
+
+def _check_validate_in_same_transaction(kind: str, node: Node, ctx: _FileContext) -> bool:
+    table = node.get("relation", {}).get("relname", "")
+    return ctx.one_transaction and any(
+        (table, at.get("name", "")) in ctx.added_not_valid
+        for at in _cmds(kind, node, "AT_ValidateConstraint")
     )
 
 
@@ -201,6 +216,14 @@ def _check_add_unique(kind: str, node: Node, ctx: _FileContext) -> bool:
         not c.get("indexname")
         for contype in ("CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION")
         for c in _added_constraints(kind, node, contype)
+    )
+
+
+def _check_drop_index(kind: str, node: Node, ctx: _FileContext) -> bool:
+    return (
+        kind == "DropStmt"
+        and node.get("removeType") == "OBJECT_INDEX"
+        and not node.get("concurrent")
     )
 
 
@@ -244,6 +267,9 @@ def _check_reindex(kind: str, node: Node, ctx: _FileContext) -> bool:
 
 
 # --- the rules ------------------------------------------------------------------------------
+
+NEXT_PATCH = "-- in a later patch file:\n"
+"""Splits an example that needs two transactions; tests lint each part as its own file."""
 
 RULES: tuple[Rule, ...] = (
     Rule(
@@ -293,14 +319,18 @@ RULES: tuple[Rule, ...] = (
         title="SET NOT NULL without a validated CHECK",
         why="SET NOT NULL scans the whole table to prove there is no NULL, holding the lock "
         "throughout. Since PostgreSQL 12 the scan is skipped when a validated "
-        "CHECK (column IS NOT NULL) constraint already proves it.",
+        "CHECK (column IS NOT NULL) constraint already proves it. The rule is quiet when such "
+        "a CHECK was added or validated earlier in the file, or when the file validates a "
+        "constraint of the table that an earlier patch added (the linter sees one file and "
+        "trusts that constraint to be the CHECK).",
         lock="ACCESS EXCLUSIVE (reads and writes wait) during the scan",
-        safer="Add CHECK (column IS NOT NULL) NOT VALID, VALIDATE it (which only takes SHARE "
-        "UPDATE EXCLUSIVE), then SET NOT NULL and drop the CHECK.",
+        safer="Add CHECK (column IS NOT NULL) NOT VALID; in a later patch VALIDATE it (which "
+        "only takes SHARE UPDATE EXCLUSIVE), then SET NOT NULL and drop the CHECK.",
         bad="ALTER TABLE orders ALTER COLUMN customer_id SET NOT NULL;",
         good="ALTER TABLE orders ADD CONSTRAINT orders_customer_id_nn\n"
         "    CHECK (customer_id IS NOT NULL) NOT VALID;\n"
-        "ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_id_nn;\n"
+        + NEXT_PATCH
+        + "ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_id_nn;\n"
         "ALTER TABLE orders ALTER COLUMN customer_id SET NOT NULL;\n"
         "ALTER TABLE orders DROP CONSTRAINT orders_customer_id_nn;",
         check=_check_set_not_null,
@@ -312,12 +342,13 @@ RULES: tuple[Rule, ...] = (
         "and blocks writes to both tables while it does.",
         lock="SHARE ROW EXCLUSIVE on both tables (writes wait) during the check",
         safer="Add the constraint NOT VALID (new rows are checked at once), then VALIDATE "
-        "CONSTRAINT in a later statement: it takes only SHARE UPDATE EXCLUSIVE.",
+        "CONSTRAINT in a later patch: it takes only SHARE UPDATE EXCLUSIVE.",
         bad="ALTER TABLE orders ADD CONSTRAINT orders_customer_fk\n"
         "    FOREIGN KEY (customer_id) REFERENCES customers (id);",
         good="ALTER TABLE orders ADD CONSTRAINT orders_customer_fk\n"
         "    FOREIGN KEY (customer_id) REFERENCES customers (id) NOT VALID;\n"
-        "ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_fk;",
+        + NEXT_PATCH
+        + "ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_fk;",
         check=_check_add_foreign_key,
     ),
     Rule(
@@ -326,13 +357,33 @@ RULES: tuple[Rule, ...] = (
         why="Adding a CHECK constraint scans the whole table to test every row, holding the "
         "lock throughout.",
         lock="ACCESS EXCLUSIVE (reads and writes wait) during the scan",
-        safer="Add it NOT VALID, then VALIDATE CONSTRAINT in a later statement (SHARE UPDATE "
+        safer="Add it NOT VALID, then VALIDATE CONSTRAINT in a later patch (SHARE UPDATE "
         "EXCLUSIVE: reads and writes go on).",
         bad="ALTER TABLE orders ADD CONSTRAINT orders_amount_positive CHECK (amount > 0);",
         good="ALTER TABLE orders ADD CONSTRAINT orders_amount_positive\n"
         "    CHECK (amount > 0) NOT VALID;\n"
-        "ALTER TABLE orders VALIDATE CONSTRAINT orders_amount_positive;",
+        + NEXT_PATCH
+        + "ALTER TABLE orders VALIDATE CONSTRAINT orders_amount_positive;",
         check=_check_add_check,
+    ),
+    Rule(
+        id="validate-in-same-transaction",
+        title="VALIDATE CONSTRAINT in the transaction that added it NOT VALID",
+        why="pgpatch runs a file in one transaction, and a lock is held until the transaction "
+        "ends. The ADD CONSTRAINT's lock (ACCESS EXCLUSIVE for a CHECK, SHARE ROW EXCLUSIVE "
+        "for a foreign key) is still held while VALIDATE scans the table, so NOT VALID gained "
+        "nothing. (A file that also holds a statement that cannot run in a transaction runs "
+        "statement by statement, and then this is fine.)",
+        lock="the lock of the earlier ADD CONSTRAINT, for the whole validating scan",
+        safer="Put the VALIDATE CONSTRAINT in a later patch file.",
+        bad="ALTER TABLE orders ADD CONSTRAINT orders_amount_positive\n"
+        "    CHECK (amount > 0) NOT VALID;\n"
+        "ALTER TABLE orders VALIDATE CONSTRAINT orders_amount_positive;",
+        good="ALTER TABLE orders ADD CONSTRAINT orders_amount_positive\n"
+        "    CHECK (amount > 0) NOT VALID;\n"
+        + NEXT_PATCH
+        + "ALTER TABLE orders VALIDATE CONSTRAINT orders_amount_positive;",
+        check=_check_validate_in_same_transaction,
     ),
     Rule(
         id="add-unique-without-index",
@@ -344,6 +395,17 @@ RULES: tuple[Rule, ...] = (
         good="CREATE UNIQUE INDEX CONCURRENTLY orders_number_key ON orders (number);\n"
         "ALTER TABLE orders ADD CONSTRAINT orders_number_key UNIQUE USING INDEX orders_number_key;",
         check=_check_add_unique,
+    ),
+    Rule(
+        id="drop-index-non-concurrently",
+        title="DROP INDEX without CONCURRENTLY",
+        why="Dropping an index locks its table against reads and writes; the drop is quick, "
+        "but it waits behind every running query on the table and everything queues behind it.",
+        lock="ACCESS EXCLUSIVE on the table (brief, but it queues)",
+        safer="DROP INDEX CONCURRENTLY, in a patch of its own (it runs outside a transaction).",
+        bad="DROP INDEX orders_customer_id;",
+        good="DROP INDEX CONCURRENTLY orders_customer_id;",
+        check=_check_drop_index,
     ),
     Rule(
         id="drop-column",
@@ -505,7 +567,9 @@ def _excerpt(statement: Statement, width: int = 100) -> str:
 def lint(parsed: ParsedSql, text: str) -> tuple[Finding, ...]:
     """Findings for the statements of one file, in file order, minus what the file allows."""
     file_wide, per_statement = _allowed(parsed.statements, text)
-    ctx = _FileContext()
+    # A file with a statement that cannot run in a transaction runs statement by statement;
+    # any other file is one transaction, and every lock taken is held until its end.
+    ctx = _FileContext(one_transaction=not parsed.non_transactional)
     findings = []
     for statement, allowed in zip(parsed.statements, per_statement, strict=True):
         kind, node = statement.kind, statement.tree
@@ -536,6 +600,10 @@ def _learn(kind: str, node: Node, ctx: _FileContext) -> None:
     if relation:
         ctx.created.add((relation.get("schemaname"), relation.get("relname", "")))
     table = node.get("relation", {}).get("relname", "") if kind == "AlterTableStmt" else ""
+    for contype in ("CONSTR_CHECK", "CONSTR_FOREIGN"):
+        for constraint in _added_constraints(kind, node, contype):
+            if constraint.get("skip_validation") and constraint.get("conname"):
+                ctx.added_not_valid.add((table, constraint["conname"]))
     for constraint in _added_constraints(kind, node, "CONSTR_CHECK"):
         test = constraint.get("raw_expr", {}).get("NullTest", {})
         fields = test.get("arg", {}).get("ColumnRef", {}).get("fields") or []
@@ -548,6 +616,8 @@ def _learn(kind: str, node: Node, ctx: _FileContext) -> None:
         checked = ctx.not_null_checks.get(at.get("name", ""))
         if checked and checked[0] == table:
             ctx.validated_not_null.add(checked)
+        elif (table, at.get("name", "")) not in ctx.added_not_valid:
+            ctx.validated_elsewhere_added.add(table)
 
 
 # --- docs -----------------------------------------------------------------------------------
