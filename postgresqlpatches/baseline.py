@@ -103,7 +103,7 @@ def role_section(roles: list[tuple[str, bool, bool, bool, bool]]) -> str:
 
 def write_baseline(options: Options, database: str, output_dir: str) -> Path:
     from postgresqlpatches import runner
-    from postgresqlpatches.state import STATE_USER, StateStore
+    from postgresqlpatches.state import StateStore
 
     reason = check_identifier(database, "database")
     if reason:
@@ -139,7 +139,7 @@ def write_baseline(options: Options, database: str, output_dir: str) -> Path:
     patch = read_patch(str(target), text=text)
     # the state database first (created by its own patches if needed), then the record
     runner.apply(_only_state(options))
-    store = StateStore(server.connect(options.state_db, STATE_USER))
+    store = StateStore(runner.connect_state(server, options.state_db))
     try:
         existing = {r.key: r for r in store.records()}.get(patch.name.key)
         if existing is not None:

@@ -91,10 +91,25 @@ def _read_facts(server: Server, maint: Maintenance, patches: Sequence[Patch],
     records: list[Record] = []
     xact: dict[int, str | None] = {}
     if state_db in existing:
-        with server.connect(state_db, STATE_USER) as conn:
+        with connect_state(server, state_db) as conn:
             records = _read_state(conn, state_db)
         xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
     return ServerFacts(frozenset(existing), tuple(records), xact, state_db in existing)
+
+
+def connect_state(server: Server, state_db: str) -> psycopg.Connection:
+    """As role patches; as postgres while the tables are not patches' yet (the original tool's
+    layout, until our first upgrade patch hands them over)."""
+    conn = server.connect(state_db, STATE_USER)
+    row = conn.execute(
+        """SELECT to_regclass('installed_patches') IS NULL
+                  OR has_table_privilege('installed_patches', 'SELECT, INSERT, UPDATE, DELETE')
+                     AND has_table_privilege('databases', 'SELECT, INSERT, UPDATE')""").fetchone()
+    if row and row[0]:
+        return conn
+    conn.close()
+    log.info("role %s may not write the state tables yet: using %s", STATE_USER, SUPERUSER)
+    return server.connect(state_db, SUPERUSER)
 
 
 def _read_state(conn: psycopg.Connection, state_db: str) -> list[Record]:
@@ -228,7 +243,7 @@ class _Run:
     # -- connections ---------------------------------------------------------------------
 
     def _open_store(self) -> StateStore:
-        return StateStore(self.server.connect(self.state_db, STATE_USER))
+        return StateStore(connect_state(self.server, self.state_db))
 
     def _conn(self, database: str, user: str) -> psycopg.Connection:
         key = (database, user)
@@ -447,7 +462,7 @@ def status(options: Options) -> Status:
         exists = bool(maint.existing_databases({options.state_db}))
         records: list[Record] = []
         if exists:
-            with server.connect(options.state_db, STATE_USER) as conn:
+            with connect_state(server, options.state_db) as conn:
                 records = _read_state(conn, options.state_db)
     finally:
         maint.close()
