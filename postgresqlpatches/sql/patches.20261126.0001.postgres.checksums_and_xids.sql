@@ -45,3 +45,9 @@ BEGIN
     END IF;
 END
 $$;
+
+-- who and what, from the file names the original tool kept
+UPDATE installed_patches
+SET user_name = split_part(name, '.', 4), description = split_part(name, '.', 5)
+WHERE user_name IS NULL
+  AND name ~ '^[a-z_][a-z0-9_]*\.[0-9]{8}\.[0-9]{4}\.[a-z_][a-z0-9_]*\.[A-Za-z0-9_-]+\.sql$';
