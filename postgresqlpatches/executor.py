@@ -105,13 +105,44 @@ def run_psql(server: Server, patch: Patch, usernames: set[str]) -> None:
     env = server.psql_environment(patch.name.user, patch.name.database, names)
     log.debug("running %s through psql", patch.path)
     proc = subprocess.run(args, input=patch.text.encode(), env=env, capture_output=True,
-                          check=False)
+                          check=False, preexec_fn=_die_with_parent)
     stderr = proc.stderr.decode(errors="replace")
     for text in stderr.splitlines():
         log.debug("psql: %s", text)
     if proc.returncode == 0:
         return
     raise psql_failure(stderr, patch, proc.returncode, server)
+
+
+def _die_with_parent() -> None:
+    """psql must not outlive a killed pgpatch: a bootstrap then stops where pgpatch stopped."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the crash tests: PGPATCH_CRASH_AT=NAME:N kills this process with
+    SIGKILL the Nth time it passes NAME. Unset (always, outside tests) it does nothing."""
+    import os
+
+    spec = os.environ.get("PGPATCH_CRASH_AT")
+    if not spec or not spec.startswith(name + ":"):
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if _passes[name] == int(spec.split(":", 1)[1]):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_passes: dict[str, int] = {}
 
 
 def psql_failure(stderr: str, patch: Patch, returncode: int, server: Server) -> PgpatchError:

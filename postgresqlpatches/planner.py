@@ -29,6 +29,7 @@ PSQL = "psql"
 RESUME = "resume"
 UNSETTLED = "unsettled"
 NO_CHECKSUM = "no-checksum"
+REDO = "redo"
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class ServerFacts:
     records: tuple[Record, ...] = ()
     xact_status: Mapping[int, str | None] = field(default_factory=dict)
     state_exists: bool = False
+    half_made: frozenset[str] = frozenset()
 
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
@@ -107,6 +109,13 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
             break
     for database, group in by_db.items():
         exists = database in facts.existing
+        redo = database in facts.half_made or exists and any(
+            r.database == database and r.major == "00000000" and not r.settled
+            and r.xid is None for r in records.values())
+        if redo:
+            # a bootstrap that pgpatch began and never finished: nothing else ran on that
+            # database (later patches come after the bootstrap is settled), so make it anew
+            exists = False
         if not exists and not any(p.name.is_baseline for p in group):
             first = group[0]
             problems.append(Problem(
@@ -117,8 +126,12 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
         newest = max((r.version for r in records.values()
                       if r.database == database and r.major != "00000000"), default=None)
         for patch in group:
-            steps.append(_step(patch, exists, records.get(patch.name.key), newest,
-                               allow_out_of_order, problems))
+            step = _step(patch, exists, records.get(patch.name.key), newest,
+                         allow_out_of_order, problems)
+            if redo and step.action is Action.BOOTSTRAP:
+                step = Step(patch, step.action, "the last bootstrap was interrupted: the database "
+                            "is dropped and made again", (*step.flags, REDO), record=step.record)
+            steps.append(step)
     if parse:
         steps = [_parse_step(s, problems) if s.pending and not s.via_psql else s for s in steps]
     return Plan(tuple(steps), tuple(problems))
@@ -153,15 +166,6 @@ def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
     psql = (PSQL,) if name.is_baseline else ()
     if record is not None and not record.settled and record.xid is None:
         if name.is_bootstrap:
-            if exists:
-                problems.append(Problem(
-                    "bootstrap-incomplete", patch.path,
-                    f"the bootstrap of database {name.database} was interrupted: the database "
-                    "exists but may be half-made",
-                    hint=f"drop database {name.database} (and roles its baseline created) and "
-                         "run again"))
-                return Step(patch, Action.SKIP, "bootstrap interrupted", (UNSETTLED,),
-                            record=record)
             return Step(patch, Action.BOOTSTRAP, flags=psql, record=record)
         done = record.statements_done or 0
         return Step(patch, Action.APPLY, f"resumes at statement {done + 1}", (RESUME,),

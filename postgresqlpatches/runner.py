@@ -90,11 +90,40 @@ def _read_facts(server: Server, maint: Maintenance, patches: Sequence[Patch],
     existing = maint.existing_databases(names)
     records: list[Record] = []
     xact: dict[int, str | None] = {}
+    half_made: frozenset[str] = frozenset()
+    if state_db in existing and state_half_made(server, state_db):
+        existing.discard(state_db)
+        half_made = frozenset({state_db})
     if state_db in existing:
         with connect_state(server, state_db) as conn:
             records = _read_state(conn, state_db)
         xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
-    return ServerFacts(frozenset(existing), tuple(records), xact, state_db in existing)
+    return ServerFacts(frozenset(existing), tuple(records), xact, state_db in existing,
+                       half_made)
+
+
+def state_half_made(server: Server, state_db: str) -> bool:
+    """A state database whose bootstrap was cut short: our tables missing or empty, and nothing
+    else in it. Anything else (a database of the same name with other content) is an error."""
+    with server.connect(state_db, SUPERUSER) as conn:
+        row = conn.execute(
+            """SELECT to_regclass('public.installed_patches') IS NOT NULL,
+                      count(*) FILTER (WHERE relname NOT IN ('databases', 'installed_patches'))
+               FROM pg_class WHERE relkind IN ('r', 'v', 'p')
+                 AND relnamespace = 'public'::regnamespace
+                 AND relname <> 'patches'""").fetchone()
+        assert row is not None
+        has_table, others = row
+        if others:
+            if not has_table:
+                raise PgpatchError(
+                    f"the database {state_db} exists but is not a pgpatch state database",
+                    hint="name another state database with --state-db")
+            return False
+        if not has_table:
+            return True
+        empty = conn.execute("SELECT NOT EXISTS (SELECT FROM installed_patches)").fetchone()
+        return bool(empty and empty[0])
 
 
 def connect_state(server: Server, state_db: str) -> psycopg.Connection:
@@ -195,7 +224,7 @@ class _Run:
 
     def execute(self, reporter: Reporter) -> ApplyResult:
         existing = self.maint.existing_databases({self.state_db})
-        if self.state_db in existing:
+        if self.state_db in existing and not state_half_made(self.server, self.state_db):
             self.store = self._open_store()
             self._settle()
         facts = _read_facts(self.server, self.maint, self.patches, self.state_db)
@@ -285,7 +314,7 @@ class _Run:
         """Record (with the xid) before the target commits: a crash in between is settled."""
         import psycopg
 
-        from postgresqlpatches.executor import current_xid, run_statements
+        from postgresqlpatches.executor import crash_point, current_xid, run_statements
 
         assert self.store is not None
         patch = step.patch
@@ -304,6 +333,7 @@ class _Run:
         except BaseException:
             _rollback(conn)
             raise
+        crash_point("after-record")
         try:
             conn.commit()
         except psycopg.Error as e:
@@ -313,6 +343,7 @@ class _Run:
             self.store.delete([record_id])
             raise failure(e, patch, None) from e
         self.to_settle.append(record_id)
+        crash_point("after-commit")
 
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
@@ -372,10 +403,18 @@ class _Run:
 
     def _bootstrap(self, group: list[Step], reporter: Reporter, result: ApplyResult) -> None:
         """Create a database from its 00000000 scripts; on failure remove what this run made."""
+        from psycopg import sql
+
         from postgresqlpatches.executor import run_psql, run_statements
+        from postgresqlpatches.planner import REDO
 
         database = group[0].patch.name.database
         is_state = database == self.state_db
+        if any(REDO in s.flags for s in group):
+            log.warning("the last bootstrap of %s was interrupted: dropping the database it "
+                        "left and making it again", database)
+            self.maint.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(database)))
         roles_before = self.maint.roles()
         marks: list[int] = []
         try:

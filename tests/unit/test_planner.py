@@ -108,11 +108,14 @@ def test_interrupted_non_transactional_patch_resumes() -> None:
     assert "resume" in plan.steps[0].flags
 
 
-def test_interrupted_bootstrap_of_existing_database_is_a_problem() -> None:
+def test_interrupted_bootstrap_is_made_again() -> None:
     r = record(BASE, settled=False)
-    plan = make_plan([BASE, P1], ServerFacts(frozenset({"app"}), (r,)), state_db=STATE)
-    assert kinds(plan) == ["bootstrap-incomplete"]
-    assert "drop database app" in (plan.problems[0].hint or "")
+    plan = make_plan([BASE, SEED, P1], ServerFacts(frozenset({"app"}), (r,)), state_db=STATE)
+    assert plan.ok
+    assert actions(plan) == [("00000000.0000", "bootstrap"), ("00000000.0001", "bootstrap"),
+                             ("20240101.0001", "apply")]
+    assert all("redo" in s.flags for s in plan.steps[:2])
+    assert plan.steps[0].record == r
 
 
 def test_records_of_a_dropped_database_are_a_problem() -> None:

@@ -1,0 +1,304 @@
+"""Exactly once, even when killed: checksums, order, the lock, settling, non-transactional files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Pg
+
+BASELINE = """CREATE DATABASE app;
+\\connect app
+CREATE TABLE ledger (name text NOT NULL);
+"""
+
+
+def ledger_tree(pg: Pg, n: int, user: str = "postgres") -> None:
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    for i in range(1, n + 1):
+        pg.write(f"p/app.20240101.{i:04d}.{user}.p{i}.sql",
+                 f"INSERT INTO ledger VALUES ('p{i}');\nSELECT count(*) FROM ledger;\n")
+
+
+def ledger_counts(pg: Pg) -> dict[str, int]:
+    return dict(pg.query("SELECT name, count(*)::int FROM ledger GROUP BY name", "app"))
+
+
+def plan_json(pg: Pg, *args: str) -> dict:
+    return json.loads(pg.cli("plan", pg.glob(), "--format", "json", *args).stdout)
+
+
+def popen(pg: Pg, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
+    full.update(pg.env)
+    full.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "postgresqlpatches", *args], env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# -- checksums -----------------------------------------------------------------------------
+
+def test_changed_applied_patch_stops_plan_and_apply(pg: Pg) -> None:
+    ledger_tree(pg, 2)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    changed = pg.tree / "p" / "app.20240101.0001.postgres.p1.sql"
+    changed.write_text("INSERT INTO ledger VALUES ('edited');\n")
+    pg.write("p/app.20240102.0001.postgres.new.sql", "INSERT INTO ledger VALUES ('new');\n")
+    plan = pg.cli("plan", pg.glob())
+    assert plan.exit_code == 1
+    assert f"problem: {changed}: the file changed after it was applied" in plan.stdout
+    data = plan_json(pg)
+    assert [(p["kind"], p["path"]) for p in data["problems"]] == [("changed", str(changed))]
+    assert "changed" in next(p for p in data["patches"] if p["path"] == str(changed))["flags"]
+    applied = pg.cli("apply", pg.glob())
+    assert applied.exit_code == 1
+    assert applied.stderr.startswith(f"error: {changed}: the file changed after it was applied")
+    assert "new" not in ledger_counts(pg)
+
+
+def test_crlf_checkout_is_not_a_change(pg: Pg) -> None:
+    ledger_tree(pg, 2)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    for path in (pg.tree / "p").glob("*.sql"):
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    assert plan_json(pg)["ok"] is True
+    assert pg.cli("apply", pg.glob()).stdout.startswith("nothing to do")
+
+
+# -- order ---------------------------------------------------------------------------------
+
+def test_out_of_order_patch_is_refused_unless_allowed(pg: Pg) -> None:
+    ledger_tree(pg, 2)
+    (pg.tree / "p" / "app.20240101.0001.postgres.p1.sql").rename(pg.tree.parent / "held-back.sql")
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    late = pg.tree / "p" / "app.20240101.0001.postgres.p1.sql"
+    (pg.tree.parent / "held-back.sql").rename(late)
+    refused = pg.cli("apply", pg.glob())
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(
+        f"error: {late}: version 20240101.0001 is older than 20240101.0002, already applied")
+    assert "--allow-out-of-order" in refused.stderr
+    allowed = pg.cli("apply", "--allow-out-of-order", pg.glob())
+    assert allowed.exit_code == 0, allowed.stderr
+    assert "[out-of-order]" in allowed.stdout
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1}
+
+
+# -- one run at a time -----------------------------------------------------------------------
+
+def test_three_concurrent_applies_run_each_patch_once(pg: Pg) -> None:
+    ledger_tree(pg, 40)
+    procs = [popen(pg, "apply", pg.glob(), "--lock-wait", "120") for _ in range(3)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1] for o in outs]
+    assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 41)}
+    summaries = sorted(o[0].splitlines()[-1].split(" in ")[0] for o in outs)
+    assert summaries == ["applied 43 patches to 2 databases"] + [
+        "nothing to do: 43 patches already applied"] * 2
+
+
+def test_a_run_gives_up_waiting_for_the_lock_with_a_clear_message(pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    with pg.server.connect("postgres") as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (0x70677074, 1))
+        started = time.monotonic()
+        result = pg.cli("apply", pg.glob(), "--lock-wait", "0.5")
+        waited = time.monotonic() - started
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: another pgpatch run (server pid ")
+    assert "still holds the lock after 0.5 s" in result.stderr
+    assert "hint: wait for it to finish, or raise --lock-wait" in result.stderr
+    assert waited < 30
+    assert pg.databases() == set()
+
+
+# -- exactly once across two databases -----------------------------------------------------
+
+@pytest.mark.parametrize("point", ["after-record", "after-commit"])
+def test_a_crash_between_the_two_commits_is_settled(pg: Pg, point: str) -> None:
+    ledger_tree(pg, 5)
+    crashed = pg.run("apply", pg.glob(), env={"PGPATCH_CRASH_AT": f"{point}:3"})
+    assert crashed.returncode == -signal.SIGKILL
+    status = json.loads(pg.cli("status", "--format", "json").stdout)
+    unsettled = [r["version"] for r in status["records"] if r["state"] == "unsettled"]
+    assert "20240101.0003" in unsettled  # status shows what a crash left open
+    plan = plan_json(pg)
+    p3 = next(p for p in plan["patches"] if p["version"] == "20240101.0003")
+    assert p3["action"] == ("applied" if point == "after-commit" else "apply")
+    final = pg.cli("apply", pg.glob())
+    assert final.exit_code == 0, final.stderr
+    assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 6)}
+    status = json.loads(pg.cli("status", "--format", "json").stdout)
+    assert {r["state"] for r in status["records"]} == {"applied"}
+
+
+def test_kill_at_random_moments_never_runs_a_patch_twice(pg: Pg) -> None:
+    ledger_tree(pg, 150)
+    for path in (pg.tree / "p").glob("*.sql"):  # ~55 ms a patch: kills land mid-run
+        path.write_text(path.read_text() + "SELECT pg_sleep(0.05);\n")
+    rng = random.Random(int(os.environ.get("PGPATCH_KILL_SEED", "20261126")))
+    kills = runs = 0
+    while kills < 12 and runs < 40:
+        runs += 1
+        proc = popen(pg, "apply", pg.glob(), "--lock-wait", "60")
+        time.sleep(rng.uniform(0.3, 0.9))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=120)
+    final = pg.cli("apply", pg.glob())
+    assert final.exit_code == 0, final.stderr
+    assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 151)}
+    plan = plan_json(pg)
+    assert plan["ok"] and plan["summary"]["apply"] == 0 and plan["summary"]["bootstrap"] == 0
+    assert kills == 12  # a dozen real kills, at random moments of real runs
+
+
+# -- failed and interrupted bootstrap ----------------------------------------------------
+
+def test_interrupted_bootstrap_is_made_again_not_taken_for_done(pg: Pg) -> None:
+    slow = pg.write("slow.00000000.0000.postgres.baseline.sql",
+                    "CREATE DATABASE slow;\nSELECT pg_sleep(30);\n")
+    pg.write("slow.20240101.0001.postgres.t.sql", "CREATE TABLE t ();\n")
+    proc = popen(pg, "apply", pg.glob())
+    deadline = time.monotonic() + 60
+    while "slow" not in pg.databases() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pg.query("CREATE TABLE half_made ()", "slow")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    plan = pg.cli("plan", pg.glob())
+    assert plan.exit_code == 0
+    line = next(x for x in plan.stdout.splitlines() if x.startswith("slow") and "baseline" in x)
+    assert " bootstrap " in line and "psql, redo" in line
+    assert "the last bootstrap was interrupted" in line
+    slow.write_text("CREATE DATABASE slow;\n")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    assert "dropping the database it left and making it again" in result.stderr
+    assert pg.query("SELECT to_regclass('t') IS NOT NULL, to_regclass('half_made') IS NULL",
+                    "slow") == [(True, True)]
+
+
+# -- statements that cannot run in a transaction -----------------------------------------
+
+def test_non_transactional_patch_just_works_and_is_marked(pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    pg.write("p/app.20240102.0001.postgres.index.sql",
+             "-- CREATE INDEX in a comment: BEGIN; 'quoted'\n"
+             "CREATE INDEX CONCURRENTLY ledger_name ON ledger (name);\n"
+             "VACUUM (ANALYZE) ledger;\n")
+    plan = plan_json(pg)
+    idx = next(p for p in plan["patches"] if p["description"] == "index")
+    assert "non-transactional" in idx["flags"]
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    assert pg.query("SELECT indisvalid FROM pg_index WHERE indexrelid = 'ledger_name'::regclass",
+                    "app") == [(True,)]
+
+
+def test_non_transactional_patch_failing_midway_says_what_ran_and_resumes(pg: Pg) -> None:
+    ledger_tree(pg, 0)
+    bad = pg.write("p/app.20240102.0001.postgres.index.sql",
+                   "CREATE INDEX CONCURRENTLY one ON ledger (name);\n"
+                   "CREATE INDEX CONCURRENTLY two ON ledger (nosuch);\n"
+                   "CREATE INDEX CONCURRENTLY three ON ledger (name);\n")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f'error: {bad}:2: column "nosuch" does not exist [SQLSTATE 42703]'.replace(
+            " [SQLSTATE", "; statements 1-1 of 3 ran and stay done, the next run resumes at "
+            "statement 2 [SQLSTATE"))
+    plan = plan_json(pg)
+    step = next(p for p in plan["patches"] if p["description"] == "index")
+    assert step["action"] == "apply" and "resume" in step["flags"]
+    # the fix may only touch what has not run yet
+    bad.write_text("CREATE INDEX CONCURRENTLY one ON ledger (name);\n"
+                   "CREATE INDEX CONCURRENTLY two ON ledger (name, name);\n"
+                   "CREATE INDEX CONCURRENTLY three ON ledger (name);\n")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    indexes = pg.query("SELECT relname FROM pg_class WHERE relkind = 'i' AND relname IN "
+                       "('one', 'two', 'three') ORDER BY 1", "app")
+    assert indexes == [("one",), ("three",), ("two",)]
+
+
+# -- psql meta-commands ----------------------------------------------------------------------
+
+def test_meta_command_in_a_later_patch_stops_everything(pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    bad = pg.write("p/app.20240102.0001.postgres.meta.sql",
+                   "SELECT 1; -- \\connect in a comment is fine\n"
+                   "SELECT '\\set in a string is fine';\n"
+                   "\\connect other\n")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: {bad}:3: psql meta-command \\connect outside a 0000 baseline")
+    assert pg.databases() == set()
+
+
+# -- safety settings -----------------------------------------------------------------------
+
+def test_lock_timeout_makes_a_blocked_patch_fail_cleanly(pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    alter = pg.write("p/app.20240102.0001.postgres.alter.sql",
+                     "ALTER TABLE ledger ADD COLUMN note text;\n")
+    with pg.server.connect("app") as busy:
+        busy.autocommit = False
+        busy.execute("LOCK TABLE ledger IN ACCESS SHARE MODE")
+        started = time.monotonic()
+        result = pg.cli("apply", pg.glob(), "--lock-timeout", "200")
+        assert time.monotonic() - started < 30
+        busy.rollback()
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {alter}:1: canceling statement due to lock timeout")
+    assert "[SQLSTATE 55P03]" in result.stderr
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+
+
+def test_statement_timeout_applies_to_patch_sessions(pg: Pg) -> None:
+    ledger_tree(pg, 0)
+    slow = pg.write("p/app.20240102.0001.postgres.slow.sql", "SELECT pg_sleep(20);\n")
+    result = pg.cli("apply", pg.glob(), "--statement-timeout", "300")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: {slow}:1: canceling statement due to statement timeout [SQLSTATE 57014]")
+
+
+# -- hostile input -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [
+    "app.20240101.0001.postgres;drop.x.sql", "app.20240101.0001.Robert'); DROP.x.sql",
+    'a"b.20240101.0001.postgres.x.sql', "app.20240101.0001.pöstgres.x.sql",
+    "my app.20240101.0001.postgres.x.sql"])
+def test_hostile_names_are_refused_before_any_sql(pg: Pg, name: str) -> None:
+    pg.write(name)
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 1
+    assert "not a patch file name" in result.stderr
+    assert pg.databases() == set()
+
+
+def test_psql_gets_passwords_only_through_its_environment(pg: Pg, tmp_path: Path) -> None:
+    log = tmp_path / "argv.log"
+    wrapper = tmp_path / "psql"
+    real = pg.server.installation.tool("psql")
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    ledger_tree(pg, 1)
+    result = pg.cli("apply", pg.glob(), env={"PGPATCH_PSQL": str(wrapper)})
+    assert result.exit_code == 0, result.stderr
+    argv = log.read_text()
+    assert argv.count("-f -") == 2  # the state database's baseline and app's
+    for secret in [pg.server.password, *[v for k, v in pg.env.items() if "PASSWORD" in k]]:
+        assert secret not in argv
