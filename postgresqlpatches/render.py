@@ -27,7 +27,10 @@ def is_terminal(stream: IO[str]) -> bool:
 
 
 def use_rich(stream: IO[str]) -> bool:
-    return is_terminal(stream) and os.environ.get("TERM") != "dumb"
+    """Rich only for a person at a colour terminal: NO_COLOR (any value) means plain text,
+    without a single escape code, just as when piped."""
+    return (is_terminal(stream) and os.environ.get("TERM") != "dumb"
+            and not os.environ.get("NO_COLOR"))
 
 
 def _console(stream: IO[str]) -> Any:
@@ -101,8 +104,9 @@ def print_plan(plan: Plan, stream: IO[str] | None = None, *, show_applied: bool 
         from rich.table import Table
 
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for h in HEADERS:
-            table.add_column(h, no_wrap=h in ("version", "action"))
+        for h in HEADERS:  # a path is folded, never cut: it must stay copyable
+            table.add_column(h, no_wrap=h in ("version", "action"),
+                             overflow="fold" if h in ("path", "description") else "ellipsis")
         for step, row in zip(plan.steps, steps_rows, strict=True):
             row = [escape(c) for c in row]
             style = ACTION_STYLE[step.action]
