@@ -1,4 +1,4 @@
-"""Lint lives in the one planner: pending APPLY steps carry findings; --lint=error makes problems."""
+"""Lint lives in the one planner: pending APPLY steps carry findings; error mode adds problems."""
 
 from __future__ import annotations
 
