@@ -230,7 +230,7 @@ def _when(record: Record) -> str:
 def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step:
     """Parse what psycopg will run: meta-commands and syntax errors stop the plan."""
     from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.statements import parse_sql
+    from postgresqlpatches.statements import EXPLICIT_TRANSACTION_CONTROL, parse_sql
 
     patch = step.patch
     try:
@@ -249,7 +249,7 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
         return step
     statements = _strip_wrapping_transaction(parsed.statements, patch, problems)
     flags = list(step.flags)
-    if any(s.non_transactional for s in statements):
+    if any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL) for s in statements):
         flags.append(NON_TRANSACTIONAL)
     findings = _lint(step, parsed, lint, problems)
     return Step(patch, step.action, step.reason, tuple(flags), tuple(statements), step.record,
