@@ -302,10 +302,11 @@ def baseline(database: str, output_dir: str, **kw: Any) -> None:
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False), help="The folder to write the file in.")
 def new(database: str, user: str, description: str, directory: str) -> None:
-    """Create the next patch file: DATABASE.<today>.<next free minor>.USER.DESCRIPTION.sql.
+    """Create the next correctly named patch file and print its path.
 
-    Today is the local date; the minor is one above the highest used for DATABASE and today
-    by files in --dir and its subfolders. Prints the new file's path; never overwrites.
+    The name is DATABASE.<today>.<next free minor>.USER.DESCRIPTION.sql. Today is the
+    local date; the minor is one above the highest used for DATABASE and today by files in
+    --dir and its subfolders (hidden folders skipped). Never overwrites a file.
     """
     from postgresqlpatches.errors import PgpatchError
     from postgresqlpatches.scaffold import create_patch
