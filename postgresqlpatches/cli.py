@@ -165,26 +165,61 @@ def main() -> None:
     """
 
 
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_PENDING = 3
+"""plan --exit-code: the plan is valid and has patches to run (click keeps 2 for usage errors)."""
+
+LINT_MODES = ("error", "warn", "off")  # planner.LINT_MODES, spelled here to keep --help fast
+
+
+def lint_option(what: str) -> Callable[..., Any]:
+    return click.option(
+        "--lint", type=click.Choice(LINT_MODES), default="warn", show_default=True,
+        help=f"Dangerous DDL in pending patches (docs/lint.md). warn: show it and {what}; "
+             "error: each finding is a problem (exit 1, nothing runs); off: do not lint.")
+
+
 @main.command()
 @GLOBS
 @FORMAT
+@click.option("--offline", is_flag=True,
+              help="No server: check the files alone (names, duplicates, SQL, meta-commands, "
+                   "lint) and show the order they would run in on an empty server.")
+@lint_option("exit 0")
+@click.option("--exit-code", "detailed_exit_code", is_flag=True,
+              help=f"Exit {EXIT_PENDING} when the plan is valid and has patches to run, "
+                   f"{EXIT_OK} only when there is nothing to do.")
 @click.option("--allow-out-of-order", is_flag=True,
               help="Plan patches older than the newest applied one instead of refusing them.")
 @common_options
-def plan(globs: tuple[str, ...], fmt: str, allow_out_of_order: bool, **kw: Any) -> None:
+def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
+         allow_out_of_order: bool, **kw: Any) -> None:
     """Show what apply would do, in order. Read-only: creates nothing, not even the state database.
 
-    Exit status: 0 the plan is valid, 1 it has problems or the server cannot be reached.
+    With --offline no server is needed: a database with a 0000 baseline in the tree is taken
+    as new (built from its scripts), any other as existing with nothing applied, so every file
+    is parsed and checked. Applied-patch checks (changed, out-of-order) need the server.
+
+    \b
+    Exit status:
+      0  the plan is valid (with --exit-code: valid, nothing to do)
+      1  the plan has problems, or the server cannot be reached
+      2  usage error (a bad option)
+      3  with --exit-code: the plan is valid and has patches to run
     """
     from postgresqlpatches import render, runner
 
     _require_globs(globs)
-    the_plan = runner.plan(_options(kw, globs, allow_out_of_order=allow_out_of_order))
+    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint)
+    the_plan = runner.plan_offline(options) if offline else runner.plan(options)
     if fmt == "json":
-        render.dump_json(render.plan_json(the_plan))
+        render.dump_json(render.plan_json(the_plan, offline=offline))
     else:
         render.print_plan(the_plan)
-    sys.exit(0 if the_plan.ok else 1)
+    if not the_plan.ok:
+        sys.exit(EXIT_PROBLEMS)
+    sys.exit(EXIT_PENDING if detailed_exit_code and the_plan.pending else EXIT_OK)
 
 
 @main.command()
@@ -199,15 +234,21 @@ def plan(globs: tuple[str, ...], fmt: str, allow_out_of_order: bool, **kw: Any) 
               help="statement_timeout for patch sessions (default: off, the server's).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="json: the applied patches as JSON on stdout.")
+@lint_option("apply anyway")
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
-          lock_timeout: int | None, statement_timeout: int | None, fmt: str, **kw: Any) -> None:
-    """Apply every pending patch, each exactly once, in name order."""
+          lock_timeout: int | None, statement_timeout: int | None, fmt: str, lint: str,
+          **kw: Any) -> None:
+    """Apply every pending patch, each exactly once, in name order.
+
+    Lint findings are printed on stderr before anything runs.
+    """
     from postgresqlpatches import render, runner
 
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
-                       lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout)
+                       lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
+                       lint=lint)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         result = runner.apply(options, reporter)
@@ -252,6 +293,28 @@ def baseline(database: str, output_dir: str, **kw: Any) -> None:
 
     path = baseline_module.write_baseline(_options(kw), database, output_dir)
     click.echo(f"wrote {path} and recorded it as applied")
+
+
+@main.command()
+@click.argument("database")
+@click.argument("user")
+@click.argument("description")
+@click.option("--dir", "directory", default=".", show_default=True,
+              type=click.Path(file_okay=False), help="The folder to write the file in.")
+def new(database: str, user: str, description: str, directory: str) -> None:
+    """Create the next correctly named patch file and print its path.
+
+    The name is DATABASE.<today>.<next free minor>.USER.DESCRIPTION.sql. Today is the
+    local date; the minor is one above the highest used for DATABASE and today by files in
+    --dir and its subfolders (hidden folders skipped). Never overwrites a file.
+    """
+    from postgresqlpatches.errors import PgpatchError
+    from postgresqlpatches.scaffold import create_patch
+
+    try:
+        click.echo(create_patch(database, user, description, directory))
+    except PgpatchError as e:
+        _fail(e, "warning")
 
 
 @main.command()

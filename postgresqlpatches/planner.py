@@ -11,7 +11,8 @@ from postgresqlpatches.discovery import Patch, Problem
 from postgresqlpatches.state import Record
 
 if TYPE_CHECKING:
-    from postgresqlpatches.statements import Statement
+    from postgresqlpatches.lint import Finding
+    from postgresqlpatches.statements import ParsedSql, Statement
 
 
 class Action(str, enum.Enum):
@@ -30,6 +31,17 @@ RESUME = "resume"
 UNSETTLED = "unsettled"
 NO_CHECKSUM = "no-checksum"
 REDO = "redo"
+FLAGS = (NON_TRANSACTIONAL, OUT_OF_ORDER, CHANGED, PSQL, RESUME, UNSETTLED, NO_CHECKSUM, REDO)
+
+PROBLEM_KINDS = (
+    "no-match", "bad-name", "unreadable", "duplicate",  # discovery
+    "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "no-baseline",
+    "state-mismatch", "unsettled", "lint",  # planner
+)
+"""Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
+
+LINT_MODES = ("error", "warn", "off")
+"""error: each finding is a problem (nothing runs); warn: shown, runs; off: not linted."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,8 @@ class Step:
     statements: tuple[Statement, ...] = ()
     record: Record | None = None
     resume_from: int = 0
+    findings: tuple[Finding, ...] = ()
+    """Lint findings of a pending, non-bootstrap step (a database being created has no users)."""
 
     @property
     def pending(self) -> bool:
@@ -62,6 +76,8 @@ class Plan:
     steps: tuple[Step, ...]
     problems: tuple[Problem, ...] = ()
     notes: tuple[str, ...] = ()
+    lint: str = "warn"
+    """The lint mode it was made with: with "error" every finding is also a problem."""
 
     @property
     def ok(self) -> bool:
@@ -73,6 +89,11 @@ class Plan:
 
     def count(self, action: Action) -> int:
         return sum(1 for s in self.steps if s.action is action)
+
+    @property
+    def findings(self) -> tuple[tuple[Step, Finding], ...]:
+        """Every lint finding with its step, in run order."""
+        return tuple((s, f) for s in self.steps for f in s.findings)
 
 
 @dataclass(frozen=True)
@@ -88,8 +109,13 @@ class ServerFacts:
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
               problems: Iterable[Problem] = (), allow_out_of_order: bool = False,
-              parse: bool = True) -> Plan:
-    """One planner for plan, apply and status: ``apply`` executes exactly this value."""
+              parse: bool = True, lint: str = "warn") -> Plan:
+    """One planner for plan, apply and status: ``apply`` executes exactly this value.
+
+    ``lint`` is one of LINT_MODES; pending APPLY steps are linted where they are parsed.
+    """
+    if lint not in LINT_MODES:
+        raise ValueError(f"lint must be one of {LINT_MODES}, not {lint!r}")
     problems = list(problems)
     records = _effective_records(facts, problems)
     steps: list[Step] = []
@@ -133,8 +159,9 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
                             "is dropped and made again", (*step.flags, REDO), record=step.record)
             steps.append(step)
     if parse:
-        steps = [_parse_step(s, problems) if s.pending and not s.via_psql else s for s in steps]
-    return Plan(tuple(steps), tuple(problems))
+        steps = [_parse_step(s, problems, lint) if s.pending and not s.via_psql else s
+                 for s in steps]
+    return Plan(tuple(steps), tuple(problems), lint=lint)
 
 
 def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tuple, Record]:
@@ -204,10 +231,10 @@ def _when(record: Record) -> str:
     return f"{record.installed:%Y-%m-%d %H:%M}" if record.installed else "an earlier run"
 
 
-def _parse_step(step: Step, problems: list[Problem]) -> Step:
+def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step:
     """Parse what psycopg will run: meta-commands and syntax errors stop the plan."""
     from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.statements import parse_sql
+    from postgresqlpatches.statements import EXPLICIT_TRANSACTION_CONTROL, parse_sql
 
     patch = step.patch
     try:
@@ -226,10 +253,34 @@ def _parse_step(step: Step, problems: list[Problem]) -> Step:
         return step
     statements = _strip_wrapping_transaction(parsed.statements, patch, problems)
     flags = list(step.flags)
-    if any(s.non_transactional for s in statements):
+    if any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL) for s in statements):
         flags.append(NON_TRANSACTIONAL)
+    findings = _lint(step, parsed, lint, problems)
     return Step(patch, step.action, step.reason, tuple(flags), tuple(statements), step.record,
-                step.resume_from)
+                step.resume_from, findings)
+
+
+def _lint(step: Step, parsed: ParsedSql, mode: str, problems: list[Problem]) -> tuple[Finding, ...]:
+    """Lint an APPLY step of the user's own files.
+
+    A bootstrap script builds a database nobody uses yet; pgpatch's own patches of the state
+    database are not the user's to change.
+    """
+    if mode == "off" or step.action is not Action.APPLY or step.patch.builtin:
+        return ()
+    from postgresqlpatches.lint import lint
+
+    findings = lint(parsed, step.patch.text)
+    if mode == "error":
+        problems.extend(lint_problem(step.patch.path, f) for f in findings)
+    return findings
+
+
+def lint_problem(path: str, finding: Finding) -> Problem:
+    """A finding as a problem of kind "lint" (with --lint=error)."""
+    rule = finding.rule
+    return Problem("lint", path, f"{rule.id}: {rule.title} (takes {rule.lock})", finding.line,
+                   hint=f"{rule.safer} Or silence it: -- pgpatch: allow {rule.id}")
 
 
 def _strip_wrapping_transaction(statements: Sequence[Statement], patch: Patch,

@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 from postgresqlpatches.planner import Action, Plan, Step
 
 if TYPE_CHECKING:
+    from postgresqlpatches.lint import Finding
     from postgresqlpatches.runner import ApplyResult, Status
     from postgresqlpatches.state import Record
 
@@ -26,7 +27,10 @@ def is_terminal(stream: IO[str]) -> bool:
 
 
 def use_rich(stream: IO[str]) -> bool:
-    return is_terminal(stream) and os.environ.get("TERM") != "dumb"
+    """Rich only for a person at a colour terminal: NO_COLOR (any value) means plain text,
+    without a single escape code, just as when piped."""
+    return (is_terminal(stream) and os.environ.get("TERM") != "dumb"
+            and not os.environ.get("NO_COLOR"))
 
 
 def _console(stream: IO[str]) -> Any:
@@ -42,16 +46,38 @@ def step_note(step: Step) -> str:
     parts = list(step.flags)
     if step.reason:
         parts.append(step.reason)
+    if step.findings:
+        parts.append("lint: " + ", ".join(dict.fromkeys(f.rule.id for f in step.findings)))
     return ", ".join(parts)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
 def summary(plan: Plan) -> str:
+    """One line a pipeline log shows: every count, even when zero, in a fixed order."""
     counts = [f"{plan.count(Action.BOOTSTRAP)} to bootstrap",
               f"{plan.count(Action.APPLY)} to apply",
-              f"{plan.count(Action.APPLIED)} applied", f"{plan.count(Action.SKIP)} skipped"]
-    n = len(plan.problems)
-    counts.append(f"{n} problem{'s' * (n != 1)}")
+              f"{plan.count(Action.APPLIED)} applied", f"{plan.count(Action.SKIP)} skipped",
+              _plural(len(plan.problems), "problem")]
+    if plan.lint != "off":
+        counts.append(_plural(len(plan.findings), "lint finding"))
     return ", ".join(counts)
+
+
+def finding_severity(plan: Plan) -> str:
+    return "error" if plan.lint == "error" else "warning"
+
+
+def finding_lines(path: str, finding: Finding, severity: str) -> list[str]:
+    """A finding as text: where, which rule, the lock it takes, the safer way."""
+    rule = finding.rule
+    return [f"{severity}: {path}:{finding.line}: {rule.title} [{rule.id}]",
+            f"  statement: {finding.excerpt}",
+            f"  lock: {rule.lock}",
+            f"  safer: {rule.safer}",
+            f"  silence: -- pgpatch: allow {rule.id}"]
 
 
 def plan_rows(plan: Plan) -> list[list[str]]:
@@ -64,30 +90,52 @@ HEADERS = ["database", "version", "user", "description", "path", "action", "note
 
 
 def print_plan(plan: Plan, stream: IO[str] | None = None, *, show_applied: bool = True) -> None:
+    """The plan table, then lint findings, problems and the summary line.
+
+    Rich (colours by action) on a terminal; plain aligned text when piped or TERM=dumb;
+    no colour at all with NO_COLOR set. Lint problems are shown once, as findings.
+    """
     stream = stream or sys.stdout
     steps_rows = plan_rows(plan)
+    severity = finding_severity(plan)
+    problems = [p for p in plan.problems if p.kind != "lint"]
     if use_rich(stream):
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for h in HEADERS:
-            table.add_column(h, no_wrap=h in ("version", "action"))
-        for step, row in zip(plan.steps, steps_rows, strict=False):
+        for h in HEADERS:  # a path is folded, never cut: it must stay copyable
+            table.add_column(h, no_wrap=h in ("version", "action"),
+                             overflow="fold" if h in ("path", "description") else "ellipsis")
+        for step, row in zip(plan.steps, steps_rows, strict=True):
+            row = [escape(c) for c in row]
             style = ACTION_STYLE[step.action]
             row[5] = f"[{style}]{row[5]}[/]"
-            if step.flags and any(f in ("changed", "out-of-order") for f in step.flags):
+            if any(f in ("changed", "out-of-order") for f in step.flags):
                 row[6] = f"[bold red]{row[6]}[/]"
+            elif step.findings:
+                row[6] = f"[yellow]{row[6]}[/]"
             table.add_row(*row)
         console = _console(stream)
         console.print(table)
-        for p in plan.problems:
-            console.print(f"[bold red]problem[/] {_problem_text(p)}", highlight=False)
+        colour = "bold red" if severity == "error" else "bold yellow"
+        for step, finding in plan.findings:
+            first, *rest = finding_lines(step.patch.path, finding, severity)
+            word, text = first.split(": ", 1)
+            console.print(f"[{colour}]{word}[/]: {escape(text)}")
+            for line in rest:
+                console.print(f"[dim]{escape(line)}[/]")
+        for p in problems:
+            console.print(f"[bold red]problem[/]: {escape(_problem_text(p))}")
             if p.hint:
-                console.print(f"  [dim]hint: {p.hint}[/]")
+                console.print(f"  [dim]hint: {escape(p.hint)}[/]")
         console.print(summary(plan), style="bold" if plan.ok else "bold red")
         return
     write_columns(stream, HEADERS, steps_rows)
-    for p in plan.problems:
+    for step, finding in plan.findings:
+        stream.write("".join(line + "\n" for line in finding_lines(step.patch.path, finding,
+                                                                    severity)))
+    for p in problems:
         stream.write(f"problem: {_problem_text(p)}\n")
         if p.hint:
             stream.write(f"  hint: {p.hint}\n")
@@ -110,21 +158,32 @@ def write_columns(stream: IO[str], headers: list[str], rows: Iterable[list[str]]
         stream.write("  ".join(cells).rstrip() + "\n")
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
+def plan_json(plan: Plan, *, offline: bool = False) -> dict[str, Any]:
+    """The published contract: docs/plan.schema.json describes it, docs/json.md explains it."""
     return {
         "version": JSON_VERSION,
         "ok": plan.ok,
+        "offline": offline,
+        "lint": plan.lint,
         "summary": {
             "bootstrap": plan.count(Action.BOOTSTRAP), "apply": plan.count(Action.APPLY),
             "applied": plan.count(Action.APPLIED), "skip": plan.count(Action.SKIP),
-            "problems": len(plan.problems),
+            "problems": len(plan.problems), "findings": len(plan.findings),
         },
         "patches": [step_json(s) for s in plan.steps],
         "problems": [
             {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
              "hint": p.hint} for p in plan.problems
         ],
+        "findings": [dict(finding_json(f), path=s.patch.path, database=s.patch.name.database,
+                          version=s.patch.name.version) for s, f in plan.findings],
     }
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    rule = finding.rule
+    return {"rule": rule.id, "line": finding.line, "title": rule.title, "lock": rule.lock,
+            "safer": rule.safer, "statement": finding.excerpt}
 
 
 def step_json(step: Step) -> dict[str, Any]:
@@ -136,6 +195,7 @@ def step_json(step: Step) -> dict[str, Any]:
         "action": step.action.value, "reason": step.reason, "flags": list(step.flags),
         "checksum": step.patch.checksum,
         "installed": rec.installed.isoformat() if rec and rec.installed else None,
+        "findings": [finding_json(f) for f in step.findings],
     }
 
 
@@ -175,6 +235,9 @@ class ConsoleReporter:
         self.task: Any = None
 
     def planned(self, plan: Plan) -> None:
+        for step, finding in plan.findings:  # on stderr: stdout may be JSON
+            sys.stderr.write("".join(line + "\n" for line in finding_lines(
+                step.patch.path, finding, "warning")))
         total = len(plan.pending)
         if total and use_rich(self.stream) and not self.quiet:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

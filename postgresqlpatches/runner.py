@@ -38,6 +38,7 @@ class Options:
     lock_wait: float = 600.0
     lock_timeout_ms: int | None = None
     statement_timeout_ms: int | None = None
+    lint: str = "warn"
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
@@ -163,15 +164,20 @@ def plan(options: Options) -> Plan:
     finally:
         maint.close()
     return make_plan(patches, facts, state_db=options.state_db, problems=problems,
-                     allow_out_of_order=options.allow_out_of_order)
+                     allow_out_of_order=options.allow_out_of_order, lint=options.lint)
 
 
 def plan_offline(options: Options) -> Plan:
-    """No server: every database is taken as existing with no records."""
+    """No server: the plan for an empty server, so every file is parsed and checked.
+
+    A database with a 0000 baseline in the tree is taken as new (built from its scripts);
+    one without is taken as existing with nothing applied (it must be on the server).
+    """
     patches, problems = discover(options.globs, state_db=options.state_db)
-    facts = ServerFacts(frozenset(p.name.database for p in patches))
+    built_here = {p.name.database for p in patches if p.name.is_baseline}
+    facts = ServerFacts(frozenset(p.name.database for p in patches) - built_here)
     return make_plan(patches, facts, state_db=options.state_db, problems=problems,
-                     allow_out_of_order=options.allow_out_of_order)
+                     allow_out_of_order=options.allow_out_of_order, lint=options.lint)
 
 
 def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
@@ -229,7 +235,8 @@ class _Run:
             self._settle()
         facts = _read_facts(self.server, self.maint, self.patches, self.state_db)
         plan = make_plan(self.patches, facts, state_db=self.state_db,
-                         allow_out_of_order=self.options.allow_out_of_order)
+                         allow_out_of_order=self.options.allow_out_of_order,
+                         lint=self.options.lint)
         if plan.problems:
             raise PlanRefused(plan)
         reporter.planned(plan)

@@ -1,0 +1,109 @@
+"""The terminal plan: colours by action on a terminal, clean text when piped or with NO_COLOR."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from postgresqlpatches.discovery import Problem, read_patch
+from postgresqlpatches.planner import ServerFacts, make_plan
+from postgresqlpatches.render import plan_json, print_plan, summary
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def example_plan(lint: str = "warn"):
+    patches = [
+        read_patch("t/app.00000000.0000.postgres.baseline.sql", text="create database app;\n"),
+        read_patch("t/app.20240101.0001.app.drop.sql", text="alter table t drop column a;\n"),
+        read_patch("t/app.20240102.0001.app.ok.sql", text="select 1;\n"),
+    ]
+    problems = [Problem("no-match", "nope/*.sql", "the glob matches no file", hint="check it")]
+    return make_plan(patches, ServerFacts(frozenset()), state_db="patches", problems=problems,
+                     lint=lint)
+
+
+def test_piped_output_is_plain_columns_findings_problems_and_a_summary() -> None:
+    out = io.StringIO()
+    print_plan(example_plan(), out)
+    assert out.getvalue().splitlines() == [
+        "database  version        user      description  path                              "
+        "         action     notes",
+        "app       00000000.0000  postgres  baseline     t/app.00000000.0000.postgres.baseline.sql"
+        "  bootstrap  psql",
+        "app       20240101.0001  app       drop         t/app.20240101.0001.app.drop.sql         "
+        "  apply      lint: drop-column",
+        "app       20240102.0001  app       ok           t/app.20240102.0001.app.ok.sql           "
+        "  apply",
+        "warning: t/app.20240101.0001.app.drop.sql:1: DROP COLUMN [drop-column]",
+        "  statement: alter table t drop column a",
+        "  lock: ACCESS EXCLUSIVE (brief, but it queues behind every running query on the table)",
+        "  safer: Stop using the column in the application and deploy that first; drop it in a "
+        "later patch (and set a lock_timeout so the drop does not queue everyone).",
+        "  silence: -- pgpatch: allow drop-column",
+        "problem: nope/*.sql: the glob matches no file [no-match]",
+        "  hint: check it",
+        "1 to bootstrap, 2 to apply, 0 applied, 0 skipped, 1 problem, 1 lint finding",
+    ]
+
+
+def test_with_lint_error_findings_are_errors_and_not_repeated_as_problems() -> None:
+    out = io.StringIO()
+    print_plan(example_plan("error"), out)
+    text = out.getvalue()
+    assert "error: t/app.20240101.0001.app.drop.sql:1: DROP COLUMN [drop-column]" in text
+    assert "[lint]" not in text
+    assert text.endswith("2 problems, 1 lint finding\n")
+
+
+def test_summary_leaves_out_lint_when_it_is_off() -> None:
+    assert summary(example_plan("off")) == (
+        "1 to bootstrap, 2 to apply, 0 applied, 0 skipped, 1 problem")
+
+
+def test_a_terminal_gets_colours_by_action(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    out = Terminal()
+    print_plan(example_plan(), out)
+    assert "\x1b[1;35mbootstrap" in out.getvalue()  # bold magenta
+    assert "\x1b[1;32mapply" in out.getvalue()  # bold green
+
+
+def test_no_color_on_a_terminal_prints_the_same_plain_text_as_a_pipe(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    terminal, pipe = Terminal(), io.StringIO()
+    print_plan(example_plan(), terminal)
+    print_plan(example_plan(), pipe)
+    assert "\x1b[" not in terminal.getvalue()
+    assert terminal.getvalue() == pipe.getvalue()
+
+
+def test_a_narrow_terminal_folds_paths_instead_of_cutting_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLUMNS", "80")
+    out = Terminal()
+    print_plan(example_plan(), out)
+    assert "…" not in out.getvalue().split("warning:")[0]
+
+
+def test_json_carries_findings_per_patch_and_in_one_list() -> None:
+    data = plan_json(example_plan(), offline=True)
+    assert (data["version"], data["offline"], data["lint"]) == (1, True, "warn")
+    assert data["summary"] == {"bootstrap": 1, "apply": 2, "applied": 0, "skip": 0,
+                               "problems": 1, "findings": 1}
+    finding = {"rule": "drop-column", "line": 1, "title": "DROP COLUMN",
+               "lock": "ACCESS EXCLUSIVE (brief, but it queues behind every running query on "
+                       "the table)",
+               "safer": data["findings"][0]["safer"], "statement": "alter table t drop column a"}
+    assert data["patches"][1]["findings"] == [finding]
+    assert data["findings"] == [dict(finding, path="t/app.20240101.0001.app.drop.sql",
+                                     database="app", version="20240101.0001")]
