@@ -2,10 +2,25 @@
 
 import click
 
-from postgresqlpatches import __version__
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the installed build's version, looked up only when asked."""
+    if not value or ctx.resilient_parsing:
+        return
+    from postgresqlpatches import installed_version
+
+    click.echo(f"pgpatch {installed_version()}")
+    ctx.exit()
 
 
 @click.group()
-@click.version_option(__version__, prog_name="pgpatch")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version of this build and exit.",
+)
 def main() -> None:
     """Run PostgreSQL patch files exactly once, in name order."""
