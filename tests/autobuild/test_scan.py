@@ -19,10 +19,16 @@ from .support import VERIFY, load_module, run_script, tools_env
 pytest.importorskip("pip_audit")
 jake_iq = load_module(VERIFY / "jake_iq.py", "pgpatch_verify_jake_iq")
 
-VULNERABLE = {"id": "PYSEC-0000-TEST", "summary": "remote code execution in oldlib",
-              "affected": [{"package": {"name": "oldlib", "ecosystem": "PyPI"},
-                            "ranges": [{"type": "ECOSYSTEM",
-                                        "events": [{"introduced": "0"}, {"fixed": "2.0"}]}]}]}  # fmt: skip
+VULNERABLE = {
+    "id": "PYSEC-0000-TEST",
+    "summary": "remote code execution in oldlib",
+    "affected": [
+        {
+            "package": {"name": "oldlib", "ecosystem": "PyPI"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}],
+        }
+    ],
+}
 
 
 class _Osv(BaseHTTPRequestHandler):
