@@ -33,6 +33,7 @@ for name in $names; do
     echo "dropping database and role $name"
     # Identifiers go in as psql variables quoted with :"name", never pasted into SQL.
     psql -X -q -v ON_ERROR_STOP=1 -U postgres -d postgres -v name="$name" <<'SQL'
+SET client_min_messages = warning;
 DROP DATABASE IF EXISTS :"name" WITH (FORCE);
 SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = :'name') AS role_exists \gset
 \if :role_exists

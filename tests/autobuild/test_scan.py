@@ -3,13 +3,9 @@ database served on loopback) or by jake against Nexus IQ when its credentials ar
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,43 +14,6 @@ from .support import VERIFY, load_module, run_script, tools_env
 
 pytest.importorskip("pip_audit")
 jake_iq = load_module(VERIFY / "jake_iq.py", "pgpatch_verify_jake_iq")
-
-VULNERABLE = {
-    "id": "PYSEC-0000-TEST",
-    "summary": "remote code execution in oldlib",
-    "affected": [
-        {
-            "package": {"name": "oldlib", "ecosystem": "PyPI"},
-            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}],
-        }
-    ],
-}
-
-
-class _Osv(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
-        query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        found = query["package"]["name"] == "oldlib" and query["version"] == "1.0"
-        body = json.dumps({"vulns": [VULNERABLE]} if found else {}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture
-def osv_url() -> Iterator[str]:
-    """A vulnerability database that knows one bad package, on loopback."""
-    server = HTTPServer(("127.0.0.1", 0), _Osv)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1/query"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")
