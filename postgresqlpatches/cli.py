@@ -14,19 +14,28 @@ from typing import Any
 
 import click
 
-from postgresqlpatches import __version__
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the installed build's version, looked up only when asked."""
+    if not value or ctx.resilient_parsing:
+        return
+    from postgresqlpatches import installed_version
+
+    click.echo(f"pgpatch {installed_version()}")
+    ctx.exit()
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 log = logging.getLogger("pgpatch")
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the installed build's version, looked up only when asked."""
+    if not value or ctx.resilient_parsing:
+        return
+    from postgresqlpatches import installed_version
 
-        return version("postgresqlpatches")
-    except Exception:  # not installed (running from a source tree)
-        return __version__
+    click.echo(f"pgpatch {installed_version()}")
+    ctx.exit()
 
 
 class PatchGroup(click.Group):
@@ -153,7 +162,14 @@ GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...")
 
 
 @click.group(cls=PatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="pgpatch")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version of this build and exit.",
+)
 def main() -> None:
     """Run PostgreSQL patch files exactly once, in name order, as the user in their name.
 
