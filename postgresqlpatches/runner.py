@@ -218,10 +218,15 @@ class _Run:
         self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
 
     def close(self) -> None:
+        """Settle this run's records; if the server is gone, the next run settles them."""
+        import psycopg
+
         try:
             if self.store is not None and self.to_settle:
                 self.store.mark_settled(self.to_settle)
                 self.to_settle = []
+        except psycopg.Error as e:
+            log.debug("records left unsettled for the next run: %s", e)
         finally:
             for conn in self.conns.values():
                 conn.close()
