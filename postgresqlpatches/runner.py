@@ -270,22 +270,24 @@ class _Run:
         """Record (with the xid) before the target commits: a crash in between is settled."""
         import psycopg
 
-        from postgresqlpatches.executor import current_xid, run_statements
+        from postgresqlpatches.executor import run_transaction
 
         assert self.store is not None
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
         t0 = time.monotonic()
         try:
-            xid = current_xid(conn)
-            run_statements(conn, patch, step.statements)
+            xid = run_transaction(conn, patch, step.statements)
         except BaseException:
             _rollback(conn)
             raise
         try:
+            # flush=False only in the target's own cluster: its COMMIT then flushes the WAL
+            # that holds the record's commit too (state.StateStore.same_cluster)
             record_id = self.store.insert(
                 patch, xid=xid, settled=False,
-                duration_ms=(time.monotonic() - t0) * 1000.0)
+                duration_ms=(time.monotonic() - t0) * 1000.0,
+                flush=not self.store.same_cluster(conn))
         except BaseException:
             _rollback(conn)
             raise

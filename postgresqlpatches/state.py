@@ -94,6 +94,7 @@ class StateStore:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
         self._db_ids: dict[str, int] = {}
+        self._same_cluster: dict[int, bool] = {}
         self.columns = record_columns(conn)
         self.run_by = _run_by()
 
@@ -109,11 +110,42 @@ class StateStore:
     def insert(self, patch: Patch, *, xid: int | None = None, settled: bool = True,
                non_transactional: bool = False, duration_ms: float | None = None,
                statements_done: int | None = None,
-               conn: psycopg.Connection | None = None) -> int:
-        """Insert one record (on ``conn`` when it must share the patch's own transaction)."""
+               conn: psycopg.Connection | None = None, flush: bool = True) -> int:
+        """Insert one record (on ``conn`` when it must share the patch's own transaction).
+
+        ``flush=False`` commits without waiting for the WAL flush: only for a record whose
+        target transaction commits next in the same cluster, whose synchronous COMMIT flushes
+        the WAL up to its own commit record, so the record's (earlier) commit with it. A crash
+        before that flush can lose the record, but then the patch did not commit either:
+        never a committed patch without its record.
+        """
         return insert_record(conn or self.conn, self.columns, patch, xid=xid, settled=settled,
                              non_transactional=non_transactional, duration_ms=duration_ms,
-                             statements_done=statements_done, run_by=self.run_by)
+                             statements_done=statements_done, run_by=self.run_by, flush=flush)
+
+    def same_cluster(self, conn: psycopg.Connection) -> bool:
+        """Whether ``conn`` is served by the state database's cluster (one WAL), asked once
+        per connection: same system identifier and postmaster start, so not a clone."""
+        key = id(conn)
+        known = self._same_cluster.get(key)
+        if known is None:
+            mine = self._cluster_identity(self.conn)
+            known = mine is not None and mine == self._cluster_identity(conn)
+            self._same_cluster[key] = known
+        return known
+
+    @staticmethod
+    def _cluster_identity(conn: psycopg.Connection) -> tuple[object, ...] | None:
+        import psycopg
+
+        try:
+            row = conn.execute("SELECT system_identifier, pg_postmaster_start_time() "
+                               "FROM pg_control_system()").fetchone()
+        except psycopg.Error:  # not allowed: then every record is flushed on its own
+            if not conn.autocommit:
+                conn.rollback()
+            return None
+        return tuple(row) if row else None
 
     def mark_settled(self, ids: Iterable[int], durations: dict[int, float] | None = None) -> None:
         ids = list(ids)
@@ -150,8 +182,13 @@ class StateStore:
 
 def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patch, *,
                   xid: int | None, settled: bool, non_transactional: bool,
-                  duration_ms: float | None, statements_done: int | None, run_by: str) -> int:
-    """The record's columns depend on the schema's age: old rows get only what exists."""
+                  duration_ms: float | None, statements_done: int | None, run_by: str,
+                  flush: bool = True) -> int:
+    """The record's columns depend on the schema's age: old rows get only what exists.
+
+    ``flush=False``: this statement's own transaction commits with synchronous_commit off
+    (``set_config(..., true)`` is local to it), still one round trip; see StateStore.insert.
+    """
     from psycopg import sql
 
     name = patch.name
@@ -167,12 +204,15 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
         values["major"], values["minor"] = int(name.major), int(name.minor)
     cols = [c for c in values if c in columns]
     query = sql.SQL(
-        """WITH db AS (
+        """WITH {async_cte} db AS (
              INSERT INTO databases (name) VALUES (%(database)s)
              ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id)
            INSERT INTO installed_patches (database_id, {cols})
-           SELECT db.id, {vals} FROM db RETURNING id"""
+           SELECT db.id, {vals} FROM db {async_from} RETURNING id"""
     ).format(
+        async_cte=sql.SQL("" if flush else
+                          "no_flush AS (SELECT set_config('synchronous_commit', 'off', true)),"),
+        async_from=sql.SQL("" if flush else ", no_flush"),
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
         vals=sql.SQL(", ").join(
             sql.SQL("{}::xid8").format(sql.Placeholder(c)) if c == "xid" else sql.Placeholder(c)
