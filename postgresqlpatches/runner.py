@@ -245,7 +245,7 @@ class _Run:
         assert self.store is not None
         deadline = time.monotonic() + self.options.lock_wait
         while True:
-            records = [r for r in self.store.records() if not r.settled and r.xid is not None]
+            records = [r for r in self.store.unsettled() if r.xid is not None]
             if not records:
                 return
             status = self.maint.xact_status([r.xid for r in records if r.xid is not None])

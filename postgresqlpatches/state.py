@@ -50,6 +50,7 @@ READ_RECORDS = """
 SELECT ip.id, d.name, lpad(ip.major::text, 8, '0'), lpad(ip.minor::text, 4, '0'),
        ip.name::text, ip.installed, to_jsonb(ip)
 FROM installed_patches ip JOIN databases d ON d.id = ip.database_id
+{where}
 ORDER BY d.name, 3, 4
 """
 
@@ -68,9 +69,14 @@ def _record(row: tuple[Any, ...]) -> Record:
     )
 
 
-def read_records(conn: psycopg.Connection) -> list[Record]:
-    """Every record in one query; works on the original tool's schema as well as ours."""
-    return [_record(row) for row in conn.execute(READ_RECORDS).fetchall()]
+def read_records(conn: psycopg.Connection, *, unsettled_only: bool = False) -> list[Record]:
+    """Every record in one query; works on the original tool's schema as well as ours.
+
+    ``unsettled_only`` (schema with a ``settled`` column only) reads just what a crashed run
+    left, so that settling does not read every record a second time.
+    """
+    query = READ_RECORDS.format(where="WHERE NOT ip.settled" if unsettled_only else "")
+    return [_record(row) for row in conn.execute(query).fetchall()]
 
 
 def record_columns(conn: psycopg.Connection) -> frozenset[str]:
@@ -106,6 +112,12 @@ class StateStore:
 
     def records(self) -> list[Record]:
         return read_records(self.conn)
+
+    def unsettled(self) -> list[Record]:
+        """Records whose target transaction's fate is not yet written down."""
+        if "settled" not in self.columns:
+            return []  # the original tool's schema: every record means applied
+        return read_records(self.conn, unsettled_only=True)
 
     def insert(self, patch: Patch, *, xid: int | None = None, settled: bool = True,
                non_transactional: bool = False, duration_ms: float | None = None,
