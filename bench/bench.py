@@ -366,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="pgpatch-bench-"))
-    settings = {"shared_buffers": "128MB", "fsync": "on", "synchronous_commit": "on"}
+    # max_locks_per_transaction: the floor's single transaction locks ~5 objects per patch
+    settings = {"shared_buffers": "128MB", "fsync": "on", "synchronous_commit": "on",
+                "max_locks_per_transaction": "1024"}
     try:
         with ScratchServer(settings=settings) as srv:
             b = Bench(srv, work)
@@ -374,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown = b.admin.execute(
                 "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings "
                 "WHERE name IN ('fsync','synchronous_commit','wal_sync_method','shared_buffers',"
-                "'max_wal_size','wal_level','full_page_writes')").fetchone()[0]
+                "'max_wal_size','wal_level','full_page_writes','max_locks_per_transaction')"
+            ).fetchone()[0]
             say(f"server: {server}\nsettings: {shown}\ntools: "
                 + ", ".join(f"{t.name} ({t.version})" for t in b.tools))
 
