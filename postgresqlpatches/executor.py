@@ -59,6 +59,37 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
             after_each(index + 1)
 
 
+def run_transaction(conn: psycopg.Connection, patch: Patch,
+                    statements: Sequence[Statement]) -> int:
+    """BEGIN, the transaction id and every statement sent as one pipeline; returns the xid.
+
+    One round trip instead of 2 + len(statements). Each statement is still its own query,
+    so an error names exactly the statement it came from (the first one whose result did
+    not arrive: psycopg attaches results in order and stops at the error) and the server's
+    position stays relative to that statement. The caller commits or rolls back.
+    """
+    import psycopg
+
+    cursors: list[psycopg.Cursor] = []
+    xid_cur = conn.cursor()
+    try:
+        with conn.pipeline():
+            xid_cur.execute("SELECT pg_current_xact_id()::text")
+            for statement in statements:
+                cur = conn.cursor()
+                cur.execute(statement.text)
+                cursors.append(cur)
+    except psycopg.Error as e:
+        failed = None
+        if xid_cur.pgresult is not None:
+            failed = next((s for i, s in enumerate(statements)
+                           if i >= len(cursors) or cursors[i].pgresult is None), None)
+        raise failure(e, patch, failed) from e
+    row = xid_cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def current_xid(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
     assert row is not None

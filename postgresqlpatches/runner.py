@@ -214,6 +214,7 @@ class _Run:
         self.state_db = options.state_db
         self.store: StateStore | None = None
         self.conns: dict[tuple[str, str], psycopg.Connection] = {}
+        self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
         self.to_settle: list[int] = []
         self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
 
@@ -290,8 +291,11 @@ class _Run:
         key = (database, user)
         conn = self.conns.get(key)
         if conn is None or conn.closed:
+            from postgresqlpatches.state import cluster_identity
+
             conn = self.server.connect(database, user, autocommit=False, session_settings=True)
             self.conns[key] = conn
+            self.identities[key] = cluster_identity(conn)  # now, while no patch is open
         return conn
 
     # -- settling ------------------------------------------------------------------------
@@ -301,7 +305,7 @@ class _Run:
         assert self.store is not None
         deadline = time.monotonic() + self.options.lock_wait
         while True:
-            records = [r for r in self.store.records() if not r.settled and r.xid is not None]
+            records = [r for r in self.store.unsettled() if r.xid is not None]
             if not records:
                 return
             status = self.maint.xact_status([r.xid for r in records if r.xid is not None])
@@ -326,22 +330,25 @@ class _Run:
         """Record (with the xid) before the target commits: a crash in between is settled."""
         import psycopg
 
-        from postgresqlpatches.executor import crash_point, current_xid, run_statements
+        from postgresqlpatches.executor import crash_point, run_transaction
 
         assert self.store is not None
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
         t0 = time.monotonic()
         try:
-            xid = current_xid(conn)
-            run_statements(conn, patch, step.statements)
+            xid = run_transaction(conn, patch, step.statements)
         except BaseException:
             _rollback(conn)
             raise
         try:
+            # flush=False only in the target's own cluster: its COMMIT then flushes the WAL
+            # that holds the record's commit too (state.cluster_identity)
+            ident = self.identities.get((patch.name.database, patch.name.user))
+            same = ident is not None and ident == self.store.identity
             record_id = self.store.insert(
                 patch, xid=xid, settled=False,
-                duration_ms=(time.monotonic() - t0) * 1000.0)
+                duration_ms=(time.monotonic() - t0) * 1000.0, flush=not same)
         except BaseException:
             _rollback(conn)
             raise

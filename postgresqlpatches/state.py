@@ -50,6 +50,7 @@ READ_RECORDS = """
 SELECT ip.id, d.name, lpad(ip.major::text, 8, '0'), lpad(ip.minor::text, 4, '0'),
        ip.name::text, ip.installed, to_jsonb(ip)
 FROM installed_patches ip JOIN databases d ON d.id = ip.database_id
+{where}
 ORDER BY d.name, 3, 4
 """
 
@@ -68,9 +69,14 @@ def _record(row: tuple[Any, ...]) -> Record:
     )
 
 
-def read_records(conn: psycopg.Connection) -> list[Record]:
-    """Every record in one query; works on the original tool's schema as well as ours."""
-    return [_record(row) for row in conn.execute(READ_RECORDS).fetchall()]
+def read_records(conn: psycopg.Connection, *, unsettled_only: bool = False) -> list[Record]:
+    """Every record in one query; works on the original tool's schema as well as ours.
+
+    ``unsettled_only`` (schema with a ``settled`` column only) reads just what a crashed run
+    left, so that settling does not read every record a second time.
+    """
+    query = READ_RECORDS.format(where="WHERE NOT ip.settled" if unsettled_only else "")
+    return [_record(row) for row in conn.execute(query).fetchall()]
 
 
 def record_columns(conn: psycopg.Connection) -> frozenset[str]:
@@ -94,6 +100,7 @@ class StateStore:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
         self._db_ids: dict[str, int] = {}
+        self._identity: object = _UNKNOWN
         self.columns = record_columns(conn)
         self.run_by = _run_by()
 
@@ -106,14 +113,34 @@ class StateStore:
     def records(self) -> list[Record]:
         return read_records(self.conn)
 
+    def unsettled(self) -> list[Record]:
+        """Records whose target transaction's fate is not yet written down."""
+        if "settled" not in self.columns:
+            return []  # the original tool's schema: every record means applied
+        return read_records(self.conn, unsettled_only=True)
+
     def insert(self, patch: Patch, *, xid: int | None = None, settled: bool = True,
                non_transactional: bool = False, duration_ms: float | None = None,
                statements_done: int | None = None,
-               conn: psycopg.Connection | None = None) -> int:
-        """Insert one record (on ``conn`` when it must share the patch's own transaction)."""
+               conn: psycopg.Connection | None = None, flush: bool = True) -> int:
+        """Insert one record (on ``conn`` when it must share the patch's own transaction).
+
+        ``flush=False`` commits without waiting for the WAL flush: only for a record whose
+        target transaction commits next in the same cluster, whose synchronous COMMIT flushes
+        the WAL up to its own commit record, so the record's (earlier) commit with it. A crash
+        before that flush can lose the record, but then the patch did not commit either:
+        never a committed patch without its record.
+        """
         return insert_record(conn or self.conn, self.columns, patch, xid=xid, settled=settled,
                              non_transactional=non_transactional, duration_ms=duration_ms,
-                             statements_done=statements_done, run_by=self.run_by)
+                             statements_done=statements_done, run_by=self.run_by, flush=flush)
+
+    @property
+    def identity(self) -> tuple[object, ...] | None:
+        """The state database's cluster (system identifier, postmaster start), asked once."""
+        if self._identity is _UNKNOWN:
+            self._identity = cluster_identity(self.conn)
+        return self._identity  # type: ignore[return-value]
 
     def mark_settled(self, ids: Iterable[int], durations: dict[int, float] | None = None) -> None:
         ids = list(ids)
@@ -148,10 +175,33 @@ class StateStore:
         return cur.rowcount
 
 
+_UNKNOWN = object()
+
+
+def cluster_identity(conn: psycopg.Connection) -> tuple[object, ...] | None:
+    """Which cluster serves ``conn``: same system identifier and postmaster start, so not a
+    clone. Ask it on an idle connection only: on a failure the transaction is rolled back."""
+    import psycopg
+
+    try:
+        row = conn.execute("SELECT system_identifier, pg_postmaster_start_time() "
+                           "FROM pg_control_system()").fetchone()
+    except psycopg.Error:  # not allowed: then every record is flushed on its own
+        row = None
+    if not conn.autocommit:
+        conn.rollback()
+    return tuple(row) if row else None
+
+
 def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patch, *,
                   xid: int | None, settled: bool, non_transactional: bool,
-                  duration_ms: float | None, statements_done: int | None, run_by: str) -> int:
-    """The record's columns depend on the schema's age: old rows get only what exists."""
+                  duration_ms: float | None, statements_done: int | None, run_by: str,
+                  flush: bool = True) -> int:
+    """The record's columns depend on the schema's age: old rows get only what exists.
+
+    ``flush=False``: this statement's own transaction commits with synchronous_commit off
+    (``set_config(..., true)`` is local to it), still one round trip; see StateStore.insert.
+    """
     from psycopg import sql
 
     name = patch.name
@@ -167,12 +217,15 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
         values["major"], values["minor"] = int(name.major), int(name.minor)
     cols = [c for c in values if c in columns]
     query = sql.SQL(
-        """WITH db AS (
+        """WITH {async_cte} db AS (
              INSERT INTO databases (name) VALUES (%(database)s)
              ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id)
            INSERT INTO installed_patches (database_id, {cols})
-           SELECT db.id, {vals} FROM db RETURNING id"""
+           SELECT db.id, {vals} FROM db {async_from} RETURNING id"""
     ).format(
+        async_cte=sql.SQL("" if flush else
+                          "no_flush AS (SELECT set_config('synchronous_commit', 'off', true)),"),
+        async_from=sql.SQL("" if flush else ", no_flush"),
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
         vals=sql.SQL(", ").join(
             sql.SQL("{}::xid8").format(sql.Placeholder(c)) if c == "xid" else sql.Placeholder(c)

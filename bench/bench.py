@@ -1,0 +1,439 @@
+#!/usr/bin/env python3
+"""pgpatch's benchmark: the psql floor, pgpatch and any installed peer, side by side.
+
+usage: python bench/bench.py [--n 1000] [--runs 5] [--sizes 200,1000,5000] [--size-runs 1]
+                             [--plan-n 10000] [--startup-runs 10] [--quick] [--output PATH]
+
+It starts a throwaway server (postgresqlpatches.scratch.ScratchServer: the machine's newest
+PostgreSQL, else the embedded one; initdb defaults, fsync ON, shared_buffers 128MB as in
+../shared/bench/peers), generates the workload of the peers' gen.py (N patches, each a
+CREATE TABLE, an INSERT of 10 rows and a CREATE INDEX) and times, as child processes, wall
+clock around each:
+
+- floor   `psql -X -q -v ON_ERROR_STOP=1 -1 -f all.sql`: every patch in ONE transaction
+- pgpatch `pgpatch apply 'DIR/*.sql'`: one transaction, one commit and one record per patch
+- dbmate / yoyo, when they are on PATH (optional)
+
+Every apply starts from a freshly created, empty target database `bench` (created before the
+timed command, for the floor and every tool alike, as in the peers' results.md) and NO state
+database: pgpatch creates its state database (and role) inside the timed run, as a first run
+does. Runs are interleaved: each round runs the floor right before each other tool, so the
+disk's drift hits both, and the paired ratio is run / the floor run just before it.
+
+Then, with everything applied: the no-op `apply` and `plan` (N patches, N records), `plan`
+and no-op `apply` with --plan-n files against as many records (records written straight into
+the state database), the start-up of `pgpatch --help` / `--version`, and the per-patch cost
+at each of --sizes. Medians go to stdout and to --output (default bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from postgresqlpatches.scratch import ScratchServer  # noqa: E402
+
+DB = "bench"
+STATE_DB = "patches"
+PASSWORD = "postgres"
+
+
+# ------------------------------------------------------------------------------ workload
+
+
+def patch_sql(i: int) -> str:
+    """The peers' gen.py patch, byte for byte."""
+    return (
+        f"CREATE TABLE t_{i} (id bigserial primary key, name text not null, "
+        f"created timestamptz default now());\n"
+        f"INSERT INTO t_{i}(name) SELECT 'n'||g FROM generate_series(1,10) g;\n"
+        f"CREATE INDEX ON t_{i}(name);\n"
+    )
+
+
+def pgpatch_name(database: str, i: int) -> str:
+    """gen.py's encoding: major 20240101.., minor 0001..9999 (so 10,000 files fit)."""
+    return f"{database}.{20240101 + (i - 1) // 9999}.{(i - 1) % 9999 + 1:04d}.postgres.t_{i}.sql"
+
+
+def generate(n: int, out: Path, database: str = DB) -> Path:
+    """out/all.sql, out/pgpatch/*.sql, out/dbmate/*.sql, out/yoyo/*.sql."""
+    shutil.rmtree(out, ignore_errors=True)
+    for sub in ("pgpatch", "dbmate", "yoyo"):
+        (out / sub).mkdir(parents=True)
+    all_sql = []
+    for i in range(1, n + 1):
+        body = patch_sql(i)
+        all_sql.append(body)
+        (out / "pgpatch" / pgpatch_name(database, i)).write_text(body)
+        (out / "dbmate" / f"{i:05d}_t_{i}.sql").write_text(
+            f"-- migrate:up\n{body}\n-- migrate:down\nDROP TABLE t_{i};\n")
+        (out / "yoyo" / f"{i:05d}_t_{i}.sql").write_text(body)
+    (out / "all.sql").write_text("".join(all_sql))
+    return out
+
+
+# ------------------------------------------------------------------------------ tools
+
+
+@dataclass
+class Tool:
+    name: str
+    version: str
+    apply: Callable[[Path], list[str]]
+    noop: bool = True
+
+
+def pgpatch_command() -> list[str]:
+    """The installed entry point next to this interpreter, as users run it."""
+    script = Path(sys.executable).parent / "pgpatch"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "postgresqlpatches"]
+
+
+def version_of(cmd: list[str], env: dict[str, str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0].strip() if out.returncode == 0 and text else None
+
+
+def find_tools(srv: ScratchServer, env: dict[str, str], psql: str) -> list[Tool]:
+    import psycopg
+
+    pgp = pgpatch_command()
+    pgp_version = version_of([*pgp, "--version"], env) or "?"
+    tools = [
+        Tool("floor", version_of([psql, "--version"], env) or "psql",
+             lambda d: [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(d / "all.sql")],
+             noop=False),
+        Tool("pgpatch", f"{pgp_version} (psycopg {psycopg.__version__}, python "
+                        f"{platform.python_version()})",
+             lambda d: [*pgp, "apply", str(d / "pgpatch" / "*.sql")]),
+    ]
+    url = f"postgres://postgres:{PASSWORD}@{srv.host}:{srv.port}/{DB}"
+    dbmate = os.environ.get("DBMATE") or shutil.which("dbmate")
+    if dbmate:
+        tools.append(Tool("dbmate", version_of([dbmate, "--version"], env) or "?",
+                          lambda d: [dbmate, "--url", url + "?sslmode=disable",
+                                     "--migrations-dir", str(d / "dbmate"),
+                                     "--no-dump-schema", "migrate"]))
+    yoyo = shutil.which("yoyo")
+    if yoyo:
+        tools.append(Tool("yoyo", "yoyo-migrations",
+                          lambda d: [yoyo, "apply", "--batch", "--no-config-file", "--database",
+                                     "postgresql+psycopg://" + url.split("://", 1)[1],
+                                     str(d / "yoyo")]))
+    return tools
+
+
+# ------------------------------------------------------------------------------ timing
+
+
+@dataclass
+class Samples:
+    values: list[float] = field(default_factory=list)
+    paired: list[float] = field(default_factory=list)  # run / the floor run just before it
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+
+def timed(cmd: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(list(cmd), env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"FAILED ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return seconds
+
+
+class Bench:
+    def __init__(self, srv: ScratchServer, work: Path) -> None:
+        self.srv = srv
+        self.work = work
+        self.admin = srv.connect()
+        self.psql = str(srv.installation.tool("psql"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "POSTGRESQL_"))}
+        env.update(srv.env())
+        env.update({"PGUSER": "postgres", "PGPASSWORD": PASSWORD, "PGDATABASE": DB,
+                    "POSTGRESQL_PATCHES_PASSWORD": "patches"})
+        self.env = env
+        self.tools = find_tools(srv, env, self.psql)
+        self.pgpatch = pgpatch_command()
+
+    def fresh(self, create: bool = True) -> None:
+        """No target database (then an empty one), no state database, no state role."""
+        for db in (DB, STATE_DB):
+            self.admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        self.admin.execute("DROP ROLE IF EXISTS patches")
+        if create:
+            self.admin.execute(f"CREATE DATABASE {DB}")
+        self.admin.execute("CHECKPOINT")
+
+    def count_tables(self) -> int:
+        with self.srv.connect(DB) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+                               "AND tablename ~ '^t_[0-9]+$'").fetchone()
+        return int(row[0]) if row else 0
+
+    def run_apply(self, tool: Tool, d: Path, n: int) -> float:
+        self.fresh()
+        seconds = timed(tool.apply(d), self.env, cwd=d)
+        got = self.count_tables()
+        if got != n:
+            raise SystemExit(f"{tool.name} left {got} tables of {n}")
+        return seconds
+
+    def apply_rounds(self, n: int, runs: int, say: Callable[[str], None]
+                     ) -> dict[str, Samples]:
+        d = generate(n, self.work / f"n{n}")
+        floor, others = self.tools[0], self.tools[1:]
+        samples = {t.name: Samples() for t in self.tools}
+        for r in range(runs):
+            for tool in others:
+                f = self.run_apply(floor, d, n)
+                samples["floor"].values.append(f)
+                t = self.run_apply(tool, d, n)
+                samples[tool.name].values.append(t)
+                samples[tool.name].paired.append(t / f)
+                say(f"  N={n} round {r + 1}/{runs}: floor {f:.3f} s, {tool.name} {t:.3f} s "
+                    f"({t / f:.2f}x)")
+        return samples
+
+    def repeat(self, cmd: Sequence[str], runs: int) -> Samples:
+        s = Samples()
+        for _ in range(runs):
+            s.values.append(timed(cmd, self.env))
+        return s
+
+    def seed_records(self, n: int, d: Path, database: str, state_db: str) -> None:
+        """n files and n records: the first file applied by pgpatch (which creates the state
+        database), the other records written straight into it, as pgpatch writes them."""
+        from postgresqlpatches.discovery import checksum
+
+        self.admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        self.admin.execute(f"DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")
+        self.admin.execute(f"CREATE DATABASE {database}")
+        files = sorted((d / "pgpatch").glob("*.sql"))
+        timed([*self.pgpatch, "apply", "--state-db", state_db, str(files[0])], self.env)
+        rows = []
+        for f in files[1:]:
+            _, major, minor, user, description, _ = f.name.split(".")
+            rows.append((major, minor, f.name, user, description, str(f),
+                         checksum(f.read_text())))
+        with self.srv.connect(state_db) as conn, conn.cursor() as cur:
+            db_id = conn.execute("SELECT id FROM databases WHERE name = %s",
+                                 [database]).fetchone()[0]
+            with cur.copy("COPY installed_patches (database_id, major, minor, name, user_name, "
+                          "description, path, checksum, settled) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((db_id, *row, True))
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    return {"cpu": cpu, "nproc": str(os.cpu_count()), "python": platform.python_version(),
+            "os": platform.platform(), "commit": commit or "?",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def fmt_ratio(xs: Sequence[float]) -> str:
+    if not xs:
+        return "—"
+    return f"{statistics.median(xs):.2f}x ({min(xs):.2f}–{max(xs):.2f})"
+
+
+def report(args: argparse.Namespace, b: Bench, apply: dict[str, Samples],
+           noop: dict[str, Samples], sizes: dict[int, dict[str, Samples]],
+           startup: dict[str, Samples], server: str, settings: str) -> str:
+    m = machine()
+    floor = apply["floor"].median
+    lines = [
+        "# pgpatch benchmark results",
+        "",
+        "Written by `bench/bench.py` (do not edit by hand; see docs/performance.md).",
+        "",
+        f"Measured {m['date']} on: {m['cpu']}, nproc {m['nproc']}; {m['os']}; "
+        f"python {m['python']}; pgpatch commit {m['commit']}.",
+        f"Server: {server}.",
+        f"Settings: {settings}.",
+        f"Command: `python bench/bench.py {' '.join(args.argv)}`".rstrip() + ".",
+        "",
+        f"## Apply {args.n} patches (fresh `bench` database, no state database)",
+        "",
+        "Wall seconds around the child process. ratio = median / floor median; paired = "
+        "median (min–max) of each run / the floor run just before it.",
+        "",
+        "| tool | version | N | runs | apply median s | ms/patch | ratio to floor "
+        "| paired ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in b.tools:
+        s = apply[t.name]
+        lines.append(f"| {t.name} | {t.version} | {args.n} | {len(s.values)} | {s.median:.3f} "
+                     f"| {s.median / args.n * 1000:.2f} | {s.median / floor:.2f}x "
+                     f"| {fmt_ratio(s.paired)} |")
+    lines += ["", "## No-op, plan and start-up", "",
+              "| what | runs | median s | min s | max s |", "|---|---:|---:|---:|---:|"]
+    for name, s in list(noop.items()) + list(startup.items()):
+        lines.append(f"| {name} | {len(s.values)} | {s.median:.3f} | {min(s.values):.3f} "
+                     f"| {max(s.values):.3f} |")
+    if sizes:
+        lines += ["", "## Per-patch cost by N (linearity)", "",
+                  "| N | runs | floor median s | floor ms/patch | pgpatch median s "
+                  "| pgpatch ms/patch | pgpatch − floor ms/patch | paired ratio |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for n, ss in sizes.items():
+            f, p = ss["floor"], ss["pgpatch"]
+            lines.append(f"| {n} | {len(p.values)} | {f.median:.3f} | {f.median / n * 1000:.2f} "
+                         f"| {p.median:.3f} | {p.median / n * 1000:.2f} "
+                         f"| {(p.median - f.median) / n * 1000:+.2f} | {fmt_ratio(p.paired)} |")
+    lines += ["", "## Raw samples (s)", ""]
+    for t in b.tools:
+        lines.append(f"- {t.name} N={args.n} apply: "
+                     + ", ".join(f"{x:.3f}" for x in apply[t.name].values))
+    for name, s in noop.items():
+        lines.append(f"- {name}: " + ", ".join(f"{x:.3f}" for x in s.values))
+    for n, ss in sizes.items():
+        for name, s in ss.items():
+            lines.append(f"- {name} N={n} apply: " + ", ".join(f"{x:.3f}" for x in s.values))
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1000, help="patches for the main apply comparison")
+    p.add_argument("--runs", type=int, default=5, help="interleaved rounds of the main apply")
+    p.add_argument("--sizes", default="200,1000,5000",
+                   help="N values for the per-patch cost (comma-separated; empty: skip)")
+    p.add_argument("--size-runs", type=int, default=1, help="rounds per size")
+    p.add_argument("--noop-runs", type=int, default=5)
+    p.add_argument("--plan-n", type=int, default=10000,
+                   help="files and records for the big plan / no-op (0: skip)")
+    p.add_argument("--startup-runs", type=int, default=10)
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: N=5, 1 round, no sizes, plan-n 20, 2 start-ups")
+    p.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    p.add_argument("--keep", action="store_true", help="keep the generated work directory")
+    args = p.parse_args(argv)
+    args.argv = argv
+    if args.quick:
+        args.n, args.runs, args.sizes, args.noop_runs = min(args.n, 5), 1, "", 2
+        args.plan_n, args.startup_runs = min(args.plan_n, 20), 2
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="pgpatch-bench-"))
+    # max_locks_per_transaction: the floor's single transaction locks ~5 objects per patch
+    settings = {"shared_buffers": "128MB", "fsync": "on", "synchronous_commit": "on",
+                "max_locks_per_transaction": "1024"}
+    try:
+        with ScratchServer(settings=settings) as srv:
+            b = Bench(srv, work)
+            server = b.admin.execute("SELECT version()").fetchone()[0]
+            shown = b.admin.execute(
+                "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings "
+                "WHERE name IN ('fsync','synchronous_commit','wal_sync_method','shared_buffers',"
+                "'max_wal_size','wal_level','full_page_writes','max_locks_per_transaction')"
+            ).fetchone()[0]
+            say(f"server: {server}\nsettings: {shown}\ntools: "
+                + ", ".join(f"{t.name} ({t.version})" for t in b.tools))
+
+            say(f"== apply N={args.n}, {args.runs} interleaved rounds")
+            apply = b.apply_rounds(args.n, args.runs, say)
+            d = work / f"n{args.n}"
+            glob = str(d / "pgpatch" / "*.sql")
+            noop: dict[str, Samples] = {}
+            # the last round left everything applied by the last tool: reapply pgpatch's
+            b.run_apply(b.tools[1], d, args.n)
+            say(f"== no-op apply and plan, N={args.n} applied")
+            noop[f"pgpatch apply, no-op, {args.n} applied"] = b.repeat(
+                [*b.pgpatch, "apply", glob], args.noop_runs)
+            noop[f"pgpatch plan, {args.n} applied"] = b.repeat(
+                [*b.pgpatch, "plan", glob], args.noop_runs)
+            noop["floor: psql -c 'select 1' (reference)"] = b.repeat(
+                [b.psql, "-X", "-q", "-c", "select 1"], args.noop_runs)
+            if args.plan_n:
+                say(f"== plan and no-op apply: {args.plan_n} files, {args.plan_n} records")
+                big = generate(args.plan_n, work / f"plan{args.plan_n}", database="bigplan")
+                b.seed_records(args.plan_n, big, "bigplan", "patches_big")
+                bglob = str(big / "pgpatch" / "*.sql")
+                common = ["--state-db", "patches_big", bglob]
+                noop[f"pgpatch plan, {args.plan_n} files, {args.plan_n} records"] = b.repeat(
+                    [*b.pgpatch, "plan", *common], args.noop_runs)
+                noop[f"pgpatch apply, no-op, {args.plan_n} files, {args.plan_n} records"] = (
+                    b.repeat([*b.pgpatch, "apply", *common], args.noop_runs))
+                b.admin.execute("DROP DATABASE bigplan")
+                b.admin.execute("DROP DATABASE patches_big")
+            say("== start-up")
+            startup = {
+                "pgpatch --help": b.repeat([*b.pgpatch, "--help"], args.startup_runs),
+                "pgpatch --version": b.repeat([*b.pgpatch, "--version"], args.startup_runs),
+                "python -c pass (reference)": b.repeat([sys.executable, "-c", "pass"],
+                                                       args.startup_runs),
+                "python -c 'import psycopg' (reference)": b.repeat(
+                    [sys.executable, "-c", "import psycopg"], args.startup_runs),
+            }
+            size_samples: dict[int, dict[str, Samples]] = {}
+            keep = {"floor", "pgpatch"}
+            tools, b.tools = b.tools, [t for t in b.tools if t.name in keep]
+            for n in sizes:
+                say(f"== per-patch cost, N={n}, {args.size_runs} round(s)")
+                size_samples[n] = b.apply_rounds(n, args.size_runs, say)
+            b.tools = tools
+            text = report(args, b, apply, noop, size_samples, startup, server, shown)
+            b.admin.close()
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print()
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
