@@ -139,7 +139,9 @@ def write_baseline(options: Options, database: str, output_dir: str) -> Path:
     patch = read_patch(str(target), text=text)
     # the state database first (created by its own patches if needed), then the record
     runner.apply(_only_state(options))
-    store = StateStore(runner.connect_state(server, options.state_db))
+    state = runner.open_state(server, options.state_db)
+    assert state is not None  # the apply above made it
+    store = StateStore(state)
     try:
         existing = {r.key: r for r in store.records()}.get(patch.name.key)
         if existing is not None:

@@ -86,60 +86,71 @@ class ApplyResult:
 
 
 def _read_facts(server: Server, maint: Maintenance, patches: Sequence[Patch],
-                state_db: str) -> ServerFacts:
+                state_db: str, state: psycopg.Connection | None = None) -> ServerFacts:
+    """Which databases exist, the records, and the fate of unsettled transactions.
+
+    ``state``: the run's open state connection, if it has one (no second connection)."""
     names = {p.name.database for p in patches} | {state_db}
     existing = maint.existing_databases(names)
     records: list[Record] = []
     xact: dict[int, str | None] = {}
     half_made: frozenset[str] = frozenset()
-    if state_db in existing and state_half_made(server, state_db):
-        existing.discard(state_db)
-        half_made = frozenset({state_db})
     if state_db in existing:
-        with connect_state(server, state_db) as conn:
-            records = _read_state(conn, state_db)
-        xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
+        conn = state if state is not None else open_state(server, state_db)
+        if conn is None:
+            existing.discard(state_db)
+            half_made = frozenset({state_db})
+        else:
+            try:
+                records = _read_state(conn, state_db)
+            finally:
+                if conn is not state:
+                    conn.close()
+            xact = maint.xact_status(
+                [r.xid for r in records if not r.settled and r.xid is not None])
     return ServerFacts(frozenset(existing), tuple(records), xact, state_db in existing,
                        half_made)
 
 
-def state_half_made(server: Server, state_db: str) -> bool:
-    """A state database whose bootstrap was cut short: our tables missing or empty, and nothing
-    else in it. Anything else (a database of the same name with other content) is an error."""
-    with server.connect(state_db, SUPERUSER) as conn:
-        row = conn.execute(
-            """SELECT to_regclass('public.installed_patches') IS NOT NULL,
-                      count(*) FILTER (WHERE relname NOT IN ('databases', 'installed_patches'))
-               FROM pg_class WHERE relkind IN ('r', 'v', 'p')
-                 AND relnamespace = 'public'::regnamespace
-                 AND relname <> 'patches'""").fetchone()
-        assert row is not None
-        has_table, others = row
-        if others:
-            if not has_table:
-                raise PgpatchError(
-                    f"the database {state_db} exists but is not a pgpatch state database",
-                    hint="name another state database with --state-db")
-            return False
-        if not has_table:
-            return True
-        empty = conn.execute("SELECT NOT EXISTS (SELECT FROM installed_patches)").fetchone()
-        return bool(empty and empty[0])
+STATE_PROBE = """
+SELECT to_regclass('public.installed_patches') IS NOT NULL,
+       count(*) FILTER (WHERE relname NOT IN ('databases', 'installed_patches', 'patches')),
+       to_regclass('public.installed_patches') IS NULL
+       OR has_table_privilege('public.installed_patches', 'SELECT, INSERT, UPDATE, DELETE')
+          AND has_table_privilege('public.databases', 'SELECT, INSERT, UPDATE')
+FROM pg_class WHERE relkind IN ('r', 'v', 'p') AND relnamespace = 'public'::regnamespace
+"""
 
 
-def connect_state(server: Server, state_db: str) -> psycopg.Connection:
-    """As role patches; as postgres while the tables are not patches' yet (the original tool's
-    layout, until our first upgrade patch hands them over)."""
+def open_state(server: Server, state_db: str, *,
+               allow_empty: bool = False) -> psycopg.Connection | None:
+    """The state database's connection, or None when its bootstrap was cut short (our tables
+    missing or empty, nothing else in it: it is made anew).
+
+    As role patches; as postgres while the tables are not patches' yet (the original tool's
+    layout, until our first upgrade patch hands them over). A database of the same name with
+    other content is an error, never touched."""
     conn = server.connect(state_db, STATE_USER)
-    row = conn.execute(
-        """SELECT to_regclass('installed_patches') IS NULL
-                  OR has_table_privilege('installed_patches', 'SELECT, INSERT, UPDATE, DELETE')
-                     AND has_table_privilege('databases', 'SELECT, INSERT, UPDATE')""").fetchone()
-    if row and row[0]:
-        return conn
-    conn.close()
-    log.info("role %s may not write the state tables yet: using %s", STATE_USER, SUPERUSER)
-    return server.connect(state_db, SUPERUSER)
+    row = conn.execute(STATE_PROBE).fetchone()
+    assert row is not None
+    has_table, others, writable = row
+    if not has_table:
+        conn.close()
+        if others:
+            raise PgpatchError(
+                f"the database {state_db} exists but is not a pgpatch state database",
+                hint="name another state database with --state-db")
+        return None
+    if not writable:
+        conn.close()
+        log.info("role %s may not write the state tables yet: using %s", STATE_USER, SUPERUSER)
+        conn = server.connect(state_db, SUPERUSER)
+    if not others and not allow_empty:
+        empty = conn.execute("SELECT NOT EXISTS (SELECT FROM installed_patches)").fetchone()
+        if empty and empty[0]:
+            conn.close()
+            return None
+    return conn
 
 
 def _read_state(conn: psycopg.Connection, state_db: str) -> list[Record]:
@@ -236,10 +247,13 @@ class _Run:
 
     def execute(self, reporter: Reporter) -> ApplyResult:
         existing = self.maint.existing_databases({self.state_db})
-        if self.state_db in existing and not state_half_made(self.server, self.state_db):
-            self.store = self._open_store()
-            self._settle()
-        facts = _read_facts(self.server, self.maint, self.patches, self.state_db)
+        if self.state_db in existing:
+            conn = open_state(self.server, self.state_db)
+            if conn is not None:
+                self.store = StateStore(conn)
+                self._settle()
+        facts = _read_facts(self.server, self.maint, self.patches, self.state_db,
+                            self.store.conn if self.store is not None else None)
         plan = make_plan(self.patches, facts, state_db=self.state_db,
                          allow_out_of_order=self.options.allow_out_of_order,
                          lint=self.options.lint)
@@ -284,8 +298,12 @@ class _Run:
 
     # -- connections ---------------------------------------------------------------------
 
-    def _open_store(self) -> StateStore:
-        return StateStore(connect_state(self.server, self.state_db))
+    def _open_store(self, *, new: bool = False) -> StateStore:
+        conn = open_state(self.server, self.state_db, allow_empty=new)
+        if conn is None:
+            raise PgpatchError(f"the state database {self.state_db} was not made",
+                               hint="its baseline ran without error: check the server log")
+        return StateStore(conn)
 
     def _conn(self, database: str, user: str) -> psycopg.Connection:
         key = (database, user)
@@ -464,7 +482,7 @@ class _Run:
             self._undo_bootstrap(database, roles_before, marks, e)
             raise
         if is_state:
-            self.store = self._open_store()
+            self.store = self._open_store(new=True)
             for step in group:
                 self.store.insert(step.patch)
         elif self.store is not None:
@@ -520,8 +538,10 @@ def status(options: Options) -> Status:
         exists = bool(maint.existing_databases({options.state_db}))
         records: list[Record] = []
         if exists:
-            with connect_state(server, options.state_db) as conn:
-                records = _read_state(conn, options.state_db)
+            conn = open_state(server, options.state_db)
+            if conn is not None:
+                with conn:
+                    records = _read_state(conn, options.state_db)
     finally:
         maint.close()
     the_plan = plan(options) if options.globs else None
