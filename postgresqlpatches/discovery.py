@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
+from pathlib import Path
 
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.naming import PatchName, parse_name
@@ -112,11 +112,10 @@ def read_patch(path: str, *, builtin: bool = False, text: str | None = None) -> 
 def builtin_patches(state_db: str) -> list[Patch]:
     """The state database's own patches, shipped in the package; renamed for --state-db."""
     patches = []
-    for entry in sorted(resources.files("postgresqlpatches").joinpath("sql").iterdir(),
-                        key=lambda e: e.name):
-        if not entry.name.endswith(".sql"):
-            continue
-        patch = read_patch(BUILTIN_PREFIX + entry.name, builtin=True, text=entry.read_text("utf-8"))
+    # package data beside this module (plain files: the wheel is never zipped)
+    for entry in sorted(Path(__file__).with_name("sql").glob("*.sql")):
+        patch = read_patch(BUILTIN_PREFIX + entry.name, builtin=True,
+                           text=entry.read_text("utf-8"))
         if state_db != patch.name.database:
             name = PatchName(state_db, *patch.name.key[1:], patch.name.user,
                              patch.name.description)
