@@ -334,6 +334,27 @@ def new(database: str, user: str, description: str, directory: str) -> None:
 
 
 @main.command()
+@click.argument("database")
+@click.option("--lock-wait", type=click.FloatRange(0), default=600, show_default=True,
+              metavar="SECONDS", help="How long to wait for another run's lock.")
+@common_options
+def forget(database: str, lock_wait: float, **kw: Any) -> None:
+    """Forget the records of a database that was dropped, so that it is built anew.
+
+    Refused while the database exists.
+    """
+    from postgresqlpatches import runner
+    from postgresqlpatches.errors import PgpatchError
+    from postgresqlpatches.naming import check_identifier
+
+    reason = check_identifier(database, "database")
+    if reason:
+        raise PgpatchError(f"forget: {reason}")
+    n = runner.forget(_options(kw, lock_wait=lock_wait), database)
+    click.echo(f"forgot {n} record{'s' * (n != 1)} of {database}")
+
+
+@main.command()
 @click.option("--keep", is_flag=True, help="Leave the server running and print how to reach it.")
 @common_options
 def demo(keep: bool, **kw: Any) -> None:

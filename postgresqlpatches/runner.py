@@ -550,3 +550,27 @@ def status(options: Options) -> Status:
 
 __all__ = ["Options", "Problem", "apply", "plan", "plan_offline", "status", "MAINTENANCE_DB",
            "SUPERUSER"]
+
+
+def forget(options: Options, database: str) -> int:
+    """Drop the records of a database that no longer exists, so its bootstrap runs again."""
+    server = options.server()
+    maint = Maintenance(server)
+    try:
+        maint.lock(options.lock_wait)
+        if maint.existing_databases({database}):
+            raise PgpatchError(
+                f"database {database} exists: forgetting its records would run its patches "
+                "again on it", hint=f"drop database {database} first, if that is what you want")
+        if not maint.existing_databases({options.state_db}):
+            return 0
+        conn = open_state(server, options.state_db)
+        if conn is None:
+            return 0
+        store = StateStore(conn)
+        try:
+            return store.forget_database(database)
+        finally:
+            store.close()
+    finally:
+        maint.close()

@@ -253,3 +253,19 @@ def test_password_never_appears_in_debug_output(pg: Pg) -> None:
     assert result.returncode == 0
     for secret in [*PASSWORDS.values(), pg.server.password]:
         assert secret not in result.stdout + result.stderr
+
+
+def test_records_of_a_dropped_database_are_refused_until_forgotten(pg: Pg) -> None:
+    app_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    refused = pg.cli("forget", "app")
+    assert refused.exit_code == 1 and "database app exists" in refused.stderr
+    pg.query("DROP DATABASE app WITH (FORCE)")
+    pg.query("DROP ROLE app")
+    plan = pg.cli("plan", pg.glob())
+    assert plan.exit_code == 1 and "[state-mismatch]" in plan.stdout
+    assert "pgpatch forget app" in plan.stdout
+    forgot = pg.cli("forget", "app")
+    assert forgot.exit_code == 0 and forgot.stdout.strip() == "forgot 2 records of app"
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    assert ledger(pg) == [("p1", "app")]
