@@ -90,12 +90,6 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     return int(row[0])
 
 
-def current_xid(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def find_psql(server_major: int | None = None) -> str:
     """psql from PATH (PGPATCH_PSQL wins); baselines need it for their meta-commands."""
     import os

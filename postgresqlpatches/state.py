@@ -142,7 +142,7 @@ class StateStore:
             self._identity = cluster_identity(self.conn)
         return self._identity  # type: ignore[return-value]
 
-    def mark_settled(self, ids: Iterable[int], durations: dict[int, float] | None = None) -> None:
+    def mark_settled(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         if ids:
             self.conn.execute(

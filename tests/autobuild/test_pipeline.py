@@ -11,6 +11,7 @@ test needs no network), else from pip's configured index.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,15 @@ def test_pipeline_end_to_end(tmp_path: Path, package_index: PackageIndex, osv_ur
         assert {"postgres", "template0", "template1", "role:postgres"} <= left
         again = run_script(VERIFY / "run.sh", env=step_env)  # from nothing, once more
         assert "patches recorded as applied" in again.stdout
+
+    # the installed wheel carries the example: `pgpatch demo` runs outside the source tree
+    demo = subprocess.run(
+        [str(tmp_path / "verify-venv" / "bin" / "pgpatch"), "demo"], cwd=tmp_path,
+        env={**env, "PGPATCH_PG_BIN": str(scratch.default_installation().bin_dir)},
+        capture_output=True, text=True, timeout=300, check=False)
+    assert demo.returncode == 0, demo.stderr
+    assert "applied 5 patches to 2 databases" in demo.stdout
+    assert str(tmp_path / "verify-venv") in demo.stdout  # the example came from the wheel
 
     run_script(VERIFY / "verify.sh", env=env)
     assert "psycopg" in (tmp_path / "reports" / "requirements.txt").read_text()
