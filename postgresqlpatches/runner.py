@@ -227,6 +227,7 @@ class _Run:
         self.conns: dict[tuple[str, str], psycopg.Connection] = {}
         self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
         self.to_settle: list[int] = []
+        self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
         self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
 
     def close(self) -> None:
@@ -291,7 +292,7 @@ class _Run:
         from postgresqlpatches.planner import NO_CHECKSUM
 
         pairs = [(s.record.id, s.patch.checksum) for s in plan.steps
-                 if NO_CHECKSUM in s.flags and s.record is not None]
+                 if NO_CHECKSUM in s.flags and s.record is not None] + self.fill_later
         if pairs and self.store is not None:
             self.store.refresh_columns()
             self.store.fill_checksums(pairs)
@@ -484,7 +485,7 @@ class _Run:
         if is_state:
             self.store = self._open_store(new=True)
             for step in group:
-                self.store.insert(step.patch)
+                self.fill_later.append((self.store.insert(step.patch), step.patch.checksum))
         elif self.store is not None:
             self.store.mark_settled(marks)
 

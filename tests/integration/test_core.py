@@ -269,3 +269,11 @@ def test_records_of_a_dropped_database_are_refused_until_forgotten(pg: Pg) -> No
     assert forgot.exit_code == 0 and forgot.stdout.strip() == "forgot 2 records of app"
     assert pg.cli("apply", pg.glob()).exit_code == 0
     assert ledger(pg) == [("p1", "app")]
+
+
+def test_a_first_run_leaves_every_record_with_its_checksum_and_user(pg: Pg) -> None:
+    app_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    rows = pg.query("SELECT name, user_name, checksum IS NOT NULL FROM installed_patches "
+                    "ORDER BY id", "patches")
+    assert [(u, c) for _, u, c in rows] == [("postgres", True)] * 3 + [("app", True)]
