@@ -104,6 +104,12 @@ def _setup_logging(level: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
     log.propagate = False
+    # psycopg's own notes (e.g. a pipeline it could not close on a lost connection) repeat
+    # what our error line says: shown with -l debug only
+    driver = logging.getLogger("psycopg")
+    driver.handlers[:] = [handler]
+    driver.setLevel(logging.DEBUG if level.lower() == "debug" else logging.CRITICAL + 1)
+    driver.propagate = False
 
 
 class _LevelFormatter(logging.Formatter):

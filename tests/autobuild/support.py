@@ -61,7 +61,7 @@ def copy_source_tree(destination: Path) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", "hatch_build.py", "README.md", ".gitignore"):
         shutil.copy2(REPO / name, destination / name)
-    for folder in ("postgresqlpatches", "autobuild", "verify"):
+    for folder in ("postgresqlpatches", "autobuild", "verify", "examples"):
         shutil.copytree(
             REPO / folder,
             destination / folder,
