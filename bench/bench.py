@@ -312,6 +312,8 @@ def report(args: argparse.Namespace, b: Bench, apply: dict[str, Samples],
     lines += ["", "## No-op, plan and start-up", "",
               "| what | runs | median s | min s | max s |", "|---|---:|---:|---:|---:|"]
     for name, s in list(noop.items()) + list(startup.items()):
+        if not s.values:  # that measurement was switched off (--noop-runs 0, ...)
+            continue
         lines.append(f"| {name} | {len(s.values)} | {s.median:.3f} | {min(s.values):.3f} "
                      f"| {max(s.values):.3f} |")
     if sizes:
