@@ -125,7 +125,8 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     for record in records.values():
         if record.database not in facts.existing and record.database not in by_db:
             continue  # a dropped database nobody asks about
-        if record.database not in facts.existing and not record.major == "00000000":
+        interrupted_bootstrap = record.major == "00000000" and not record.settled
+        if record.database not in facts.existing and not interrupted_bootstrap:
             problems.append(Problem(
                 "state-mismatch", None,
                 f"database {record.database} does not exist, but the state database records "

@@ -123,6 +123,18 @@ def test_records_of_a_dropped_database_are_a_problem() -> None:
     assert "state-mismatch" in kinds(plan)
 
 
+def test_a_dropped_database_with_only_its_baseline_recorded_is_a_problem_too() -> None:
+    plan = make_plan([BASE, P1], ServerFacts(frozenset(), (record(BASE),)), state_db=STATE)
+    assert kinds(plan) == ["state-mismatch"]
+
+
+def test_a_bootstrap_cut_short_before_the_database_existed_runs_again() -> None:
+    plan = make_plan([BASE, P1], ServerFacts(frozenset(), (record(BASE, settled=False),)),
+                     state_db=STATE)
+    assert plan.ok
+    assert actions(plan) == [("00000000.0000", "bootstrap"), ("20240101.0001", "apply")]
+
+
 def test_meta_command_outside_baseline_names_file_and_line() -> None:
     bad = patch("app.20240103.0001.app.meta.sql", "select 1;\n\\set x 1\nselect :x;\n")
     plan = make_plan([bad], ServerFacts(frozenset({"app"})), state_db=STATE)
