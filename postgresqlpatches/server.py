@@ -167,6 +167,11 @@ class Maintenance:
         import psycopg
         from psycopg import sql
 
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY).fetchone()
+        if row and row[0]:
+            return
+        log.warning("another pgpatch run%s holds the lock: waiting up to %g s (--lock-wait)",
+                    self._lock_holder(), wait_seconds)
         ms = max(1, int(wait_seconds * 1000))
         try:
             self.conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{ms}ms")))

@@ -113,7 +113,10 @@ def test_a_run_gives_up_waiting_for_the_lock_with_a_clear_message(pg: Pg) -> Non
         result = pg.cli("apply", pg.glob(), "--lock-wait", "0.5")
         waited = time.monotonic() - started
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: another pgpatch run (server pid ")
+    warning, error = result.stderr.splitlines()[:2]
+    assert warning.startswith("warning: another pgpatch run (server pid ")
+    assert warning.endswith("holds the lock: waiting up to 0.5 s (--lock-wait)")
+    assert error.startswith("error: another pgpatch run (server pid ")
     assert "still holds the lock after 0.5 s" in result.stderr
     assert "hint: wait for it to finish, or raise --lock-wait" in result.stderr
     assert waited < 30
