@@ -533,20 +533,19 @@ class Status:
 
 
 def status(options: Options) -> Status:
+    """The records; with globs also the plan, from the same reading of the server."""
+    patches, problems = discover(options.globs, state_db=options.state_db) if options.globs \
+        else ([], [])
     server = options.server()
     maint = Maintenance(server)
     try:
-        exists = bool(maint.existing_databases({options.state_db}))
-        records: list[Record] = []
-        if exists:
-            conn = open_state(server, options.state_db)
-            if conn is not None:
-                with conn:
-                    records = _read_state(conn, options.state_db)
+        facts = _read_facts(server, maint, patches, options.state_db)
     finally:
         maint.close()
-    the_plan = plan(options) if options.globs else None
-    return Status(records, the_plan, exists)
+    the_plan = make_plan(patches, facts, state_db=options.state_db, problems=problems,
+                         allow_out_of_order=options.allow_out_of_order,
+                         lint=options.lint) if options.globs else None
+    return Status(list(facts.records), the_plan, facts.state_exists)
 
 
 __all__ = ["Options", "Problem", "apply", "plan", "plan_offline", "status", "MAINTENANCE_DB",
