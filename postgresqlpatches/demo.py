@@ -27,6 +27,8 @@ def run(*, keep: bool = False, log_level: str = "warning") -> None:
 
     example = examples_dir() / "hundbidrag"
     pattern = str(example / "*.sql")
+    if example.is_relative_to(Path.cwd()):  # shown as a user would type it
+        pattern = str(example.relative_to(Path.cwd()) / "*.sql")
     say = click.echo
     say("starting a throwaway PostgreSQL server ...")
     server = ScratchServer(password=secrets.token_urlsafe(12))
