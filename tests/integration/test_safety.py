@@ -305,3 +305,29 @@ def test_psql_gets_passwords_only_through_its_environment(pg: Pg, tmp_path: Path
     assert argv.count("-f -") == 2  # the state database's baseline and app's
     for secret in [pg.server.password, *[v for k, v in pg.env.items() if "PASSWORD" in k]]:
         assert secret not in argv
+
+
+def test_a_half_made_state_database_is_made_again(pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    pg.query("CREATE ROLE patches LOGIN PASSWORD 'state-pw-1'")
+    pg.query("CREATE DATABASE patches OWNER patches")  # a first run killed right here
+    plan = pg.cli("plan", pg.glob())
+    assert plan.exit_code == 0, plan.stderr
+    state = [x for x in plan.stdout.splitlines() if x.startswith("patches ")]
+    assert "bootstrap" in state[0] and "redo" in state[0]
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    assert ledger_counts(pg) == {"p1": 1}
+
+
+def test_a_database_named_like_the_state_database_is_never_touched(pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    pg.query("CREATE ROLE patches LOGIN PASSWORD 'state-pw-1'")
+    pg.query("CREATE DATABASE patches OWNER patches")
+    pg.query("CREATE TABLE invoices (id int)", "patches")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: the database patches exists but is not a pgpatch state database",
+        "hint: name another state database with --state-db"]
+    assert pg.query("SELECT to_regclass('invoices') IS NOT NULL", "patches") == [(True,)]
