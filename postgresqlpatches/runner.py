@@ -412,8 +412,9 @@ class _Run:
         assert self.store is not None
         patch = step.patch
         store = self.store
-        if step.record is not None:
+        if step.record is not None:  # resuming: the file may have been fixed since
             record_id = step.record.id
+            store.set_file(record_id, patch)
         else:
             record_id = store.insert(patch, settled=False, non_transactional=True,
                                      statements_done=0)
@@ -461,8 +462,9 @@ class _Run:
                 reporter.step_started(step)
                 patch = step.patch
                 if self.store is not None and not is_state:
-                    if step.record is not None:
+                    if step.record is not None:  # a redo: the file may have changed since
                         marks.append(step.record.id)
+                        self.store.set_file(step.record.id, patch)
                     else:
                         marks.append(self.store.insert(patch, settled=False,
                                                        statements_done=0))

@@ -163,6 +163,11 @@ class StateStore:
                       duration_ms = coalesce(%s, duration_ms) WHERE id = %s""",
             [statements_done, settled, duration_ms, record_id])
 
+    def set_file(self, record_id: int, patch: Patch) -> None:
+        """A record carried over to a resumed or redone run takes today's file's checksum."""
+        self.conn.execute("UPDATE installed_patches SET checksum = %s, path = %s WHERE id = %s",
+                          [patch.checksum, patch.path, record_id])
+
     def delete(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         if ids:

@@ -189,6 +189,7 @@ def test_interrupted_bootstrap_is_made_again_not_taken_for_done(pg: Pg) -> None:
     assert "dropping the database it left and making it again" in result.stderr
     assert pg.query("SELECT to_regclass('t') IS NOT NULL, to_regclass('half_made') IS NULL",
                     "slow") == [(True, True)]
+    assert plan_json(pg)["ok"]  # the record took the baseline as it ran, not as it was killed
 
 
 # -- statements that cannot run in a transaction -----------------------------------------
@@ -232,6 +233,7 @@ def test_non_transactional_patch_failing_midway_says_what_ran_and_resumes(pg: Pg
     indexes = pg.query("SELECT relname FROM pg_class WHERE relkind = 'i' AND relname IN "
                        "('one', 'two', 'three') ORDER BY 1", "app")
     assert indexes == [("one",), ("three",), ("two",)]
+    assert plan_json(pg)["ok"]  # the fixed file is the one on record
 
 
 # -- psql meta-commands ----------------------------------------------------------------------
