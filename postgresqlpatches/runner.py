@@ -506,7 +506,11 @@ class _Run:
                 self.maint.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
             if self.store is not None:
                 self.store.delete(marks)
-            if isinstance(error, PgpatchError) and not error.hint:
+            if isinstance(error, PgpatchError) and error.sqlstate == "42710":
+                error.hint = ("it exists already (made by hand, or left by an interrupted "
+                              "bootstrap): drop it, or create it only where missing, as the "
+                              "baselines of `pgpatch baseline` do")
+            elif isinstance(error, PgpatchError) and not error.hint:
                 error.hint = (f"nothing of {database} was kept: pgpatch dropped the database "
                               "and the roles its bootstrap created; fix the file and run again")
         except psycopg.Error as e:

@@ -277,3 +277,14 @@ def test_a_first_run_leaves_every_record_with_its_checksum_and_user(pg: Pg) -> N
     rows = pg.query("SELECT name, user_name, checksum IS NOT NULL FROM installed_patches "
                     "ORDER BY id", "patches")
     assert [(u, c) for _, u, c in rows] == [("postgres", True)] * 3 + [("app", True)]
+
+
+def test_a_baseline_whose_role_exists_already_says_what_to_do(pg: Pg) -> None:
+    app_tree(pg, 1)
+    pg.query("CREATE ROLE app LOGIN")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 1
+    error, hint = result.stderr.splitlines()[:2]
+    assert error.endswith('role "app" already exists [SQLSTATE 42710]')
+    assert hint.startswith("hint: it exists already (made by hand, or left by an interrupted")
+    assert "app" not in pg.databases() and "app" in pg.roles()  # not ours to drop
