@@ -35,7 +35,8 @@ FLAGS = (NON_TRANSACTIONAL, OUT_OF_ORDER, CHANGED, PSQL, RESUME, UNSETTLED, NO_C
 
 PROBLEM_KINDS = (
     "no-match", "bad-name", "unreadable", "duplicate",  # discovery
-    "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "no-baseline",
+    "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "copy-stdin",
+    "no-baseline",
     "state-mismatch", "unsettled", "lint",  # planner
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
@@ -253,6 +254,13 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     if parsed.meta_commands:
         return step
     statements = _strip_wrapping_transaction(parsed.statements, patch, problems)
+    for s in statements:
+        if s.kind == "CopyStmt" and s.tree is not None and not s.tree.get("filename") \
+                and not s.tree.get("is_program"):
+            problems.append(Problem(
+                "copy-stdin", patch.path,
+                "COPY ... FROM STDIN / TO STDOUT needs psql's data stream", s.line,
+                hint="load the rows with INSERT, or in the database's 0000 baseline (psql)"))
     flags = list(step.flags)
     if any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL) for s in statements):
         flags.append(NON_TRANSACTIONAL)

@@ -434,6 +434,8 @@ class _Run:
             e.message += (f"; statements 1-{done} of {total} ran and stay done, the next run "
                           f"resumes at statement {done + 1}" if done else
                           "; no statement of it ran")
+            if not done:  # nothing of it happened: no record either
+                store.delete([record_id])
             raise
         finally:
             conn.autocommit = False

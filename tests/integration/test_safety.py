@@ -333,3 +333,19 @@ def test_a_database_named_like_the_state_database_is_never_touched(pg: Pg) -> No
         "error: the database patches exists but is not a pgpatch state database",
         "hint: name another state database with --state-db"]
     assert pg.query("SELECT to_regclass('invoices') IS NOT NULL", "patches") == [(True,)]
+
+
+def test_non_transactional_patch_failing_at_once_leaves_no_record(pg: Pg) -> None:
+    ledger_tree(pg, 0)
+    bad = pg.write("p/app.20240102.0001.postgres.index.sql",
+                   "CREATE INDEX CONCURRENTLY one ON ledger (nosuch);\n")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f'error: {bad}:1: column "nosuch" does not exist; no statement of it ran '
+        "[SQLSTATE 42703]")
+    status = json.loads(pg.cli("status", "--format", "json").stdout)
+    assert [r["version"] for r in status["records"] if r["database"] == "app"] == [
+        "00000000.0000"]
+    step = next(p for p in plan_json(pg)["patches"] if p["description"] == "index")
+    assert step["action"] == "apply" and step["flags"] == ["non-transactional"]

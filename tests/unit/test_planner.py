@@ -177,3 +177,10 @@ def test_only_pending_patches_are_parsed() -> None:
     plan = make_plan([applied], ServerFacts(frozenset({"app"}), (record(applied),)),
                      state_db=STATE)
     assert plan.ok and plan.steps[0].statements == ()
+
+
+def test_copy_from_stdin_outside_a_baseline_is_refused() -> None:
+    p = patch("app.20240103.0001.app.rows.sql",
+              "CREATE TABLE r (a int);\nCOPY r (a) FROM stdin;\nCOPY r FROM '/srv/r.csv';\n")
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert kinds(plan) == ["copy-stdin"] and plan.problems[0].line == 2
