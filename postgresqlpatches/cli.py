@@ -367,7 +367,7 @@ def demo(keep: bool, **kw: Any) -> None:
     """Run the example end to end on a throwaway server: plan, apply, status, stop."""
     from postgresqlpatches import demo as demo_module
 
-    demo_module.run(keep=keep, log_level=kw["log_level"])
+    demo_module.run(keep=keep)
 
 
 def _require_globs(globs: tuple[str, ...]) -> None:

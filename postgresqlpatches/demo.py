@@ -21,7 +21,7 @@ def examples_dir() -> Path:
     raise PgpatchError("the example patches are missing from this installation")
 
 
-def run(*, keep: bool = False, log_level: str = "warning") -> None:
+def run(*, keep: bool = False) -> None:
     from postgresqlpatches import render, runner
     from postgresqlpatches.scratch import ScratchServer
 

@@ -26,9 +26,6 @@ class Problem:
     line: int | None = None
     hint: str | None = None
 
-    def as_error(self) -> PgpatchError:
-        return PgpatchError(self.message, path=self.path, line=self.line, hint=self.hint)
-
 
 @dataclass(frozen=True)
 class Patch:

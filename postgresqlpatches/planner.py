@@ -76,7 +76,6 @@ class Step:
 class Plan:
     steps: tuple[Step, ...]
     problems: tuple[Problem, ...] = ()
-    notes: tuple[str, ...] = ()
     lint: str = "warn"
     """The lint mode it was made with: with "error" every finding is also a problem."""
 

@@ -89,7 +89,7 @@ def plan_rows(plan: Plan) -> list[list[str]]:
 HEADERS = ["database", "version", "user", "description", "path", "action", "notes"]
 
 
-def print_plan(plan: Plan, stream: IO[str] | None = None, *, show_applied: bool = True) -> None:
+def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
     """The plan table, then lint findings, problems and the summary line.
 
     Rich (colours by action) on a terminal; plain aligned text when piped or TERM=dumb;

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from postgresqlpatches.discovery import Patch, Problem, discover
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.planner import Action, Plan, ServerFacts, Step, make_plan
-from postgresqlpatches.server import MAINTENANCE_DB, SUPERUSER, Maintenance, Server
+from postgresqlpatches.server import SUPERUSER, Maintenance, Server
 from postgresqlpatches.state import STATE_USER, Record, StateStore, read_records
 
 if TYPE_CHECKING:
@@ -86,12 +86,14 @@ class ApplyResult:
 
 
 def _read_facts(server: Server, maint: Maintenance, patches: Sequence[Patch],
-                state_db: str, state: psycopg.Connection | None = None) -> ServerFacts:
+                state_db: str, state: psycopg.Connection | None = None,
+                existing: set[str] | None = None) -> ServerFacts:
     """Which databases exist, the records, and the fate of unsettled transactions.
 
-    ``state``: the run's open state connection, if it has one (no second connection)."""
-    names = {p.name.database for p in patches} | {state_db}
-    existing = maint.existing_databases(names)
+    ``state`` and ``existing``: what the run has read already (no second connection, no
+    second pg_database query)."""
+    if existing is None:
+        existing = maint.existing_databases({p.name.database for p in patches} | {state_db})
     records: list[Record] = []
     xact: dict[int, str | None] = {}
     half_made: frozenset[str] = frozenset()
@@ -165,17 +167,27 @@ def _read_state(conn: psycopg.Connection, state_db: str) -> list[Record]:
                  "or name another one with --state-db") from e
 
 
-def plan(options: Options) -> Plan:
-    """Read-only: never creates anything, not even the state database."""
-    patches, problems = discover(options.globs, state_db=options.state_db)
+def _make_plan(options: Options, patches: Sequence[Patch], facts: ServerFacts,
+               problems: Sequence[Problem] = ()) -> Plan:
+    """The one planner call, with the options every command passes alike."""
+    return make_plan(patches, facts, state_db=options.state_db, problems=problems,
+                     allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+
+
+def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
+    """Read-only: one maintenance session and, if it exists, one state session."""
     server = options.server()
     maint = Maintenance(server)
     try:
-        facts = _read_facts(server, maint, patches, options.state_db)
+        return _read_facts(server, maint, patches, options.state_db)
     finally:
         maint.close()
-    return make_plan(patches, facts, state_db=options.state_db, problems=problems,
-                     allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+
+
+def plan(options: Options) -> Plan:
+    """Read-only: never creates anything, not even the state database."""
+    patches, problems = discover(options.globs, state_db=options.state_db)
+    return _make_plan(options, patches, _read_server(options, patches), problems)
 
 
 def plan_offline(options: Options) -> Plan:
@@ -187,8 +199,7 @@ def plan_offline(options: Options) -> Plan:
     patches, problems = discover(options.globs, state_db=options.state_db)
     built_here = {p.name.database for p in patches if p.name.is_baseline}
     facts = ServerFacts(frozenset(p.name.database for p in patches) - built_here)
-    return make_plan(patches, facts, state_db=options.state_db, problems=problems,
-                     allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+    return _make_plan(options, patches, facts, problems)
 
 
 def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
@@ -247,17 +258,16 @@ class _Run:
                 self.store.close()
 
     def execute(self, reporter: Reporter) -> ApplyResult:
-        existing = self.maint.existing_databases({self.state_db})
+        existing = self.maint.existing_databases(
+            {p.name.database for p in self.patches} | {self.state_db})
         if self.state_db in existing:
             conn = open_state(self.server, self.state_db)
             if conn is not None:
                 self.store = StateStore(conn)
                 self._settle()
         facts = _read_facts(self.server, self.maint, self.patches, self.state_db,
-                            self.store.conn if self.store is not None else None)
-        plan = make_plan(self.patches, facts, state_db=self.state_db,
-                         allow_out_of_order=self.options.allow_out_of_order,
-                         lint=self.options.lint)
+                            self.store.conn if self.store is not None else None, existing)
+        plan = _make_plan(self.options, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)
         reporter.planned(plan)
@@ -542,22 +552,13 @@ class Status:
 
 def status(options: Options) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
-    patches, problems = discover(options.globs, state_db=options.state_db) if options.globs \
-        else ([], [])
-    server = options.server()
-    maint = Maintenance(server)
-    try:
-        facts = _read_facts(server, maint, patches, options.state_db)
-    finally:
-        maint.close()
-    the_plan = make_plan(patches, facts, state_db=options.state_db, problems=problems,
-                         allow_out_of_order=options.allow_out_of_order,
-                         lint=options.lint) if options.globs else None
-    return Status(list(facts.records), the_plan, facts.state_exists)
-
-
-__all__ = ["Options", "Problem", "apply", "plan", "plan_offline", "status", "MAINTENANCE_DB",
-           "SUPERUSER"]
+    if not options.globs:
+        facts = _read_server(options, ())
+        return Status(list(facts.records), None, facts.state_exists)
+    patches, problems = discover(options.globs, state_db=options.state_db)
+    facts = _read_server(options, patches)
+    return Status(list(facts.records), _make_plan(options, patches, facts, problems),
+                  facts.state_exists)
 
 
 def forget(options: Options, database: str) -> int:

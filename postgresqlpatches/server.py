@@ -55,9 +55,6 @@ class Server:
             log.warning("%s is not set: using the user name as %s's password", var, user)
         return user
 
-    def has_password(self, user: str) -> bool:
-        return password_variable(self.prefix, user) in self.environ
-
     def where(self) -> str:
         host = self.host or self.environ.get("PGHOST") or "the default host"
         port = self.port or self.environ.get("PGPORT") or "5432"
