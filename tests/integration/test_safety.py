@@ -218,9 +218,8 @@ def test_non_transactional_patch_failing_midway_says_what_ran_and_resumes(pg: Pg
     result = pg.cli("apply", pg.glob())
     assert result.exit_code == 1
     assert result.stderr.splitlines()[0] == (
-        f'error: {bad}:2: column "nosuch" does not exist [SQLSTATE 42703]'.replace(
-            " [SQLSTATE", "; statements 1-1 of 3 ran and stay done, the next run resumes at "
-            "statement 2 [SQLSTATE"))
+        f'error: {bad}:2: column "nosuch" does not exist; statements 1-1 of 3 ran and stay '
+        "done, the next run resumes at statement 2 [SQLSTATE 42703]")
     plan = plan_json(pg)
     step = next(p for p in plan["patches"] if p["description"] == "index")
     assert step["action"] == "apply" and "resume" in step["flags"]
