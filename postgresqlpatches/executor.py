@@ -60,34 +60,115 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
 
 
 def run_transaction(conn: psycopg.Connection, patch: Patch,
-                    statements: Sequence[Statement]) -> int:
+                    statements: Sequence[Statement],
+                    on_xid: Callable[[int], None] | None = None) -> int:
     """BEGIN, the transaction id and every statement sent as one pipeline; returns the xid.
 
-    One round trip instead of 2 + len(statements). Each statement is still its own query,
-    so an error names exactly the statement it came from (the first one whose result did
-    not arrive: psycopg attaches results in order and stops at the error) and the server's
-    position stays relative to that statement. The caller commits or rolls back.
+    One round trip instead of 2 + len(statements). ``on_xid`` is called with the transaction
+    id as soon as the server has sent it (a flush request follows the id's query), while the
+    server is still running the statements: the runner writes the record in that time, so
+    the record costs no wait of its own. If ``on_xid`` raises, the statements are cancelled.
+
+    Each statement is still its own query, so an error names exactly the statement it came
+    from and the server's position stays relative to that statement. The caller commits or
+    rolls back. Written on the libpq wrapper (``conn.pgconn``), which psycopg documents for
+    this; the connection is non-blocking, so sending a large file while results arrive
+    cannot deadlock.
     """
     import psycopg
+    from psycopg import pq
 
-    cursors: list[psycopg.Cursor] = []
-    xid_cur = conn.cursor()
+    if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        conn.rollback()
+    pg = conn.pgconn
+    encoding = conn.info.encoding
+    queries = [s.text.encode(encoding) for s in statements]
+    pg.enter_pipeline_mode()
     try:
-        with conn.pipeline():
-            xid_cur.execute("SELECT pg_current_xact_id()::text")
-            for statement in statements:
-                cur = conn.cursor()
-                cur.execute(statement.text)
-                cursors.append(cur)
-    except psycopg.Error as e:
-        failed = None
-        if xid_cur.pgresult is not None:
-            failed = next((s for i, s in enumerate(statements)
-                           if i >= len(cursors) or cursors[i].pgresult is None), None)
-        raise failure(e, patch, failed) from e
-    row = xid_cur.fetchone()
-    assert row is not None
-    return int(row[0])
+        pg.send_query_params(b"BEGIN", None)
+        pg.send_query_params(b"SELECT pg_current_xact_id()::text", None)
+        pg.send_flush_request()
+        for query in queries:
+            pg.send_query_params(query, None)
+        pg.pipeline_sync()
+        _flush(pg)
+        error: psycopg.Error | None = None
+        failed: Statement | None = None
+        xid = 0
+        for index in range(2 + len(queries)):
+            result = _next_result(pg)
+            if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                error = psycopg.errors.error_from_result(result, encoding=encoding)
+                failed = statements[index - 2] if index >= 2 else None
+            elif index == 1 and error is None:
+                xid = int(result.get_value(0, 0) or b"0")
+            _end_of_query(pg)
+            if index == 1 and error is None and on_xid is not None:
+                on_xid(xid)
+        result = _next_result(pg)
+        if result.status != pq.ExecStatus.PIPELINE_SYNC:
+            raise psycopg.OperationalError(f"unexpected result {result.status.name} in pipeline")
+    except BaseException:
+        _abandon(conn)
+        raise
+    pg.exit_pipeline_mode()
+    if error is not None:
+        raise failure(error, patch, failed) from error
+    return xid
+
+
+def _flush(pg: psycopg.pq.abc.PGconn) -> None:
+    """Send what libpq holds, reading meanwhile so that the server never blocks on us."""
+    import select
+
+    while pg.flush():
+        readable, _, _ = select.select([pg.socket], [pg.socket], [])
+        if readable:
+            pg.consume_input()
+
+
+def _next_result(pg: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult:
+    import select
+
+    import psycopg
+
+    while pg.is_busy():
+        select.select([pg.socket], [], [])
+        pg.consume_input()
+    result = pg.get_result()
+    if result is None:
+        raise psycopg.OperationalError(
+            pg.get_error_message() or "the server sent no result in the pipeline")
+    if pg.status == psycopg.pq.ConnStatus.BAD:
+        raise psycopg.OperationalError(result.error_message.decode(errors="replace").strip()
+                                       or "the connection to the server was lost")
+    return result
+
+
+def _end_of_query(pg: psycopg.pq.abc.PGconn) -> None:
+    """In a pipeline each query's results end with a null result."""
+    import psycopg
+
+    while pg.is_busy():
+        import select
+
+        select.select([pg.socket], [], [])
+        pg.consume_input()
+    if pg.get_result() is not None:
+        raise psycopg.OperationalError("a query gave more than one result in the pipeline")
+
+
+def _abandon(conn: psycopg.Connection) -> None:
+    """Stop a pipeline half-way (a lost server, an interrupt, a failed record): cancel what
+    the server is running and close the session, which rolls the transaction back."""
+    import psycopg
+
+    try:
+        cancel = getattr(conn, "cancel_safe", None) or conn.cancel
+        cancel()
+    except (psycopg.Error, OSError):
+        pass
+    conn.close()
 
 
 def find_psql(server_major: int | None = None) -> str:

@@ -237,7 +237,7 @@ class _Run:
         self.store: StateStore | None = None
         self.conns: dict[tuple[str, str], psycopg.Connection] = {}
         self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
-        self.to_settle: list[int] = []
+        self.to_settle: list[tuple[int, float]] = []  # record id, milliseconds
         self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
         self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
 
@@ -356,41 +356,48 @@ class _Run:
     # -- steps ---------------------------------------------------------------------------
 
     def _apply_transactional(self, step: Step) -> None:
-        """Record (with the xid) before the target commits: a crash in between is settled."""
+        """Record (with the xid) before the target commits: a crash in between is settled.
+
+        The record is written while the server runs the statements (run_transaction's
+        ``on_xid``); if the statements then fail, it is deleted (or, if pgpatch dies first,
+        settled as rolled back by the next run)."""
         import psycopg
 
-        from postgresqlpatches.executor import crash_point, run_transaction
+        from postgresqlpatches.executor import crash_point, failure, run_transaction
 
-        assert self.store is not None
+        store = self.store
+        assert store is not None
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
+        # flush=False only in the target's own cluster: its COMMIT then flushes the WAL
+        # that holds the record's commit too (state.cluster_identity)
+        ident = self.identities.get((patch.name.database, patch.name.user))
+        flush = ident is None or ident != store.identity
+        record: list[int] = []
+
+        def write_record(xid: int) -> None:
+            try:
+                record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
+            except psycopg.Error as e:
+                raise PgpatchError(
+                    f"cannot write the record of {patch.name.filename} in the state database "
+                    f"{self.state_db}: {str(e).strip().splitlines()[0] if str(e).strip() else e}"
+                    ) from e
+            crash_point("during-statements")
+
         t0 = time.monotonic()
         try:
-            xid = run_transaction(conn, patch, step.statements)
-        except BaseException:
-            _rollback(conn)
-            raise
-        try:
-            # flush=False only in the target's own cluster: its COMMIT then flushes the WAL
-            # that holds the record's commit too (state.cluster_identity)
-            ident = self.identities.get((patch.name.database, patch.name.user))
-            same = ident is not None and ident == self.store.identity
-            record_id = self.store.insert(
-                patch, xid=xid, settled=False,
-                duration_ms=(time.monotonic() - t0) * 1000.0, flush=not same)
-        except BaseException:
-            _rollback(conn)
-            raise
-        crash_point("after-record")
-        try:
+            run_transaction(conn, patch, step.statements, on_xid=write_record)
+            crash_point("after-record")
             conn.commit()
-        except psycopg.Error as e:
-            from postgresqlpatches.executor import failure
-
+        except BaseException as e:
             _rollback(conn)
-            self.store.delete([record_id])
-            raise failure(e, patch, None) from e
-        self.to_settle.append(record_id)
+            if record:
+                _forget_record(store, record[0])
+            if isinstance(e, psycopg.Error):
+                raise failure(e, patch, None) from e
+            raise
+        self.to_settle.append((record[0], (time.monotonic() - t0) * 1000.0))
         crash_point("after-commit")
 
     def _apply_in_state(self, step: Step) -> None:
@@ -529,6 +536,17 @@ class _Run:
             if isinstance(error, PgpatchError):
                 error.hint = (f"cleaning up failed too ({str(e).strip()}): drop database "
                               f"{database} by hand before the next run")
+
+
+def _forget_record(store: StateStore, record_id: int) -> None:
+    """The patch did not commit: its record goes (if the state server is gone too, the
+    record stays unsettled and the next run drops it: its transaction rolled back)."""
+    import psycopg
+
+    try:
+        store.delete([record_id])
+    except psycopg.Error as e:
+        log.debug("record %s left for the next run to settle: %s", record_id, e)
 
 
 def _rollback(conn: psycopg.Connection) -> None:

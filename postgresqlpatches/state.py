@@ -150,11 +150,23 @@ class StateStore:
             self._identity = cluster_identity(self.conn)
         return self._identity  # type: ignore[return-value]
 
-    def mark_settled(self, ids: Iterable[int]) -> None:
-        ids = list(ids)
-        if ids:
+    def mark_settled(self, ids: Iterable[int | tuple[int, float]]) -> None:
+        """Settle records; an (id, milliseconds) pair also sets the patch's duration, which
+        is known only once its transaction committed."""
+        pairs = [i if isinstance(i, tuple) else (i, None) for i in ids]
+        if not pairs:
+            return
+        if "duration_ms" in self.columns and any(ms is not None for _, ms in pairs):
             self.conn.execute(
-                "UPDATE installed_patches SET settled = true WHERE id = ANY(%s)", [ids])
+                """UPDATE installed_patches p
+                   SET settled = true, duration_ms = coalesce(v.ms, p.duration_ms)
+                   FROM unnest(%s::integer[], %s::double precision[]) AS v(id, ms)
+                   WHERE p.id = v.id""",
+                [[i for i, _ in pairs], [ms for _, ms in pairs]])
+        else:
+            self.conn.execute(
+                "UPDATE installed_patches SET settled = true WHERE id = ANY(%s)",
+                [[i for i, _ in pairs]])
 
     def set_progress(self, record_id: int, statements_done: int, *, settled: bool = False,
                      duration_ms: float | None = None) -> None:

@@ -125,8 +125,9 @@ def test_a_run_gives_up_waiting_for_the_lock_with_a_clear_message(pg: Pg) -> Non
 
 # -- exactly once across two databases -----------------------------------------------------
 
-@pytest.mark.parametrize("point", ["after-record", "after-commit"])
+@pytest.mark.parametrize("point", ["during-statements", "after-record", "after-commit"])
 def test_a_crash_between_the_two_commits_is_settled(pg: Pg, point: str) -> None:
+    """during-statements: the record is written while the server still runs the patch."""
     ledger_tree(pg, 5)
     crashed = pg.run("apply", pg.glob(), env={"PGPATCH_CRASH_AT": f"{point}:3"})
     assert crashed.returncode == -signal.SIGKILL
@@ -141,6 +142,55 @@ def test_a_crash_between_the_two_commits_is_settled(pg: Pg, point: str) -> None:
     assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 6)}
     status = json.loads(pg.cli("status", "--format", "json").stdout)
     assert {r["state"] for r in status["records"]} == {"applied"}
+
+
+def test_a_record_that_cannot_be_written_stops_its_patch_at_once(pg: Pg) -> None:
+    ledger_tree(pg, 4)
+    pg.write("p/app.20240101.0003.postgres.p3.sql",
+             "INSERT INTO ledger VALUES ('p3');\nSELECT pg_sleep(30);\n")
+    assert pg.cli("apply", str(pg.tree / "*.sql")).exit_code == 0  # the state database
+    with pg.server.connect("patches") as conn:
+        conn.execute("""CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.name::text LIKE '%p3.sql' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+              RETURN NEW;
+            END $$""")
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON installed_patches "
+                     "FOR EACH ROW EXECUTE FUNCTION refuse()")
+    t0 = time.monotonic()
+    failed = pg.run("apply", pg.glob())
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[0] == (
+        "error: cannot write the record of app.20240101.0003.postgres.p3.sql in the state "
+        "database patches: refused by the test")
+    assert time.monotonic() - t0 < 20  # the patch's 30 s sleep was cancelled, not awaited
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1}
+    assert pg.query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
+                    "AND pid <> pg_backend_pid()") == [(0,)]
+    pg.query("DROP TRIGGER refuse ON installed_patches", "patches")
+    pg.write("p/app.20240101.0003.postgres.p3.sql", "INSERT INTO ledger VALUES ('p3');\n")
+    final = pg.cli("apply", pg.glob())
+    assert final.exit_code == 0, final.stderr
+    assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 5)}
+
+
+def test_a_large_file_streams_through_the_pipeline(pg: Pg) -> None:
+    """20,000 statements in one pipeline: sent while their results come back, all run."""
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    pg.write("app.20240101.0001.postgres.many.sql",
+             "".join(f"INSERT INTO ledger VALUES ('{'x' * 80} {i}');\n" for i in range(20000)))
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    assert pg.query("SELECT count(*) FROM ledger", "app") == [(20000,)]
+
+
+def test_an_applied_patch_records_how_long_it_took(pg: Pg) -> None:
+    ledger_tree(pg, 2)
+    pg.write("p/app.20240101.0002.postgres.p2.sql", "SELECT pg_sleep(0.3);\n")
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    rows = dict(pg.query("SELECT name::text, duration_ms FROM installed_patches", "patches"))
+    assert rows["app.20240101.0002.postgres.p2.sql"] >= 300
+    assert 0 < rows["app.20240101.0001.postgres.p1.sql"] < 300
 
 
 def test_kill_at_random_moments_never_runs_a_patch_twice(pg: Pg) -> None:
