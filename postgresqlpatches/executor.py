@@ -60,20 +60,22 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
 
 
 def run_transaction(conn: psycopg.Connection, patch: Patch,
-                    statements: Sequence[Statement],
-                    on_xid: Callable[[int], None] | None = None) -> int:
-    """BEGIN, the transaction id and every statement sent as one pipeline; returns the xid.
+                    statements: Sequence[Statement], record: Callable[[int], None]) -> int:
+    """Run a patch in one transaction and commit it, its record written in between; returns
+    the transaction id.
 
-    One round trip instead of 2 + len(statements). ``on_xid`` is called with the transaction
-    id as soon as the server has sent it (a flush request follows the id's query), while the
-    server is still running the statements: the runner writes the record in that time, so
-    the record costs no wait of its own. If ``on_xid`` raises, the statements are cancelled.
+    One pipeline: BEGIN, the transaction id, a flush request, every statement. ``record`` is
+    called with the id as soon as the server has sent it, while the server still runs the
+    statements, so writing the record costs no wait of its own; COMMIT is sent once
+    ``record`` returned (never before: the record must exist before the commit, see
+    docs/safety.md) and, queued behind the statements, runs as soon as they are done. If a
+    statement fails, the server skips the COMMIT. If ``record`` raises, the statements are
+    cancelled and the session closed.
 
     Each statement is still its own query, so an error names exactly the statement it came
-    from and the server's position stays relative to that statement. The caller commits or
-    rolls back. Written on the libpq wrapper (``conn.pgconn``), which psycopg documents for
-    this; the connection is non-blocking, so sending a large file while results arrive
-    cannot deadlock.
+    from and the server's position stays relative to that statement. Written on the libpq
+    wrapper (``conn.pgconn``), which psycopg documents for this; the connection is
+    non-blocking, so a large file is sent while its results arrive without a deadlock.
     """
     import psycopg
     from psycopg import pq
@@ -83,6 +85,9 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     pg = conn.pgconn
     encoding = conn.info.encoding
     queries = [s.text.encode(encoding) for s in statements]
+    error: psycopg.Error | None = None
+    failed: Statement | None = None
+    xid = 0
     pg.enter_pipeline_mode()
     try:
         pg.send_query_params(b"BEGIN", None)
@@ -90,21 +95,26 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
         pg.send_flush_request()
         for query in queries:
             pg.send_query_params(query, None)
-        pg.pipeline_sync()
         _flush(pg)
-        error: psycopg.Error | None = None
-        failed: Statement | None = None
-        xid = 0
-        for index in range(2 + len(queries)):
+        for index in (0, 1):  # BEGIN, the id
             result = _next_result(pg)
             if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
                 error = psycopg.errors.error_from_result(result, encoding=encoding)
-                failed = statements[index - 2] if index >= 2 else None
             elif index == 1 and error is None:
                 xid = int(result.get_value(0, 0) or b"0")
             _end_of_query(pg)
-            if index == 1 and error is None and on_xid is not None:
-                on_xid(xid)
+        commit = error is None
+        if commit:
+            record(xid)
+            pg.send_query_params(b"COMMIT", None)
+        pg.pipeline_sync()
+        _flush(pg)
+        for index in range(len(queries) + commit):  # each statement, COMMIT
+            result = _next_result(pg)
+            if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                error = psycopg.errors.error_from_result(result, encoding=encoding)
+                failed = statements[index] if index < len(queries) else None
+            _end_of_query(pg)
         result = _next_result(pg)
         if result.status != pq.ExecStatus.PIPELINE_SYNC:
             raise psycopg.OperationalError(f"unexpected result {result.status.name} in pipeline")

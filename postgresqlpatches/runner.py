@@ -358,9 +358,10 @@ class _Run:
     def _apply_transactional(self, step: Step) -> None:
         """Record (with the xid) before the target commits: a crash in between is settled.
 
-        The record is written while the server runs the statements (run_transaction's
-        ``on_xid``); if the statements then fail, it is deleted (or, if pgpatch dies first,
-        settled as rolled back by the next run)."""
+        The record is written while the server runs the statements, and the COMMIT follows
+        it (executor.run_transaction); if the patch then fails, the record is deleted (or,
+        if pgpatch dies first, the next run finds its transaction rolled back and drops it).
+        """
         import psycopg
 
         from postgresqlpatches.executor import crash_point, failure, run_transaction
@@ -379,17 +380,14 @@ class _Run:
             try:
                 record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
             except psycopg.Error as e:
-                raise PgpatchError(
-                    f"cannot write the record of {patch.name.filename} in the state database "
-                    f"{self.state_db}: {str(e).strip().splitlines()[0] if str(e).strip() else e}"
-                    ) from e
-            crash_point("during-statements")
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise PgpatchError(f"cannot write the record of {patch.name.filename} in the "
+                                   f"state database {self.state_db}: {reason}") from e
+            crash_point("after-record")
 
         t0 = time.monotonic()
         try:
-            run_transaction(conn, patch, step.statements, on_xid=write_record)
-            crash_point("after-record")
-            conn.commit()
+            run_transaction(conn, patch, step.statements, write_record)
         except BaseException as e:
             _rollback(conn)
             if record:

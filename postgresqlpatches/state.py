@@ -230,14 +230,15 @@ def database_id(conn: psycopg.Connection, name: str) -> int:
     return int(row[0])
 
 
-_INSERT_QUERIES: dict[tuple[tuple[str, ...], bool], Any] = {}
+_INSERT_QUERIES: dict[tuple[tuple[str, ...], bool, str], bytes] = {}
 
 
-def _insert_query(cols: tuple[str, ...], flush: bool) -> Any:
-    """Composed once per column set: composing SQL for every record costs 0.1 ms each."""
+def _insert_query(conn: psycopg.Connection, cols: tuple[str, ...], flush: bool) -> bytes:
+    """Composed and rendered once per column set and encoding: composing the SQL for every
+    record cost 0.1-0.2 ms of CPU each."""
     from psycopg import sql
 
-    key = (cols, flush)
+    key = (cols, flush, conn.info.encoding)
     query = _INSERT_QUERIES.get(key)
     if query is None:
         query = sql.SQL(
@@ -253,7 +254,7 @@ def _insert_query(cols: tuple[str, ...], flush: bool) -> Any:
             vals=sql.SQL(", ").join(
                 sql.SQL("{}::xid8").format(sql.Placeholder(c)) if c == "xid"
                 else sql.Placeholder(c) for c in cols),
-        )
+        ).as_bytes(conn)
         _INSERT_QUERIES[key] = query
     return query
 
@@ -280,6 +281,6 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
         values["major"], values["minor"] = int(name.major), int(name.minor)
     cols = tuple(c for c in values if c in columns)
     values["database_id"] = db_id if db_id is not None else database_id(conn, name.database)
-    row = conn.execute(_insert_query(cols, flush), values).fetchone()
+    row = conn.execute(_insert_query(conn, cols, flush), values).fetchone()
     assert row is not None
     return int(row[0])
