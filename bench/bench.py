@@ -390,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             noop: dict[str, Samples] = {}
             # the last round left everything applied by the last tool: reapply pgpatch's
             b.run_apply(b.tools[1], d, args.n)
+            # a no-op run meets a quiet server: not the checkpoint of the apply just before
+            b.admin.execute("CHECKPOINT")
             say(f"== no-op apply and plan, N={args.n} applied")
             noop[f"pgpatch apply, no-op, {args.n} applied"] = b.repeat(
                 [*b.pgpatch, "apply", glob], args.noop_runs)
