@@ -22,3 +22,16 @@ def test_bench_quick_run_writes_a_results_table(tmp_path: Path) -> None:
     assert [r.split("|")[1].strip() for r in rows] == ["floor", "pgpatch"]
     assert "| pgpatch --help |" in text
     assert "PostgreSQL" in text  # the server's version is written down
+
+
+def test_protocol_script_runs_every_variant(tmp_path: Path) -> None:
+    out = tmp_path / "protocol.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "protocol.py"), "--rounds", "2", "--chunk", "2",
+         "--output", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [line.split("|")[1].strip() for line in out.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| variant")]
+    assert rows == ["one-transaction", "commit-each", "record-after", "pgpatch"]

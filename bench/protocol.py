@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""What pgpatch's per-patch protocol costs, drift-free: variants in turns, in one process.
+
+usage: python bench/protocol.py [--rounds 40] [--chunk 20] [--output PATH]
+
+Whole runs on a VM's disk drift by ±15 % or more (bench/bench.py's floor runs move by 2x
+within one run), which hides per-patch differences of a tenth of a millisecond. This script
+starts a throwaway server (as bench.py does), makes the state database with pgpatch, and then
+applies the workload's patches (CREATE TABLE, INSERT of 10 rows, CREATE INDEX) in chunks: each
+round runs one chunk with every variant, in a random order, on the same connections, so a
+variant's chunk is compared with the others' chunks of the same round.
+
+- `one-transaction`: the whole chunk in ONE transaction, no record (the floor's shape)
+- `commit-each`: a transaction and a commit per patch, no record (the least any runner does
+  that commits each patch)
+- `record-after`: commit per patch, the record written after the statements and before the
+  COMMIT, three round trips (pgpatch before it wrote the record during the statements)
+- `pgpatch`: pgpatch's own code (executor.run_transaction with the runner's record write)
+
+Only the loop is timed (ms per patch); per round the difference to `pgpatch` is taken, and
+the median and mean ± 2 standard errors of those differences are printed (and written to
+--output if given). Timings are never asserted anywhere; tests run this with --rounds 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench import pgpatch_command, timed  # noqa: E402
+from postgresqlpatches.discovery import Patch  # noqa: E402
+from postgresqlpatches.executor import run_transaction  # noqa: E402
+from postgresqlpatches.naming import parse_name  # noqa: E402
+from postgresqlpatches.scratch import ScratchServer  # noqa: E402
+from postgresqlpatches.statements import Statement, parse_sql  # noqa: E402
+
+DB = "protocol"
+VARIANTS = ("one-transaction", "commit-each", "record-after", "pgpatch")
+
+
+def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
+    from bench import patch_sql
+
+    text = patch_sql(i)
+    name = f"{DB}.{20300101 + (i - 1) // 9999}.{(i - 1) % 9999 + 1:04d}.postgres.t_{i}.sql"
+    patch = Patch(name=parse_name(name), path=name, text=text, checksum=f"{i:064x}")
+    return patch, parse_sql(text).statements
+
+
+class Protocols:
+    def __init__(self, srv: ScratchServer, env: dict[str, str]) -> None:
+        from postgresqlpatches.runner import open_state
+        from postgresqlpatches.server import Server
+        from postgresqlpatches.state import StateStore, cluster_identity
+
+        server = Server(host=srv.host, port=srv.port, environ=env)
+        conn = open_state(server, "patches")
+        assert conn is not None
+        self.store = StateStore(conn)
+        self.target = server.connect(DB, "postgres", autocommit=False)
+        self.flush = cluster_identity(self.target) != self.store.identity
+        self.records: list[int] = []
+
+    def one_transaction(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+        with self.target.pipeline():
+            for _, statements in chunk:
+                for s in statements:
+                    self.target.execute(s.text)
+        self.target.commit()
+
+    def commit_each(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+        for _, statements in chunk:
+            with self.target.pipeline():
+                for s in statements:
+                    self.target.execute(s.text)
+            self.target.commit()
+
+    def record_after(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+        for patch, statements in chunk:
+            with self.target.pipeline():
+                cur = self.target.execute("SELECT pg_current_xact_id()::text")
+                for s in statements:
+                    self.target.execute(s.text)
+            row = cur.fetchone()
+            assert row is not None
+            self.records.append(self.store.insert(patch, xid=int(row[0]), settled=False,
+                                                  flush=self.flush))
+            self.target.commit()
+
+    def pgpatch(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+        for patch, statements in chunk:
+            def record(xid: int, patch: Patch = patch) -> None:
+                self.records.append(self.store.insert(patch, xid=xid, settled=False,
+                                                      flush=self.flush))
+            run_transaction(self.target, patch, statements, record)
+
+    def settle(self) -> None:
+        self.store.mark_settled(self.records)
+        self.records = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--chunk", type=int, default=20, help="patches per variant and round")
+    p.add_argument("--seed", type=int, default=20261126)
+    p.add_argument("--output", type=Path)
+    args = p.parse_args(argv)
+    rng = random.Random(args.seed)
+    settings = {"shared_buffers": "128MB", "fsync": "on", "synchronous_commit": "on",
+                "max_locks_per_transaction": "1024"}
+    with ScratchServer(settings=settings) as srv:
+        env = dict(srv.env())
+        env.update({"PGUSER": "postgres", "PGPASSWORD": srv.password,
+                    "POSTGRESQL_PATCHES_PASSWORD": "patches"})
+        admin = srv.connect()
+        admin.execute(f"CREATE DATABASE {DB}")
+        seed = Path(srv.data_dir).parent / "seed"
+        seed.mkdir(exist_ok=True)
+        (seed / f"{DB}.20200101.0001.postgres.seed.sql").write_text("SELECT 1;\n")
+        timed([*pgpatch_command(), "apply", str(seed / "*.sql")], env)  # the state database
+        protocols = Protocols(srv, env)
+        runs: dict[str, Callable[[Sequence[tuple[Patch, tuple[Statement, ...]]]], None]] = {
+            "one-transaction": protocols.one_transaction, "commit-each": protocols.commit_each,
+            "record-after": protocols.record_after, "pgpatch": protocols.pgpatch}
+        per: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        diff: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        counter = 0
+        for _ in range(args.rounds):
+            order = list(VARIANTS)
+            rng.shuffle(order)
+            this: dict[str, float] = {}
+            for variant in order:
+                chunk = [workload(counter + k + 1) for k in range(args.chunk)]
+                counter += args.chunk
+                t0 = time.perf_counter()
+                runs[variant](chunk)
+                this[variant] = (time.perf_counter() - t0) / args.chunk * 1000
+                per[variant].append(this[variant])
+            for variant in VARIANTS:
+                diff[variant].append(this[variant] - this["pgpatch"])
+        protocols.settle()
+        version = admin.execute("SHOW server_version").fetchone()[0]
+    lines = [f"PostgreSQL {version}; {args.rounds} rounds x {args.chunk} patches per variant; "
+             "ms per patch (loop only)", "",
+             "| variant | median ms/patch | minus pgpatch, same round: median | mean ± 2 SE |",
+             "|---|---:|---:|---:|"]
+    for variant in VARIANTS:
+        d = diff[variant]
+        se = 2 * statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        lines.append(f"| {variant} | {statistics.median(per[variant]):.3f} "
+                     f"| {statistics.median(d):+.3f} | {statistics.mean(d):+.3f} ± {se:.3f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
