@@ -46,9 +46,13 @@ class Record:
         return f"{self.major}.{self.minor}"
 
 
+OPTIONAL_COLUMNS = ("user_name", "path", "checksum", "xid", "settled", "non_transactional",
+                    "statements_done", "duration_ms", "run_by")
+"""Columns the original tool's schema lacks; read as NULL where they do not exist."""
+
 READ_RECORDS = """
 SELECT ip.id, d.name, lpad(ip.major::text, 8, '0'), lpad(ip.minor::text, 4, '0'),
-       ip.name::text, ip.installed, to_jsonb(ip)
+       ip.name::text, ip.installed, {optional}
 FROM installed_patches ip JOIN databases d ON d.id = ip.database_id
 {where}
 ORDER BY d.name, 3, 4
@@ -56,26 +60,31 @@ ORDER BY d.name, 3, 4
 
 
 def _record(row: tuple[Any, ...]) -> Record:
-    id_, database, major, minor, name, installed, extra = row
-    xid = extra.get("xid")
+    (id_, database, major, minor, name, installed, user, path, checksum_, xid, settled,
+     non_transactional, statements_done, duration_ms, run_by) = row
     return Record(
         id=id_, database=database, major=major, minor=minor, name=name, installed=installed,
-        user=extra.get("user_name"), path=extra.get("path"), checksum=extra.get("checksum"),
-        xid=int(xid) if xid is not None else None,
-        settled=extra.get("settled", True) is not False,
-        non_transactional=bool(extra.get("non_transactional", False)),
-        statements_done=extra.get("statements_done"),
-        duration_ms=extra.get("duration_ms"), run_by=extra.get("run_by"),
+        user=user, path=path, checksum=checksum_, xid=int(xid) if xid is not None else None,
+        settled=settled is not False, non_transactional=bool(non_transactional),
+        statements_done=statements_done, duration_ms=duration_ms, run_by=run_by,
     )
 
 
-def read_records(conn: psycopg.Connection, *, unsettled_only: bool = False) -> list[Record]:
+def read_records(conn: psycopg.Connection, *, unsettled_only: bool = False,
+                 columns: frozenset[str] | None = None) -> list[Record]:
     """Every record in one query; works on the original tool's schema as well as ours.
 
     ``unsettled_only`` (schema with a ``settled`` column only) reads just what a crashed run
-    left, so that settling does not read every record a second time.
+    left, so that settling does not read every record a second time. ``columns``: the
+    table's columns when the caller knows them (else asked first).
     """
-    query = READ_RECORDS.format(where="WHERE NOT ip.settled" if unsettled_only else "")
+    if columns is None:
+        columns = record_columns(conn)
+    optional = ", ".join(
+        (f"ip.{c}::text" if c == "xid" else f"ip.{c}") if c in columns else "NULL"
+        for c in OPTIONAL_COLUMNS)
+    query = READ_RECORDS.format(optional=optional,
+                                where="WHERE NOT ip.settled" if unsettled_only else "")
     return [_record(row) for row in conn.execute(query).fetchall()]
 
 
@@ -111,13 +120,13 @@ class StateStore:
         self.conn.close()
 
     def records(self) -> list[Record]:
-        return read_records(self.conn)
+        return read_records(self.conn, columns=self.columns)
 
     def unsettled(self) -> list[Record]:
         """Records whose target transaction's fate is not yet written down."""
         if "settled" not in self.columns:
             return []  # the original tool's schema: every record means applied
-        return read_records(self.conn, unsettled_only=True)
+        return read_records(self.conn, unsettled_only=True, columns=self.columns)
 
     def insert(self, patch: Patch, *, xid: int | None = None, settled: bool = True,
                non_transactional: bool = False, duration_ms: float | None = None,
