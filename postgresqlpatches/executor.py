@@ -72,6 +72,10 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     statement fails, the server skips the COMMIT. If ``record`` raises, the statements are
     cancelled and the session closed.
 
+    PatchFailed means the server answered with an error: the transaction did not commit.
+    Any other exception once ``record`` has returned (a lost connection, an interrupt)
+    leaves the outcome open: the COMMIT may have run.
+
     Each statement is still its own query, so an error names exactly the statement it came
     from and the server's position stays relative to that statement. Written on the libpq
     wrapper (``conn.pgconn``), which psycopg documents for this; the connection is
@@ -97,7 +101,7 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
             pg.send_query_params(query, None)
         _flush(pg)
         for index in (0, 1):  # BEGIN, the id
-            result = _next_result(pg)
+            result = _next_result(pg, encoding)
             if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
                 error = psycopg.errors.error_from_result(result, encoding=encoding)
             elif index == 1 and error is None:
@@ -110,12 +114,14 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
         pg.pipeline_sync()
         _flush(pg)
         for index in range(len(queries) + commit):  # each statement, COMMIT
-            result = _next_result(pg)
+            result = _next_result(pg, encoding)
             if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
                 error = psycopg.errors.error_from_result(result, encoding=encoding)
                 failed = statements[index] if index < len(queries) else None
             _end_of_query(pg)
-        result = _next_result(pg)
+            if index == len(queries) and error is None:
+                crash_point("after-commit-result")
+        result = _next_result(pg, encoding)
         if result.status != pq.ExecStatus.PIPELINE_SYNC:
             raise psycopg.OperationalError(f"unexpected result {result.status.name} in pipeline")
     except BaseException:
@@ -137,7 +143,8 @@ def _flush(pg: psycopg.pq.abc.PGconn) -> None:
             pg.consume_input()
 
 
-def _next_result(pg: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult:
+def _next_result(pg: psycopg.pq.abc.PGconn,
+                 encoding: str = "utf-8") -> psycopg.pq.abc.PGresult:
     import select
 
     import psycopg
@@ -149,9 +156,16 @@ def _next_result(pg: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult:
     if result is None:
         raise psycopg.OperationalError(
             pg.get_error_message() or "the server sent no result in the pipeline")
-    if pg.status == psycopg.pq.ConnStatus.BAD:
-        raise psycopg.OperationalError(result.error_message.decode(errors="replace").strip()
-                                       or "the connection to the server was lost")
+    severity = result.error_field(psycopg.pq.DiagnosticField.SEVERITY_NONLOCALIZED)
+    if pg.status == psycopg.pq.ConnStatus.BAD or severity in (b"FATAL", b"PANIC"):
+        # the session ends: not an answer about the transaction (a COMMIT may even have
+        # committed, e.g. when a synchronous standby wait was cut short)
+        if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+            error = psycopg.errors.error_from_result(result, encoding=encoding)
+            if isinstance(error, psycopg.OperationalError):
+                raise error
+            raise psycopg.OperationalError(str(error).strip()) from error
+        raise psycopg.OperationalError("the connection to the server was lost")
     return result
 
 
@@ -245,17 +259,23 @@ def _die_with_parent() -> None:
 
 def crash_point(name: str) -> None:
     """Fault injection for the crash tests: PGPATCH_CRASH_AT=NAME:N kills this process with
-    SIGKILL the Nth time it passes NAME. Unset (always, outside tests) it does nothing."""
+    SIGKILL the Nth time it passes NAME; PGPATCH_CRASH_AT=NAME:N:interrupt raises
+    KeyboardInterrupt there instead (Ctrl-C at that very moment). Unset (always, outside
+    tests) it does nothing."""
     import os
 
     spec = os.environ.get("PGPATCH_CRASH_AT")
     if not spec or not spec.startswith(name + ":"):
         return
+    _, count, *action = spec.split(":")
     _passes[name] = _passes.get(name, 0) + 1
-    if _passes[name] == int(spec.split(":", 1)[1]):
-        import signal
+    if _passes[name] != int(count):
+        return
+    if action == ["interrupt"]:
+        raise KeyboardInterrupt
+    import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 _passes: dict[str, int] = {}

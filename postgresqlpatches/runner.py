@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.discovery import Patch, Problem, discover
-from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.errors import PatchFailed, PgpatchError
 from postgresqlpatches.planner import Action, Plan, ServerFacts, Step, make_plan
 from postgresqlpatches.server import SUPERUSER, Maintenance, Server
 from postgresqlpatches.state import STATE_USER, Record, StateStore, read_records
@@ -359,8 +359,10 @@ class _Run:
         """Record (with the xid) before the target commits: a crash in between is settled.
 
         The record is written while the server runs the statements, and the COMMIT follows
-        it (executor.run_transaction); if the patch then fails, the record is deleted (or,
-        if pgpatch dies first, the next run finds its transaction rolled back and drops it).
+        it (executor.run_transaction). If the server answers with an error, the record is
+        deleted. If pgpatch stops while the COMMIT may run (a lost connection, Ctrl-C) or
+        dies, the record stays unsettled and the next run asks the server what became of
+        the transaction: deleting it then could drop the record of a committed patch.
         """
         import psycopg
 
@@ -375,8 +377,10 @@ class _Run:
         ident = self.identities.get((patch.name.database, patch.name.user))
         flush = ident is None or ident != store.identity
         record: list[int] = []
+        commit_may_run = False
 
         def write_record(xid: int) -> None:
+            nonlocal commit_may_run
             try:
                 record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
             except psycopg.Error as e:
@@ -384,16 +388,27 @@ class _Run:
                 raise PgpatchError(f"cannot write the record of {patch.name.filename} in the "
                                    f"state database {self.state_db}: {reason}") from e
             crash_point("after-record")
+            commit_may_run = True  # run_transaction sends COMMIT next
 
         t0 = time.monotonic()
         try:
             run_transaction(conn, patch, step.statements, write_record)
         except BaseException as e:
             _rollback(conn)
-            if record:
-                _forget_record(store, record[0])
+            unknown = bool(record) and commit_may_run and not isinstance(e, PatchFailed)
+            if record and not unknown:
+                _forget_record(store, record[0])  # the server said no, or saw no COMMIT
+            if unknown:
+                # the COMMIT may have run: the record stays unsettled, and the next run asks
+                # the server what became of the transaction (docs/safety.md)
+                log.info("%s: stopped while committing; its record is left for the next run "
+                         "to settle", patch.path)
             if isinstance(e, psycopg.Error):
-                raise failure(e, patch, None) from e
+                error = failure(e, patch, None)
+                if unknown:
+                    error.hint = ("it may have committed: the next run asks the server and "
+                                  "settles its record")
+                raise error from e
             raise
         self.to_settle.append((record[0], (time.monotonic() - t0) * 1000.0))
         crash_point("after-commit")
@@ -421,7 +436,6 @@ class _Run:
 
     def _apply_non_transactional(self, step: Step) -> None:
         """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
-        from postgresqlpatches.errors import PatchFailed
         from postgresqlpatches.executor import run_statements
 
         assert self.store is not None

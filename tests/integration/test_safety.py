@@ -144,6 +144,80 @@ def test_a_crash_between_the_two_commits_is_settled(pg: Pg, point: str) -> None:
     assert {r["state"] for r in status["records"]} == {"applied"}
 
 
+def test_an_interrupt_after_the_commit_keeps_the_record_for_the_next_run(pg: Pg) -> None:
+    """Ctrl-C once the server has committed patch 3 but before pgpatch saw the end of its
+    pipeline: deleting the record then would run patch 3 twice."""
+    ledger_tree(pg, 5)
+    stopped = pg.run("apply", pg.glob(),
+                     env={"PGPATCH_CRASH_AT": "after-commit-result:3:interrupt"})
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1, "p3": 1}
+    status = json.loads(pg.cli("status", "--format", "json").stdout)
+    assert [r["version"] for r in status["records"] if r["state"] == "unsettled"] == [
+        "20240101.0003"]
+    final = pg.cli("apply", pg.glob())
+    assert final.exit_code == 0, final.stderr
+    assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 6)}
+
+
+def test_ctrl_c_during_a_statement_cancels_it_and_the_next_run_settles(pg: Pg) -> None:
+    """The COMMIT was already queued behind the statement: its record stays unsettled until
+    the next run has asked the server (the transaction was rolled back)."""
+    ledger_tree(pg, 2)
+    pg.write("p/app.20240101.0002.postgres.p2.sql",
+             "INSERT INTO ledger VALUES ('p2');\nSELECT pg_sleep(30);\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "postgresqlpatches", "apply", pg.glob()],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))},
+             **pg.env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not pg.query(
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
+            "AND pid <> pg_backend_pid()"):
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert time.monotonic() - t0 < 20  # not after the 30 s sleep
+    assert pg.query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
+                    "AND pid <> pg_backend_pid()") == [(0,)]
+    assert ledger_counts(pg) == {"p1": 1}
+    p2 = next(p for p in plan_json(pg)["patches"] if p["version"] == "20240101.0002")
+    assert p2["action"] == "apply"
+    pg.write("p/app.20240101.0002.postgres.p2.sql", "INSERT INTO ledger VALUES ('p2');\n")
+    final = pg.cli("apply", pg.glob())
+    assert final.exit_code == 0, final.stderr
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1}
+    status = json.loads(pg.cli("status", "--format", "json").stdout)
+    assert {r["state"] for r in status["records"]} == {"applied"}
+
+
+def test_a_patch_session_terminated_by_a_dba_is_one_error_and_settled_next_time(
+        pg: Pg) -> None:
+    ledger_tree(pg, 2)
+    pg.write("p/app.20240101.0002.postgres.p2.sql",
+             "INSERT INTO ledger VALUES ('p2');\nSELECT pg_sleep(30);\n")
+    proc = popen(pg, "apply", pg.glob())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not pg.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()"):
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=60)
+    path = pg.tree / "p" / "app.20240101.0002.postgres.p2.sql"
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert err.splitlines()[0].startswith(
+        f"error: {path}: terminating connection due to administrator command"), err
+    assert "hint: it may have committed: the next run asks the server" in err
+    pg.write("p/app.20240101.0002.postgres.p2.sql", "INSERT INTO ledger VALUES ('p2');\n")
+    final = pg.cli("apply", pg.glob())
+    assert final.exit_code == 0, final.stderr
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1}
+
+
 def test_a_record_that_cannot_be_written_stops_its_patch_at_once(pg: Pg) -> None:
     ledger_tree(pg, 4)
     pg.write("p/app.20240101.0003.postgres.p3.sql",
