@@ -187,11 +187,14 @@ def _abandon(conn: psycopg.Connection) -> None:
     the server is running and close the session, which rolls the transaction back."""
     import psycopg
 
-    try:
-        cancel = getattr(conn, "cancel_safe", None) or conn.cancel
-        cancel()
-    except (psycopg.Error, OSError):
-        pass
+    if conn.pgconn.status == psycopg.pq.ConnStatus.OK:  # a lost session has nothing to cancel
+        try:
+            if hasattr(conn, "cancel_safe"):  # psycopg >= 3.2: bounded, interruptible
+                conn.cancel_safe(timeout=5)
+            else:
+                conn.cancel()
+        except (psycopg.Error, OSError):
+            pass
     conn.close()
 
 
