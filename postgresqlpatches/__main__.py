@@ -1,6 +1,6 @@
 """``python -m postgresqlpatches``: the seed's entry point."""
 
-from postgresqlpatches.cli import main
+from postgresqlpatches.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

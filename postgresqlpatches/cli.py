@@ -196,6 +196,17 @@ def main() -> None:
     """
 
 
+def run() -> None:
+    """The console entry point (``pgpatch``, ``python -m postgresqlpatches``): main(), then
+    out of the cycle collector's reach whatever the run made. At exit the interpreter would
+    walk every object of the run once more before the OS frees them all anyway: 25-40 ms of
+    a 0.2 s no-op over 1000 files (measured with 30 alternating runs). Tests call main()."""
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_PENDING = 3
