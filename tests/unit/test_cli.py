@@ -43,16 +43,17 @@ def test_a_command_runs_without_the_cycle_collector_and_gives_it_back(
 @pytest.mark.parametrize("text, exit_code", [("select 1;\n", 0), ("selec 1;\n", 1)])
 def test_the_console_entry_point_keeps_the_exit_code_and_leaves_the_heap_to_the_os(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, exit_code: int) -> None:
-    """run() = main() + gc.freeze(): the interpreter's last collection at exit skips what
-    the run made (cli.run says why)."""
-    from postgresqlpatches.cli import run
+    """run() = main() with the run's objects frozen out of the cycle collector at the end
+    (cli.run says why)."""
+    from postgresqlpatches import cli
 
     (tmp_path / "app.20240101.0001.app.one.sql").write_text(text)
     monkeypatch.setattr("sys.argv", ["pgpatch", "plan", "--offline", str(tmp_path / "*.sql")])
+    monkeypatch.setattr(cli, "_console", False)  # run() sets it; restored after the test
     gc.unfreeze()
     try:
         with pytest.raises(SystemExit) as stopped:
-            run()
+            cli.run()
         frozen = gc.get_freeze_count()
     finally:
         gc.unfreeze()
