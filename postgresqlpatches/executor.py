@@ -143,19 +143,24 @@ def _flush(pg: psycopg.pq.abc.PGconn) -> None:
             pg.consume_input()
 
 
-def _next_result(pg: psycopg.pq.abc.PGconn,
-                 encoding: str = "utf-8") -> psycopg.pq.abc.PGresult:
+def _wait_for_input(pg: psycopg.pq.abc.PGconn) -> None:
+    """Read until libpq has a whole result (the socket wait lets Ctrl-C through)."""
     import select
-
-    import psycopg
 
     while pg.is_busy():
         select.select([pg.socket], [], [])
         pg.consume_input()
+
+
+def _next_result(pg: psycopg.pq.abc.PGconn,
+                 encoding: str = "utf-8") -> psycopg.pq.abc.PGresult:
+    import psycopg
+
+    _wait_for_input(pg)
     result = pg.get_result()
     if result is None:
-        raise psycopg.OperationalError(
-            pg.get_error_message() or "the server sent no result in the pipeline")
+        reason = pg.error_message.decode(encoding, errors="replace").strip()
+        raise psycopg.OperationalError(reason or "the server sent no result in the pipeline")
     severity = result.error_field(psycopg.pq.DiagnosticField.SEVERITY_NONLOCALIZED)
     if pg.status == psycopg.pq.ConnStatus.BAD or severity in (b"FATAL", b"PANIC"):
         # the session ends: not an answer about the transaction (a COMMIT may even have
@@ -173,11 +178,7 @@ def _end_of_query(pg: psycopg.pq.abc.PGconn) -> None:
     """In a pipeline each query's results end with a null result."""
     import psycopg
 
-    while pg.is_busy():
-        import select
-
-        select.select([pg.socket], [], [])
-        pg.consume_input()
+    _wait_for_input(pg)
     if pg.get_result() is not None:
         raise psycopg.OperationalError("a query gave more than one result in the pipeline")
 
