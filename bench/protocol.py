@@ -15,7 +15,10 @@ variant's chunk is compared with the others' chunks of the same round.
   that commits each patch)
 - `record-after`: commit per patch, the record written after the statements and before the
   COMMIT, three round trips (pgpatch before it wrote the record during the statements)
-- `pgpatch`: pgpatch's own code (executor.run_transaction with the runner's record write)
+- `unchained`: pgpatch's own code, but each patch in a pipeline of its own (pgpatch before
+  it sent the next patch behind the COMMIT)
+- `pgpatch`: pgpatch's own code as the runner calls it (executor.run_transaction with the
+  runner's record write, the next patch sent behind each COMMIT)
 
 Only the loop is timed (ms per patch); per round the difference to `pgpatch` is taken, and
 the median and mean ± 2 standard errors of those differences are printed (and written to
@@ -44,7 +47,7 @@ from postgresqlpatches.scratch import ScratchServer  # noqa: E402
 from postgresqlpatches.statements import Statement, parse_sql  # noqa: E402
 
 DB = "protocol"
-VARIANTS = ("one-transaction", "commit-each", "record-after", "pgpatch")
+VARIANTS = ("one-transaction", "commit-each", "record-after", "unchained", "pgpatch")
 
 
 def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
@@ -96,12 +99,17 @@ class Protocols:
                                                   flush=self.flush))
             self.target.commit()
 
-    def pgpatch(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
-        for patch, statements in chunk:
+    def pgpatch(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]],
+                chained: bool = True) -> None:
+        for k, (patch, statements) in enumerate(chunk):
             def record(xid: int, patch: Patch = patch) -> None:
                 self.records.append(self.store.insert(patch, xid=xid, settled=False,
                                                       flush=self.flush))
-            run_transaction(self.target, patch, statements, record)
+            following = chunk[k + 1] if chained and k + 1 < len(chunk) else None
+            run_transaction(self.target, patch, statements, record, following)
+
+    def unchained(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+        self.pgpatch(chunk, chained=False)
 
     def settle(self) -> None:
         self.store.mark_settled(self.records)
@@ -131,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         protocols = Protocols(srv, env)
         runs: dict[str, Callable[[Sequence[tuple[Patch, tuple[Statement, ...]]]], None]] = {
             "one-transaction": protocols.one_transaction, "commit-each": protocols.commit_each,
-            "record-after": protocols.record_after, "pgpatch": protocols.pgpatch}
+            "record-after": protocols.record_after, "unchained": protocols.unchained,
+            "pgpatch": protocols.pgpatch}
         per: dict[str, list[float]] = {v: [] for v in VARIANTS}
         diff: dict[str, list[float]] = {v: [] for v in VARIANTS}
         counter = 0

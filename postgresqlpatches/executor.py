@@ -60,7 +60,8 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
 
 
 def run_transaction(conn: psycopg.Connection, patch: Patch,
-                    statements: Sequence[Statement], record: Callable[[int], None]) -> int:
+                    statements: Sequence[Statement], record: Callable[[int], None],
+                    following: tuple[Patch, Sequence[Statement]] | None = None) -> int:
     """Run a patch in one transaction and commit it, its record written in between; returns
     the transaction id.
 
@@ -71,6 +72,11 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     docs/safety.md) and, queued behind the statements, runs as soon as they are done. If a
     statement fails, the server skips the COMMIT. If ``record`` raises, the statements are
     cancelled and the session closed.
+
+    ``following``: the next patch on this connection, sent right behind the COMMIT, in the
+    same pipeline and before any sync point, so that the server goes on without waiting for
+    pgpatch; if this patch fails, the server skips it too. The next call for that patch
+    finds it sent. (Its COMMIT, as always, waits for its own record.)
 
     PatchFailed means the server answered with an error: the transaction did not commit.
     Any other exception once ``record`` has returned (a lost connection, an interrupt)
@@ -84,22 +90,19 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     import psycopg
     from psycopg import pq
 
-    if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-        conn.rollback()
     pg = conn.pgconn
     encoding = conn.info.encoding
-    queries = [s.text.encode(encoding) for s in statements]
+    sent = _sent.pop(id(conn), None) is patch
+    if not sent and pg.transaction_status != pq.TransactionStatus.IDLE:
+        conn.rollback()
     error: psycopg.Error | None = None
     failed: Statement | None = None
     xid = 0
-    pg.enter_pipeline_mode()
     try:
-        pg.send_query_params(b"BEGIN", None)
-        pg.send_query_params(b"SELECT pg_current_xact_id()::text", None)
-        pg.send_flush_request()
-        for query in queries:
-            pg.send_query_params(query, None)
-        _flush(pg)
+        if not sent:
+            pg.enter_pipeline_mode()
+            _send_patch(pg, statements, encoding)
+            _flush(pg)
         for index in (0, 1):  # BEGIN, the id
             result = _next_result(pg, encoding)
             if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
@@ -108,19 +111,35 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
                 xid = int(result.get_value(0, 0) or b"0")
             _end_of_query(pg)
         commit = error is None
+        chained = commit and following is not None
         if commit:
             record(xid)
             pg.send_query_params(b"COMMIT", None)
-        pg.pipeline_sync()
+        if chained:
+            assert following is not None
+            _send_patch(pg, following[1], encoding)
+        else:
+            pg.pipeline_sync()
         _flush(pg)
-        for index in range(len(queries) + commit):  # each statement, COMMIT
+        for index in range(len(statements) + commit):  # each statement, COMMIT
             result = _next_result(pg, encoding)
             if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
                 error = psycopg.errors.error_from_result(result, encoding=encoding)
-                failed = statements[index] if index < len(queries) else None
+                failed = statements[index] if index < len(statements) else None
             _end_of_query(pg)
-            if index == len(queries) and error is None:
+            if index == len(statements) and error is None:
                 crash_point("after-commit-result")
+        if chained and error is None:
+            assert following is not None
+            _sent[id(conn)] = following[0]
+            return xid
+        if chained:  # this patch failed: the following one was skipped; end the pipeline
+            assert following is not None
+            pg.pipeline_sync()
+            _flush(pg)
+            for _ in range(2 + len(following[1])):
+                _next_result(pg, encoding)
+                _end_of_query(pg)
         result = _next_result(pg, encoding)
         if result.status != pq.ExecStatus.PIPELINE_SYNC:
             raise psycopg.OperationalError(f"unexpected result {result.status.name} in pipeline")
@@ -131,6 +150,19 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     if error is not None:
         raise failure(error, patch, failed) from error
     return xid
+
+
+_sent: dict[int, Patch] = {}
+"""A patch already sent on a connection (by id) by the call for the patch before it."""
+
+
+def _send_patch(pg: psycopg.pq.abc.PGconn, statements: Sequence[Statement],
+                encoding: str) -> None:
+    pg.send_query_params(b"BEGIN", None)
+    pg.send_query_params(b"SELECT pg_current_xact_id()::text", None)
+    pg.send_flush_request()
+    for statement in statements:
+        pg.send_query_params(statement.text.encode(encoding), None)
 
 
 def _flush(pg: psycopg.pq.abc.PGconn) -> None:
@@ -188,6 +220,7 @@ def _abandon(conn: psycopg.Connection) -> None:
     the server is running and close the session, which rolls the transaction back."""
     import psycopg
 
+    _sent.pop(id(conn), None)
     if conn.pgconn.status == psycopg.pq.ConnStatus.OK:  # a lost session has nothing to cancel
         try:
             if hasattr(conn, "cancel_safe"):  # psycopg >= 3.2: bounded, interruptible

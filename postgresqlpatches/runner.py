@@ -289,7 +289,9 @@ class _Run:
             elif step.non_transactional:
                 self._apply_non_transactional(step)
             else:
-                self._apply_transactional(step)
+                following = pending[index + 1] if index + 1 < len(pending) else None
+                self._apply_transactional(step, following if self._chains(step, following)
+                                          else None)
             seconds = time.monotonic() - t0
             reporter.step_done(step, seconds)
             result.done.append((step, seconds))
@@ -355,7 +357,16 @@ class _Run:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _apply_transactional(self, step: Step) -> None:
+    def _chains(self, step: Step, following: Step | None) -> bool:
+        """The following step goes down the same pipeline: a plain transactional patch on
+        the same connection."""
+        return (following is not None and following.action is Action.APPLY
+                and not following.non_transactional and not following.via_psql
+                and following.patch.name.database != self.state_db
+                and following.patch.name.database == step.patch.name.database
+                and following.patch.name.user == step.patch.name.user)
+
+    def _apply_transactional(self, step: Step, following: Step | None = None) -> None:
         """Record (with the xid) before the target commits: a crash in between is settled.
 
         The record is written while the server runs the statements, and the COMMIT follows
@@ -392,7 +403,8 @@ class _Run:
 
         t0 = time.monotonic()
         try:
-            run_transaction(conn, patch, step.statements, write_record)
+            run_transaction(conn, patch, step.statements, write_record,
+                            (following.patch, following.statements) if following else None)
         except BaseException as e:
             _rollback(conn)
             unknown = bool(record) and commit_may_run and not isinstance(e, PatchFailed)

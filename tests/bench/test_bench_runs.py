@@ -34,4 +34,4 @@ def test_protocol_script_runs_every_variant(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = [line.split("|")[1].strip() for line in out.read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| variant")]
-    assert rows == ["one-transaction", "commit-each", "record-after", "pgpatch"]
+    assert rows == ["one-transaction", "commit-each", "record-after", "unchained", "pgpatch"]

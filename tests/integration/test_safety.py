@@ -272,6 +272,30 @@ def test_a_patch_that_fails_at_commit_leaves_no_record_and_stops_the_run(pg: Pg)
         "apply", "apply"]
 
 
+def test_the_patch_sent_behind_a_failing_one_never_runs(pg: Pg) -> None:
+    """Patches on one connection share a pipeline (each sent behind the one before's
+    COMMIT): when one fails, the server skips the next, and the error names the right file."""
+    ledger_tree(pg, 1)
+    pg.write("p/app.20240101.0002.postgres.p2.sql",
+             "INSERT INTO ledger VALUES ('p2');\nSELECT 1 / 0;\n")
+    pg.write("p/app.20240101.0003.postgres.p3.sql",
+             "INSERT INTO ledger VALUES ('p3');\nCREATE TABLE after_p2 (a int);\n")
+    failed = pg.cli("apply", pg.glob())
+    assert failed.exit_code == 1
+    path = pg.tree / "p" / "app.20240101.0002.postgres.p2.sql"
+    assert failed.stderr.splitlines()[0] == f"error: {path}:2: division by zero [SQLSTATE 22012]"
+    assert ledger_counts(pg) == {"p1": 1}
+    assert pg.query("SELECT to_regclass('after_p2') IS NULL", "app") == [(True,)]
+    names = {r[0] for r in pg.query("SELECT name::text FROM installed_patches", "patches")}
+    assert {"app.20240101.0002.postgres.p2.sql", "app.20240101.0003.postgres.p3.sql"} \
+        .isdisjoint(names)
+    pg.write("p/app.20240101.0002.postgres.p2.sql", "INSERT INTO ledger VALUES ('p2');\n")
+    final = pg.cli("apply", pg.glob())
+    assert final.exit_code == 0, final.stderr
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1, "p3": 1}
+    assert pg.query("SELECT to_regclass('after_p2') IS NOT NULL", "app") == [(True,)]
+
+
 def test_a_large_file_streams_through_the_pipeline(pg: Pg) -> None:
     """20,000 statements in one pipeline: sent while their results come back, all run."""
     pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
