@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench import pgpatch_command, timed  # noqa: E402
+from bench import patch_sql, pgpatch_command, timed  # noqa: E402
 from postgresqlpatches.discovery import Patch  # noqa: E402
 from postgresqlpatches.executor import run_transaction  # noqa: E402
 from postgresqlpatches.naming import parse_name  # noqa: E402
@@ -47,12 +47,11 @@ from postgresqlpatches.scratch import ScratchServer  # noqa: E402
 from postgresqlpatches.statements import Statement, parse_sql  # noqa: E402
 
 DB = "protocol"
+Chunk = Sequence[tuple[Patch, tuple[Statement, ...]]]
 VARIANTS = ("one-transaction", "commit-each", "record-after", "unchained", "pgpatch")
 
 
 def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
-    from bench import patch_sql
-
     text = patch_sql(i)
     name = f"{DB}.{20300101 + (i - 1) // 9999}.{(i - 1) % 9999 + 1:04d}.postgres.t_{i}.sql"
     patch = Patch(name=parse_name(name), path=name, text=text, checksum=f"{i:064x}")
@@ -73,21 +72,21 @@ class Protocols:
         self.flush = cluster_identity(self.target) != self.store.identity
         self.records: list[int] = []
 
-    def one_transaction(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+    def one_transaction(self, chunk: Chunk) -> None:
         with self.target.pipeline():
             for _, statements in chunk:
                 for s in statements:
                     self.target.execute(s.text)
         self.target.commit()
 
-    def commit_each(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+    def commit_each(self, chunk: Chunk) -> None:
         for _, statements in chunk:
             with self.target.pipeline():
                 for s in statements:
                     self.target.execute(s.text)
             self.target.commit()
 
-    def record_after(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+    def record_after(self, chunk: Chunk) -> None:
         for patch, statements in chunk:
             with self.target.pipeline():
                 cur = self.target.execute("SELECT pg_current_xact_id()::text")
@@ -99,16 +98,17 @@ class Protocols:
                                                   flush=self.flush))
             self.target.commit()
 
-    def pgpatch(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]],
+    def pgpatch(self, chunk: Chunk,
                 chained: bool = True) -> None:
         for k, (patch, statements) in enumerate(chunk):
             def record(xid: int, patch: Patch = patch) -> None:
                 self.records.append(self.store.insert(patch, xid=xid, settled=False,
                                                       flush=self.flush))
             following = chunk[k + 1] if chained and k + 1 < len(chunk) else None
-            run_transaction(self.target, patch, statements, record, following)
+            run_transaction(self.target, patch, statements, record, following,
+                            sent=chained and k > 0)
 
-    def unchained(self, chunk: Sequence[tuple[Patch, tuple[Statement, ...]]]) -> None:
+    def unchained(self, chunk: Chunk) -> None:
         self.pgpatch(chunk, chained=False)
 
     def settle(self) -> None:
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (seed / f"{DB}.20200101.0001.postgres.seed.sql").write_text("SELECT 1;\n")
         timed([*pgpatch_command(), "apply", str(seed / "*.sql")], env)  # the state database
         protocols = Protocols(srv, env)
-        runs: dict[str, Callable[[Sequence[tuple[Patch, tuple[Statement, ...]]]], None]] = {
+        runs: dict[str, Callable[[Chunk], None]] = {
             "one-transaction": protocols.one_transaction, "commit-each": protocols.commit_each,
             "record-after": protocols.record_after, "unchained": protocols.unchained,
             "pgpatch": protocols.pgpatch}

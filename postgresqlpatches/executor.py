@@ -61,7 +61,8 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
 
 def run_transaction(conn: psycopg.Connection, patch: Patch,
                     statements: Sequence[Statement], record: Callable[[int], None],
-                    following: tuple[Patch, Sequence[Statement]] | None = None) -> int:
+                    following: tuple[Patch, Sequence[Statement]] | None = None, *,
+                    sent: bool = False) -> int:
     """Run a patch in one transaction and commit it, its record written in between; returns
     the transaction id.
 
@@ -75,8 +76,8 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
 
     ``following``: the next patch on this connection, sent right behind the COMMIT, in the
     same pipeline and before any sync point, so that the server goes on without waiting for
-    pgpatch; if this patch fails, the server skips it too. The next call for that patch
-    finds it sent. (Its COMMIT, as always, waits for its own record.)
+    pgpatch; if this patch fails, the server skips it too. The next call, for that patch,
+    then passes ``sent=True``. (Its COMMIT, as always, waits for its own record.)
 
     PatchFailed means the server answered with an error: the transaction did not commit.
     Any other exception once ``record`` has returned (a lost connection, an interrupt)
@@ -92,7 +93,6 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
 
     pg = conn.pgconn
     encoding = conn.info.encoding
-    sent = _sent.pop(id(conn), None) is patch
     if not sent and pg.transaction_status != pq.TransactionStatus.IDLE:
         conn.rollback()
     error: psycopg.Error | None = None
@@ -130,8 +130,6 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
             if index == len(statements) and error is None:
                 crash_point("after-commit-result")
         if chained and error is None:
-            assert following is not None
-            _sent[id(conn)] = following[0]
             return xid
         if chained:  # this patch failed: the following one was skipped; end the pipeline
             assert following is not None
@@ -150,10 +148,6 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     if error is not None:
         raise failure(error, patch, failed) from error
     return xid
-
-
-_sent: dict[int, Patch] = {}
-"""A patch already sent on a connection (by id) by the call for the patch before it."""
 
 
 def _send_patch(pg: psycopg.pq.abc.PGconn, statements: Sequence[Statement],
@@ -220,7 +214,6 @@ def _abandon(conn: psycopg.Connection) -> None:
     the server is running and close the session, which rolls the transaction back."""
     import psycopg
 
-    _sent.pop(id(conn), None)
     if conn.pgconn.status == psycopg.pq.ConnStatus.OK:  # a lost session has nothing to cancel
         try:
             if hasattr(conn, "cancel_safe"):  # psycopg >= 3.2: bounded, interruptible
@@ -232,7 +225,7 @@ def _abandon(conn: psycopg.Connection) -> None:
     conn.close()
 
 
-def find_psql(server_major: int | None = None) -> str:
+def find_psql() -> str:
     """psql from PATH (PGPATCH_PSQL wins); baselines need it for their meta-commands."""
     import os
 

@@ -16,7 +16,7 @@ from postgresqlpatches.discovery import Patch, Problem, discover
 from postgresqlpatches.errors import PatchFailed, PgpatchError
 from postgresqlpatches.planner import Action, Plan, ServerFacts, Step, make_plan
 from postgresqlpatches.server import SUPERUSER, Maintenance, Server
-from postgresqlpatches.state import STATE_USER, Record, StateStore, read_records
+from postgresqlpatches.state import STATE_USER, Record, StateStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -85,33 +85,24 @@ class ApplyResult:
     seconds: float = 0.0
 
 
-def _read_facts(server: Server, maint: Maintenance, patches: Sequence[Patch],
-                state_db: str, state: psycopg.Connection | None = None,
-                existing: set[str] | None = None) -> ServerFacts:
-    """Which databases exist, the records, and the fate of unsettled transactions.
+def _state_store(server: Server, state_db: str, existing: set[str]) -> StateStore | None:
+    """The state database's store, or None when it does not exist or is half made."""
+    if state_db not in existing:
+        return None
+    conn = open_state(server, state_db)
+    return StateStore(conn) if conn is not None else None
 
-    ``state`` and ``existing``: what the run has read already (no second connection, no
-    second pg_database query)."""
-    if existing is None:
-        existing = maint.existing_databases({p.name.database for p in patches} | {state_db})
-    records: list[Record] = []
-    xact: dict[int, str | None] = {}
-    half_made: frozenset[str] = frozenset()
-    if state_db in existing:
-        conn = state if state is not None else open_state(server, state_db)
-        if conn is None:
-            existing.discard(state_db)
-            half_made = frozenset({state_db})
-        else:
-            try:
-                records = _read_state(conn, state_db)
-            finally:
-                if conn is not state:
-                    conn.close()
-            xact = maint.xact_status(
-                [r.xid for r in records if not r.settled and r.xid is not None])
-    return ServerFacts(frozenset(existing), tuple(records), xact, state_db in existing,
-                       half_made)
+
+def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
+                store: StateStore | None) -> ServerFacts:
+    """The records and the fate of unsettled transactions, from what the caller opened: a
+    state database that exists without a store is one whose bootstrap was cut short."""
+    half_made = state_db in existing and store is None
+    records = store.records() if store is not None else []
+    xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
+    present = existing - {state_db} if half_made else existing
+    return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
+                       frozenset({state_db}) if half_made else frozenset())
 
 
 STATE_PROBE = """
@@ -155,18 +146,6 @@ def open_state(server: Server, state_db: str, *,
     return conn
 
 
-def _read_state(conn: psycopg.Connection, state_db: str) -> list[Record]:
-    import psycopg
-
-    try:
-        return read_records(conn)
-    except psycopg.errors.UndefinedTable as e:
-        raise PgpatchError(
-            f"the state database {state_db} exists but has no pgpatch tables",
-            hint=f"an interrupted first run? drop database {state_db} if it is empty, "
-                 "or name another one with --state-db") from e
-
-
 def _make_plan(options: Options, patches: Sequence[Patch], facts: ServerFacts,
                problems: Sequence[Problem] = ()) -> Plan:
     """The one planner call, with the options every command passes alike."""
@@ -178,9 +157,15 @@ def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
     """Read-only: one maintenance session and, if it exists, one state session."""
     server = options.server()
     maint = Maintenance(server)
+    store: StateStore | None = None
     try:
-        return _read_facts(server, maint, patches, options.state_db)
+        existing = maint.existing_databases(
+            {p.name.database for p in patches} | {options.state_db})
+        store = _state_store(server, options.state_db, existing)
+        return _read_facts(maint, options.state_db, existing, store)
     finally:
+        if store is not None:
+            store.close()
         maint.close()
 
 
@@ -237,7 +222,8 @@ class _Run:
         self.store: StateStore | None = None
         self.conns: dict[tuple[str, str], psycopg.Connection] = {}
         self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
-        self.to_settle: list[tuple[int, float]] = []  # record id, milliseconds
+        self.to_settle: dict[int, float] = {}  # record id: milliseconds
+        self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
         self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
         self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
 
@@ -247,8 +233,8 @@ class _Run:
 
         try:
             if self.store is not None and self.to_settle:
-                self.store.mark_settled(self.to_settle)
-                self.to_settle = []
+                self.store.mark_settled(list(self.to_settle), self.to_settle)
+                self.to_settle = {}
         except psycopg.Error as e:
             log.debug("records left unsettled for the next run: %s", e)
         finally:
@@ -260,13 +246,10 @@ class _Run:
     def execute(self, reporter: Reporter) -> ApplyResult:
         existing = self.maint.existing_databases(
             {p.name.database for p in self.patches} | {self.state_db})
-        if self.state_db in existing:
-            conn = open_state(self.server, self.state_db)
-            if conn is not None:
-                self.store = StateStore(conn)
-                self._settle()
-        facts = _read_facts(self.server, self.maint, self.patches, self.state_db,
-                            self.store.conn if self.store is not None else None, existing)
+        self.store = _state_store(self.server, self.state_db, existing)
+        if self.store is not None:
+            self._settle()
+        facts = _read_facts(self.maint, self.state_db, existing, self.store)
         plan = _make_plan(self.options, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)
@@ -290,8 +273,8 @@ class _Run:
                 self._apply_non_transactional(step)
             else:
                 following = pending[index + 1] if index + 1 < len(pending) else None
-                self._apply_transactional(step, following if self._chains(step, following)
-                                          else None)
+                self._apply_transactional(
+                    step, following if following and self._chains(step, following) else None)
             seconds = time.monotonic() - t0
             reporter.step_done(step, seconds)
             result.done.append((step, seconds))
@@ -357,14 +340,14 @@ class _Run:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _chains(self, step: Step, following: Step | None) -> bool:
-        """The following step goes down the same pipeline: a plain transactional patch on
-        the same connection."""
-        return (following is not None and following.action is Action.APPLY
-                and not following.non_transactional and not following.via_psql
-                and following.patch.name.database != self.state_db
-                and following.patch.name.database == step.patch.name.database
-                and following.patch.name.user == step.patch.name.user)
+    def _chains(self, step: Step, following: Step) -> bool:
+        """``following`` goes down the same pipeline: the loop in execute() runs it as a
+        plain transaction (an APPLY step, not in the state database, not
+        non-transactional) on the same connection."""
+        name, other = step.patch.name, following.patch.name
+        return (following.action is Action.APPLY and not following.non_transactional
+                and other.database != self.state_db
+                and (other.database, other.user) == (name.database, name.user))
 
     def _apply_transactional(self, step: Step, following: Step | None = None) -> None:
         """Record (with the xid) before the target commits: a crash in between is settled.
@@ -396,33 +379,38 @@ class _Run:
                 record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
             except psycopg.Error as e:
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise PgpatchError(f"cannot write the record of {patch.name.filename} in the "
-                                   f"state database {self.state_db}: {reason}") from e
+                raise PgpatchError(
+                    f"cannot write the record of {patch.name.filename} in the state database "
+                    f"{self.state_db}: {reason}",
+                    hint="the patch was cancelled and rolled back, nothing of it committed; "
+                         "fix the state database and run again") from e
             crash_point("after-record")
             commit_may_run = True  # run_transaction sends COMMIT next
 
         t0 = time.monotonic()
+        sent, self.sent_ahead = self.sent_ahead is patch, None
         try:
             run_transaction(conn, patch, step.statements, write_record,
-                            (following.patch, following.statements) if following else None)
+                            (following.patch, following.statements) if following else None,
+                            sent=sent)
         except BaseException as e:
             _rollback(conn)
             unknown = bool(record) and commit_may_run and not isinstance(e, PatchFailed)
             if record and not unknown:
                 _forget_record(store, record[0])  # the server said no, or saw no COMMIT
-            if unknown:
-                # the COMMIT may have run: the record stays unsettled, and the next run asks
-                # the server what became of the transaction (docs/safety.md)
-                log.info("%s: stopped while committing; its record is left for the next run "
-                         "to settle", patch.path)
+            may_have = ("it may have committed: the next run asks the server and settles "
+                        "its record")
             if isinstance(e, psycopg.Error):
                 error = failure(e, patch, None)
                 if unknown:
-                    error.hint = ("it may have committed: the next run asks the server and "
-                                  "settles its record")
+                    error.hint = may_have
                 raise error from e
+            if unknown:  # an interrupt: the record stays unsettled (docs/safety.md)
+                log.warning("%s: stopped while committing; %s", patch.path, may_have)
             raise
-        self.to_settle.append((record[0], (time.monotonic() - t0) * 1000.0))
+        if following is not None:
+            self.sent_ahead = following.patch
+        self.to_settle[record[0]] = (time.monotonic() - t0) * 1000.0
         crash_point("after-commit")
 
     def _apply_in_state(self, step: Step) -> None:
@@ -609,16 +597,14 @@ def forget(options: Options, database: str) -> int:
     maint = Maintenance(server)
     try:
         maint.lock(options.lock_wait)
-        if maint.existing_databases({database}):
+        existing = maint.existing_databases({database, options.state_db})
+        if database in existing:
             raise PgpatchError(
                 f"database {database} exists: forgetting its records would run its patches "
                 "again on it", hint=f"drop database {database} first, if that is what you want")
-        if not maint.existing_databases({options.state_db}):
+        store = _state_store(server, options.state_db, existing)
+        if store is None:
             return 0
-        conn = open_state(server, options.state_db)
-        if conn is None:
-            return 0
-        store = StateStore(conn)
         try:
             return store.forget_database(database)
         finally:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import getpass
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,7 +110,6 @@ class StateStore:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
         self._db_ids: dict[str, int] = {}
-        self._identity: object = _UNKNOWN
         self.columns = record_columns(conn)
         self.run_by = _run_by()
 
@@ -152,30 +152,28 @@ class StateStore:
                              non_transactional=non_transactional, duration_ms=duration_ms,
                              statements_done=statements_done, run_by=self.run_by, flush=flush)
 
-    @property
+    @functools.cached_property
     def identity(self) -> tuple[object, ...] | None:
         """The state database's cluster (system identifier, postmaster start), asked once."""
-        if self._identity is _UNKNOWN:
-            self._identity = cluster_identity(self.conn)
-        return self._identity  # type: ignore[return-value]
+        return cluster_identity(self.conn)
 
-    def mark_settled(self, ids: Iterable[int | tuple[int, float]]) -> None:
-        """Settle records; an (id, milliseconds) pair also sets the patch's duration, which
-        is known only once its transaction committed."""
-        pairs = [i if isinstance(i, tuple) else (i, None) for i in ids]
-        if not pairs:
+    def mark_settled(self, ids: Iterable[int],
+                     durations: Mapping[int, float] | None = None) -> None:
+        """Settle records; ``durations`` (milliseconds by id) also sets how long the patch
+        took, known only once its transaction committed."""
+        ids = list(ids)
+        if not ids:
             return
-        if "duration_ms" in self.columns and any(ms is not None for _, ms in pairs):
+        if durations and "duration_ms" in self.columns:
             self.conn.execute(
                 """UPDATE installed_patches p
                    SET settled = true, duration_ms = coalesce(v.ms, p.duration_ms)
                    FROM unnest(%s::integer[], %s::double precision[]) AS v(id, ms)
                    WHERE p.id = v.id""",
-                [[i for i, _ in pairs], [ms for _, ms in pairs]])
+                [ids, [durations.get(i) for i in ids]])
         else:
             self.conn.execute(
-                "UPDATE installed_patches SET settled = true WHERE id = ANY(%s)",
-                [[i for i, _ in pairs]])
+                "UPDATE installed_patches SET settled = true WHERE id = ANY(%s)", [ids])
 
     def set_progress(self, record_id: int, statements_done: int, *, settled: bool = False,
                      duration_ms: float | None = None) -> None:
@@ -207,9 +205,6 @@ class StateStore:
             """DELETE FROM installed_patches
                WHERE database_id = (SELECT id FROM databases WHERE name = %s)""", [database])
         return cur.rowcount
-
-
-_UNKNOWN = object()
 
 
 def cluster_identity(conn: psycopg.Connection) -> tuple[object, ...] | None:

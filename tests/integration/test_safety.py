@@ -37,11 +37,14 @@ def plan_json(pg: Pg, *args: str) -> dict:
 
 
 def popen(pg: Pg, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """pgpatch as a real process; Ctrl-C (SIGINT) reaches it even where the test runner's
+    own children ignore it."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
     full.update(pg.env)
     full.update(env or {})
     return subprocess.Popen([sys.executable, "-m", "postgresqlpatches", *args], env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 # -- checksums -----------------------------------------------------------------------------
@@ -151,6 +154,8 @@ def test_an_interrupt_after_the_commit_keeps_the_record_for_the_next_run(pg: Pg)
     stopped = pg.run("apply", pg.glob(),
                      env={"PGPATCH_CRASH_AT": "after-commit-result:3:interrupt"})
     assert stopped.returncode == 1 and "Traceback" not in stopped.stderr
+    assert "stopped while committing; it may have committed: the next run asks the server" \
+        in stopped.stderr
     assert ledger_counts(pg) == {"p1": 1, "p2": 1, "p3": 1}
     status = json.loads(pg.cli("status", "--format", "json").stdout)
     assert [r["version"] for r in status["records"] if r["state"] == "unsettled"] == [
@@ -166,12 +171,7 @@ def test_ctrl_c_during_a_statement_cancels_it_and_the_next_run_settles(pg: Pg) -
     ledger_tree(pg, 2)
     pg.write("p/app.20240101.0002.postgres.p2.sql",
              "INSERT INTO ledger VALUES ('p2');\nSELECT pg_sleep(30);\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "postgresqlpatches", "apply", pg.glob()],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))},
-             **pg.env},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = popen(pg, "apply", pg.glob())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not pg.query(
             "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
@@ -237,6 +237,9 @@ def test_a_record_that_cannot_be_written_stops_its_patch_at_once(pg: Pg) -> None
     assert failed.stderr.splitlines()[0] == (
         "error: cannot write the record of app.20240101.0003.postgres.p3.sql in the state "
         "database patches: refused by the test")
+    assert failed.stderr.splitlines()[1] == (
+        "hint: the patch was cancelled and rolled back, nothing of it committed; fix the "
+        "state database and run again")
     assert time.monotonic() - t0 < 20  # the patch's 30 s sleep was cancelled, not awaited
     assert ledger_counts(pg) == {"p1": 1, "p2": 1}
     assert pg.query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "

@@ -1,4 +1,4 @@
-"""The CLI wrapper's own duties around every command."""
+"""The console entry point's own duties around every command."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from postgresqlpatches import runner
-from postgresqlpatches.cli import main
+from postgresqlpatches import cli, runner
 
 
-@pytest.mark.parametrize("text, exit_code", [("select 1;\n", 0), ("selec 1;\n", 1)])
-@pytest.mark.parametrize("before", [True, False])
-def test_a_command_runs_without_the_cycle_collector_and_gives_it_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, exit_code: int,
-        before: bool) -> None:
-    """cli.py says why; it comes back after the command, also after a failed one, and stays
-    off if it was off before."""
-    (tmp_path / "app.20240101.0001.app.one.sql").write_text(text)
+def _spy_on_the_collector(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether the cycle collector was on while the command planned."""
     during: list[bool] = []
     real = runner.plan_offline
 
@@ -28,28 +21,18 @@ def test_a_command_runs_without_the_cycle_collector_and_gives_it_back(
         return real(options)
 
     monkeypatch.setattr(runner, "plan_offline", spy)
-    was = gc.isenabled()
-    try:
-        (gc.enable if before else gc.disable)()
-        result = CliRunner().invoke(main, ["plan", "--offline", str(tmp_path / "*.sql")])
-        after = gc.isenabled()
-    finally:
-        (gc.enable if was else gc.disable)()
-    assert result.exit_code == exit_code, result.output
-    assert during == [False]
-    assert after is before
+    return during
 
 
 @pytest.mark.parametrize("text, exit_code", [("select 1;\n", 0), ("selec 1;\n", 1)])
-def test_the_console_entry_point_keeps_the_exit_code_and_leaves_the_heap_to_the_os(
+def test_the_console_entry_point_runs_without_the_cycle_collector(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, exit_code: int) -> None:
-    """run() = main() with the run's objects frozen out of the cycle collector at the end
-    (cli.run says why)."""
-    from postgresqlpatches import cli
-
+    """run() = main() with the collector off and the run's objects frozen out of its last
+    walk (cli.run says why); the exit code is main()'s, also for a failed plan."""
     (tmp_path / "app.20240101.0001.app.one.sql").write_text(text)
+    during = _spy_on_the_collector(monkeypatch)
     monkeypatch.setattr("sys.argv", ["pgpatch", "plan", "--offline", str(tmp_path / "*.sql")])
-    monkeypatch.setattr(cli, "_console", False)  # run() sets it; restored after the test
+    was = gc.isenabled()
     gc.unfreeze()
     try:
         with pytest.raises(SystemExit) as stopped:
@@ -57,5 +40,24 @@ def test_the_console_entry_point_keeps_the_exit_code_and_leaves_the_heap_to_the_
         frozen = gc.get_freeze_count()
     finally:
         gc.unfreeze()
+        (gc.enable if was else gc.disable)()
     assert stopped.value.code == exit_code
+    assert during == [False]
     assert frozen > 0
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_main_in_process_leaves_the_collector_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: bool) -> None:
+    (tmp_path / "app.20240101.0001.app.one.sql").write_text("select 1;\n")
+    during = _spy_on_the_collector(monkeypatch)
+    was = gc.isenabled()
+    try:
+        (gc.enable if before else gc.disable)()
+        result = CliRunner().invoke(cli.main, ["plan", "--offline", str(tmp_path / "*.sql")])
+        after = gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert result.exit_code == 0, result.output
+    assert during == [before]
+    assert after is before
