@@ -62,7 +62,7 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
 def run_transaction(conn: psycopg.Connection, patch: Patch,
                     statements: Sequence[Statement], record: Callable[[int], None],
                     following: tuple[Patch, Sequence[Statement]] | None = None, *,
-                    sent: bool = False) -> int:
+                    sent: bool = False, reset: bool = True) -> int:
     """Run a patch in one transaction and commit it, its record written in between; returns
     the transaction id.
 
@@ -78,6 +78,11 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     same pipeline and before any sync point, so that the server goes on without waiting for
     pgpatch; if this patch fails, the server skips it too. The next call, for that patch,
     then passes ``sent=True``. (Its COMMIT, as always, waits for its own record.)
+
+    ``reset``: ``DISCARD ALL`` goes right behind the COMMIT (its own implicit transaction,
+    no wait), so the next patch starts with the session state of a new connection: settings,
+    role, temp tables, prepared statements, cursors, LISTEN, session advisory locks. The
+    caller passes False only when it closes the connection after this patch anyway.
 
     PatchFailed means the server answered with an error: the transaction did not commit.
     Any other exception once ``record`` has returned (a lost connection, an interrupt)
@@ -112,19 +117,26 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
             _end_of_query(pg)
         commit = error is None
         chained = commit and following is not None
+        reset = reset and commit
         if commit:
             record(xid)
             pg.send_query_params(b"COMMIT", None)
+        if reset:
+            pg.send_query_params(b"DISCARD ALL", None)
         if chained:
             assert following is not None
             _send_patch(pg, following[1], encoding)
         else:
             pg.pipeline_sync()
         _flush(pg)
-        for index in range(len(statements) + commit):  # each statement, COMMIT
+        for index in range(len(statements) + commit + reset):  # statements, COMMIT, DISCARD
             result = _next_result(pg, encoding)
             if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
                 error = psycopg.errors.error_from_result(result, encoding=encoding)
+                if index > len(statements):  # the patch committed: this is no patch error
+                    raise psycopg.OperationalError(
+                        "the session could not be reset after the commit: "
+                        + str(error).strip().splitlines()[0])
                 failed = statements[index] if index < len(statements) else None
             _end_of_query(pg)
             if index == len(statements) and error is None:

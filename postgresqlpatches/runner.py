@@ -222,6 +222,8 @@ class _Run:
         self.store: StateStore | None = None
         self.conns: dict[tuple[str, str], psycopg.Connection] = {}
         self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
+        # kept connections whose last patch's session is not reset yet (_after_patch)
+        self.dirty: set[tuple[str, str]] = set()
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
         self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
@@ -302,8 +304,14 @@ class _Run:
         return StateStore(conn)
 
     def _conn(self, database: str, user: str) -> psycopg.Connection:
+        """The kept connection of (database, user), in the state of a new one (a patch run
+        outside a pipeline left its session to be reset here: _after_patch)."""
         key = (database, user)
         conn = self.conns.get(key)
+        if conn is not None and key in self.dirty:
+            self.dirty.discard(key)
+            if not _reset_session(conn):
+                conn.close()
         if conn is None or conn.closed:
             from postgresqlpatches.state import cluster_identity
 
@@ -311,6 +319,28 @@ class _Run:
             self.conns[key] = conn
             self.identities[key] = cluster_identity(conn)  # now, while no patch is open
         return conn
+
+    def _after_patch(self, step: Step, *, reset: bool = False) -> None:
+        """What a patch did to its session does not reach the next patch (docs/safety.md):
+        DISCARD ALL, sent behind its COMMIT (``reset``) or before the connection's next use;
+        a new connection where DISCARD ALL is not enough (role or database defaults, ...),
+        for every kept connection when what changed is read by every login."""
+        from postgresqlpatches.statements import NewSession, new_session_needed
+
+        name = step.patch.name
+        key = (name.database, name.user)
+        new = (NewSession("a psql baseline", every_connection=True) if step.via_psql
+               else new_session_needed(step.statements))
+        if new is None:
+            if not reset:
+                self.dirty.add(key)
+            return
+        log.debug("%s: %s: the next patch gets a new connection", step.patch.path, new.reason)
+        for k in list(self.conns) if new.every_connection else [key]:
+            conn = self.conns.pop(k, None)
+            if conn is not None:
+                conn.close()
+            self.dirty.discard(k)
 
     # -- settling ------------------------------------------------------------------------
 
@@ -343,11 +373,15 @@ class _Run:
     def _chains(self, step: Step, following: Step) -> bool:
         """``following`` goes down the same pipeline: the loop in execute() runs it as a
         plain transaction (an APPLY step, not in the state database, not
-        non-transactional) on the same connection."""
+        non-transactional) on the same connection, which ``step`` leaves to DISCARD ALL
+        (not to a new connection: _after_patch)."""
+        from postgresqlpatches.statements import new_session_needed
+
         name, other = step.patch.name, following.patch.name
         return (following.action is Action.APPLY and not following.non_transactional
                 and other.database != self.state_db
-                and (other.database, other.user) == (name.database, name.user))
+                and (other.database, other.user) == (name.database, name.user)
+                and new_session_needed(step.statements) is None)
 
     def _apply_transactional(self, step: Step, following: Step | None = None) -> None:
         """Record (with the xid) before the target commits: a crash in between is settled.
@@ -361,6 +395,7 @@ class _Run:
         import psycopg
 
         from postgresqlpatches.executor import crash_point, failure, run_transaction
+        from postgresqlpatches.statements import new_session_needed
 
         store = self.store
         assert store is not None
@@ -392,9 +427,10 @@ class _Run:
         try:
             run_transaction(conn, patch, step.statements, write_record,
                             (following.patch, following.statements) if following else None,
-                            sent=sent)
+                            sent=sent, reset=new_session_needed(step.statements) is None)
         except BaseException as e:
             _rollback(conn)
+            self._after_patch(step)
             unknown = bool(record) and commit_may_run and not isinstance(e, PatchFailed)
             if record and not unknown:
                 _forget_record(store, record[0])  # the server said no, or saw no COMMIT
@@ -410,6 +446,7 @@ class _Run:
             raise
         if following is not None:
             self.sent_ahead = following.patch
+        self._after_patch(step, reset=True)
         self.to_settle[record[0]] = (time.monotonic() - t0) * 1000.0
         crash_point("after-commit")
 
@@ -430,6 +467,8 @@ class _Run:
         except BaseException:
             _rollback(conn)
             raise
+        finally:
+            self._after_patch(step)
         if self.store is None:
             self.store = self._open_store()
         self.store.refresh_columns()
@@ -468,6 +507,7 @@ class _Run:
             raise
         finally:
             conn.autocommit = False
+            self._after_patch(step)
         store.set_progress(record_id, len(step.statements), settled=True,
                            duration_ms=(time.monotonic() - t0) * 1000)
 
@@ -500,7 +540,10 @@ class _Run:
                         marks.append(self.store.insert(patch, settled=False,
                                                        statements_done=0))
                 if step.via_psql:
-                    run_psql(self.server, patch, self.usernames)
+                    try:
+                        run_psql(self.server, patch, self.usernames)
+                    finally:
+                        self._after_patch(step)
                 else:
                     conn = self._conn(database, patch.name.user)
                     try:
@@ -509,6 +552,8 @@ class _Run:
                     except BaseException:
                         _rollback(conn)
                         raise
+                    finally:
+                        self._after_patch(step)
                 seconds = time.monotonic() - t0
                 reporter.step_done(step, seconds)
                 result.done.append((step, seconds))
@@ -559,6 +604,24 @@ def _forget_record(store: StateStore, record_id: int) -> None:
         store.delete([record_id])
     except psycopg.Error as e:
         log.debug("record %s left for the next run to settle: %s", record_id, e)
+
+
+def _reset_session(conn: psycopg.Connection) -> bool:
+    """DISCARD ALL outside a transaction block; False when the session cannot be reset (it
+    is then closed and the next patch gets a new one)."""
+    import psycopg
+    from psycopg import pq
+
+    try:
+        if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            conn.rollback()
+        conn.autocommit = True
+        conn.execute("DISCARD ALL")
+        conn.autocommit = False
+    except psycopg.Error as e:
+        log.debug("cannot reset a kept session, opening a new one: %s", e)
+        return False
+    return True
 
 
 def _rollback(conn: psycopg.Connection) -> None:

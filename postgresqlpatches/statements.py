@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,6 +290,98 @@ def _non_transactional_reason(kind: str, node: Mapping[str, Any]) -> str | None:
                 return "DETACH PARTITION CONCURRENTLY"
         return None
     return None
+
+
+# --- what only a new session undoes ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """Why the next patch needs a new connection: DISCARD ALL, which pgpatch sends after every
+    patch, gives back every setting, role, temp table, prepared statement, cursor, LISTEN and
+    session lock, but not what the server reads only at login."""
+
+    reason: str
+    every_connection: bool
+    """Role or database defaults changed: every session kept for the run, not only this one."""
+
+
+# Role and database DDL: session defaults (ALTER ROLE/DATABASE ... SET), role attributes and
+# memberships, names. A login reads them; a session that is already open keeps what it read.
+_LOGIN_STATE = {
+    "AlterRoleSetStmt": "ALTER ROLE ... SET",
+    "AlterDatabaseSetStmt": "ALTER DATABASE ... SET",
+    "AlterRoleStmt": "ALTER ROLE",
+    "CreateRoleStmt": "CREATE ROLE",
+    "DropRoleStmt": "DROP ROLE",
+    "GrantRoleStmt": "GRANT/REVOKE of a role",
+    "AlterDatabaseStmt": "ALTER DATABASE",
+}
+_RENAMED_AT_LOGIN = frozenset({"OBJECT_ROLE", "OBJECT_DATABASE"})
+# In a DO block's text (dynamic SQL included, when it is written out there).
+_DO_LOGIN_STATE = re.compile(r"\b(?:role|user|database)\b", re.IGNORECASE)
+# LOAD, SET of a custom setting, set_config() of one (or of a name that is not a constant)
+_DO_THIS_SESSION = re.compile(
+    r"\bload\b|\bset\s+(?:session\s+|local\s+)?\"?[a-z_][\w$]*\"?\s*\."
+    r"|\bset_config\s*\((?!\s*'[^'.]*'\s*,)", re.IGNORECASE)
+
+
+def new_session_needed(statements: Sequence[Statement]) -> NewSession | None:
+    """Whether these statements may leave what DISCARD ALL does not reset (None: it does).
+
+    Read from the statements and the text of DO blocks: what a function, procedure or trigger
+    runs out of sight is not seen (docs/safety.md says so). Cheap enough to run per patch:
+    a set lookup per statement, a text search only where one can matter.
+    """
+    found: NewSession | None = None
+    for s in statements:
+        kind, tree = s.kind, s.tree
+        if kind in _LOGIN_STATE:
+            return NewSession(_LOGIN_STATE[kind], every_connection=True)
+        if kind == "RenameStmt" and tree.get("renameType") in _RENAMED_AT_LOGIN:
+            return NewSession("a role or database renamed", every_connection=True)
+        if kind == "DoStmt":
+            body = " ".join(str(_string(a)) for a in tree.get("args") or ())
+            if _DO_LOGIN_STATE.search(body):
+                return NewSession("a DO block that names a role, user or database",
+                                  every_connection=True)
+            if _DO_THIS_SESSION.search(body):
+                found = found or NewSession("a DO block that may set a custom setting or "
+                                            "load a library", every_connection=False)
+        elif kind == "LoadStmt":
+            found = found or NewSession("LOAD", every_connection=False)
+        elif kind == "VariableSetStmt" and "." in (tree.get("name") or ""):
+            # a custom setting (app.tenant) once set stays known: RESET leaves it '', a new
+            # session does not know it (current_setting(name, true) is NULL)
+            found = found or NewSession(f"custom setting {tree['name']}",
+                                        every_connection=False)
+        elif "set_config" in s.text.lower() and _sets_custom_setting(tree):
+            found = found or NewSession("set_config() of a custom setting",
+                                        every_connection=False)
+    return found
+
+
+def _string(node: Mapping[str, Any]) -> str:
+    """The text of a DefElem's String argument (a DO block's body or language)."""
+    arg = node.get("DefElem", {}).get("arg") or {}
+    return arg.get("String", {}).get("sval", "")
+
+
+def _sets_custom_setting(node: Any) -> bool:
+    """A set_config() call whose name has a dot, or is not a constant (so it might)."""
+    if isinstance(node, list):
+        return any(_sets_custom_setting(n) for n in node)
+    if not isinstance(node, dict):
+        return False
+    call = node.get("FuncCall")
+    if call is not None:
+        names = call.get("funcname") or [{}]
+        if names[-1].get("String", {}).get("sval") == "set_config":
+            args = call.get("args") or [{}]
+            name = args[0].get("A_Const", {}).get("sval", {}).get("sval")
+            if name is None or "." in name:
+                return True
+    return any(_sets_custom_setting(v) for v in node.values() if isinstance(v, (dict, list)))
 
 
 # --- psql meta-commands ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from postgresqlpatches.statements import (
     MetaCommand,
     find_meta_commands,
     line_of,
+    new_session_needed,
     parse_sql,
 )
 
@@ -231,3 +232,53 @@ def test_statement_tree_is_not_part_of_equality() -> None:
     b = parse_sql("create table t (a int);").statements[0]
     assert a == b and hash(a) == hash(b)
     assert "relation" in a.tree
+
+
+@pytest.mark.parametrize(
+    ("sql", "every_connection"),
+    [
+        ("ALTER ROLE app SET search_path = s, public", True),
+        ("ALTER USER app RESET ALL", True),
+        ("ALTER ROLE ALL SET work_mem = '8MB'", True),
+        ("ALTER DATABASE app SET search_path = s", True),
+        ("ALTER ROLE app NOSUPERUSER", True),
+        ("CREATE ROLE reader IN ROLE app", True),
+        ("GRANT app TO reader", True),
+        ("REVOKE app FROM reader", True),
+        ("DROP ROLE reader", True),
+        ("ALTER ROLE reader RENAME TO viewer", True),
+        ("ALTER DATABASE app CONNECTION LIMIT 5", True),
+        ("DO $$ BEGIN EXECUTE 'ALTER ' || 'ROLE app SET x.y = 1'; END $$", True),
+        ("SET app.tenant = 'acme'", False),
+        ('SET LOCAL "App".tenant = 1', False),
+        ("SELECT set_config('app.tenant', 'acme', false)", False),
+        ("SELECT pg_catalog.set_config(name, 'x', false) FROM t", False),
+        ("LOAD 'auto_explain'", False),
+        ("DO $$ BEGIN PERFORM set_config('app.tenant', 'acme', false); END $$", False),
+        ("DO $$ BEGIN SET app.tenant = 'acme'; END $$", False),
+        ("DO $$ DECLARE n text := 'app.x'; BEGIN PERFORM set_config(n, '1', false); END $$",
+         False),
+    ],
+)
+def test_what_discard_all_cannot_reset_needs_a_new_session(sql: str,
+                                                           every_connection: bool) -> None:
+    found = new_session_needed(parse_sql(sql).statements)
+    assert found is not None and found.reason
+    assert found.every_connection is every_connection
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE t (id int DEFAULT 1); INSERT INTO t SELECT g FROM generate_series(1, 3) g",
+        "SET search_path = s; SET ROLE app; SET session_replication_role = replica",
+        "SELECT set_config('search_path', 's', false)",
+        "CREATE TEMP TABLE x (a int); PREPARE q AS SELECT 1; LISTEN ch",
+        "SELECT pg_advisory_lock(1)",
+        "DO $$ BEGIN PERFORM set_config('search_path', 's', false); END $$",
+        "GRANT SELECT ON t TO app",
+        "ALTER TABLE t OWNER TO app",
+    ],
+)
+def test_what_discard_all_resets_keeps_the_session(sql: str) -> None:
+    assert new_session_needed(parse_sql(sql).statements) is None
