@@ -2,7 +2,8 @@
 """pgpatch's benchmark: the psql floor, pgpatch and any installed peer, side by side.
 
 usage: python bench/bench.py [--n 1000] [--runs 5] [--sizes 200,1000,5000] [--size-runs 1]
-                             [--plan-n 10000] [--startup-runs 10] [--quick] [--output PATH]
+                             [--mix-runs 5] [--plan-n 10000] [--startup-runs 10] [--quick]
+                             [--output PATH]
 
 It starts a throwaway server (postgresqlpatches.scratch.ScratchServer: the machine's newest
 PostgreSQL, else the embedded one; initdb defaults, fsync ON, shared_buffers 128MB as in
@@ -22,8 +23,10 @@ disk's drift hits both, and the paired ratio is run / the floor run just before 
 
 Then, with everything applied: the no-op `apply` and `plan` (N patches, N records), `plan`
 and no-op `apply` with --plan-n files against as many records (records written straight into
-the state database), the start-up of `pgpatch --help` / `--version`, and the per-patch cost
-at each of --sizes. Medians go to stdout and to --output (default bench/RESULTS.md).
+the state database), the start-up of `pgpatch --help` / `--version`, the per-patch cost
+at each of --sizes, and (--mix-runs) the N-patch apply again with one patch in ten changing
+its session (SET lock_timeout, SET search_path, a temp table), floor and pgpatch only.
+Medians go to stdout and to --output (default bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -56,14 +59,20 @@ PASSWORD = "postgres"
 # ------------------------------------------------------------------------------ workload
 
 
-def patch_sql(i: int) -> str:
-    """The peers' gen.py patch, byte for byte."""
-    return (
+def patch_sql(i: int, mix: bool = False) -> str:
+    """The peers' gen.py patch, byte for byte; with ``mix`` one patch in ten also changes
+    its session (settings, a temp table), which pgpatch must not let reach the next."""
+    text = (
         f"CREATE TABLE t_{i} (id bigserial primary key, name text not null, "
         f"created timestamptz default now());\n"
         f"INSERT INTO t_{i}(name) SELECT 'n'||g FROM generate_series(1,10) g;\n"
         f"CREATE INDEX ON t_{i}(name);\n"
     )
+    if mix and i % 10 == 5:
+        text = (f"SET lock_timeout = '5s';\nSET search_path = public, pg_temp;\n"
+                f"CREATE TEMP TABLE scratch_{i} AS SELECT g FROM generate_series(1,10) g;\n"
+                + text)
+    return text
 
 
 def pgpatch_name(database: str, i: int) -> str:
@@ -71,14 +80,14 @@ def pgpatch_name(database: str, i: int) -> str:
     return f"{database}.{20240101 + (i - 1) // 9999}.{(i - 1) % 9999 + 1:04d}.postgres.t_{i}.sql"
 
 
-def generate(n: int, out: Path, database: str = DB) -> Path:
+def generate(n: int, out: Path, database: str = DB, mix: bool = False) -> Path:
     """out/all.sql, out/pgpatch/*.sql, out/dbmate/*.sql, out/yoyo/*.sql."""
     shutil.rmtree(out, ignore_errors=True)
     for sub in ("pgpatch", "dbmate", "yoyo"):
         (out / sub).mkdir(parents=True)
     all_sql = []
     for i in range(1, n + 1):
-        body = patch_sql(i)
+        body = patch_sql(i, mix)
         all_sql.append(body)
         (out / "pgpatch" / pgpatch_name(database, i)).write_text(body)
         (out / "dbmate" / f"{i:05d}_t_{i}.sql").write_text(
@@ -205,9 +214,9 @@ class Bench:
             raise SystemExit(f"{tool.name} left {got} tables of {n}")
         return seconds
 
-    def apply_rounds(self, n: int, runs: int, say: Callable[[str], None]
+    def apply_rounds(self, n: int, runs: int, say: Callable[[str], None], mix: bool = False
                      ) -> dict[str, Samples]:
-        d = generate(n, self.work / f"n{n}")
+        d = generate(n, self.work / f"{'mix' if mix else 'n'}{n}", mix=mix)
         floor, others = self.tools[0], self.tools[1:]
         samples = {t.name: Samples() for t in self.tools}
         for r in range(runs):
@@ -217,7 +226,8 @@ class Bench:
                 t = self.run_apply(tool, d, n)
                 samples[tool.name].values.append(t)
                 samples[tool.name].paired.append(t / f)
-                say(f"  N={n} round {r + 1}/{runs}: floor {f:.3f} s, {tool.name} {t:.3f} s "
+                say(f"  N={n}{' mix' * mix} round {r + 1}/{runs}: floor {f:.3f} s, "
+                    f"{tool.name} {t:.3f} s "
                     f"({t / f:.2f}x)")
         return samples
 
@@ -281,7 +291,8 @@ def fmt_ratio(xs: Sequence[float]) -> str:
 
 def report(args: argparse.Namespace, b: Bench, apply: dict[str, Samples],
            noop: dict[str, Samples], sizes: dict[int, dict[str, Samples]],
-           startup: dict[str, Samples], server: str, settings: str) -> str:
+           startup: dict[str, Samples], server: str, settings: str,
+           mix: dict[str, Samples] | None = None) -> str:
     m = machine()
     floor = apply["floor"].median
     lines = [
@@ -309,6 +320,19 @@ def report(args: argparse.Namespace, b: Bench, apply: dict[str, Samples],
         lines.append(f"| {t.name} | {t.version} | {args.n} | {len(s.values)} | {s.median:.3f} "
                      f"| {s.median / args.n * 1000:.2f} | {s.median / floor:.2f}x "
                      f"| {fmt_ratio(s.paired)} |")
+    if mix and mix["pgpatch"].values:
+        mix_floor = mix["floor"].median
+        lines += ["", f"## Apply {args.n} patches, one in ten changing its session", "",
+                  "Every tenth patch also runs `SET lock_timeout`, `SET search_path` and "
+                  "`CREATE TEMP TABLE`; pgpatch resets the session after each patch "
+                  "(docs/safety.md). Same columns as above.", "",
+                  "| tool | N | runs | apply median s | ms/patch | ratio to floor "
+                  "| paired ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name in ("floor", "pgpatch"):
+            s = mix[name]
+            lines.append(f"| {name} (mix) | {args.n} | {len(s.values)} | {s.median:.3f} "
+                         f"| {s.median / args.n * 1000:.2f} | {s.median / mix_floor:.2f}x "
+                         f"| {fmt_ratio(s.paired)} |")
     lines += ["", "## No-op, plan and start-up", "",
               "| what | runs | median s | min s | max s |", "|---|---:|---:|---:|---:|"]
     for name, s in list(noop.items()) + list(startup.items()):
@@ -335,6 +359,9 @@ def report(args: argparse.Namespace, b: Bench, apply: dict[str, Samples],
     for n, ss in sizes.items():
         for name, s in ss.items():
             lines.append(f"- {name} N={n} apply: " + ", ".join(f"{x:.3f}" for x in s.values))
+    for name, s in (mix or {}).items():
+        lines.append(f"- {name} N={args.n} mix apply: "
+                     + ", ".join(f"{x:.3f}" for x in s.values))
     return "\n".join(lines) + "\n"
 
 
@@ -349,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sizes", default="200,1000,5000",
                    help="N values for the per-patch cost (comma-separated; empty: skip)")
     p.add_argument("--size-runs", type=int, default=1, help="rounds per size")
+    p.add_argument("--mix-runs", type=int, default=5,
+                   help="rounds of the N-patch mix, one patch in ten changing its session")
     p.add_argument("--noop-runs", type=int, default=5)
     p.add_argument("--plan-n", type=int, default=10000,
                    help="files and records for the big plan / no-op (0: skip)")
@@ -361,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if args.quick:
         args.n, args.runs, args.sizes, args.noop_runs = min(args.n, 5), 1, "", 2
+        args.mix_runs = min(args.mix_runs, 1)
         args.plan_n, args.startup_runs = min(args.plan_n, 20), 2
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
 
@@ -426,8 +456,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in sizes:
                 say(f"== per-patch cost, N={n}, {args.size_runs} round(s)")
                 size_samples[n] = b.apply_rounds(n, args.size_runs, say)
+            mix: dict[str, Samples] = {}
+            if args.mix_runs:
+                say(f"== apply N={args.n}, one patch in ten changing its session, "
+                    f"{args.mix_runs} interleaved rounds")
+                mix = b.apply_rounds(args.n, args.mix_runs, say, mix=True)
             b.tools = tools
-            text = report(args, b, apply, noop, size_samples, startup, server, shown)
+            text = report(args, b, apply, noop, size_samples, startup, server, shown, mix)
             b.admin.close()
     finally:
         if not args.keep:

@@ -17,8 +17,12 @@ variant's chunk is compared with the others' chunks of the same round.
   COMMIT, three round trips (pgpatch before it wrote the record during the statements)
 - `unchained`: pgpatch's own code, but each patch in a pipeline of its own (pgpatch before
   it sent the next patch behind the COMMIT)
+- `no-reset`: pgpatch's own code without the DISCARD ALL behind each COMMIT (pgpatch before
+  each patch got the session of a new connection: what the reset costs)
+- `reconnect-1-in-10`: no DISCARD ALL, a new connection after one patch in ten instead (the
+  alternative: reconnect only after a patch that changes its session, when one in ten does)
 - `pgpatch`: pgpatch's own code as the runner calls it (executor.run_transaction with the
-  runner's record write, the next patch sent behind each COMMIT)
+  runner's record write, the next patch sent behind each COMMIT, DISCARD ALL behind it)
 
 Only the loop is timed (ms per patch); per round the difference to `pgpatch` is taken, and
 the median and mean ± 2 standard errors of those differences are printed (and written to
@@ -48,7 +52,8 @@ from postgresqlpatches.statements import Statement, parse_sql  # noqa: E402
 
 DB = "protocol"
 Chunk = Sequence[tuple[Patch, tuple[Statement, ...]]]
-VARIANTS = ("one-transaction", "commit-each", "record-after", "unchained", "pgpatch")
+VARIANTS = ("one-transaction", "commit-each", "record-after", "unchained", "no-reset",
+            "reconnect-1-in-10", "pgpatch")
 
 
 def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
@@ -67,8 +72,9 @@ class Protocols:
         server = Server(host=srv.host, port=srv.port, environ=env)
         conn = open_state(server, "patches")
         assert conn is not None
+        self.server = server
         self.store = StateStore(conn)
-        self.target = server.connect(DB, "postgres", autocommit=False)
+        self.target = server.connect(DB, "postgres", autocommit=False, session_settings=True)
         self.flush = cluster_identity(self.target) != self.store.identity
         self.records: list[int] = []
 
@@ -98,18 +104,34 @@ class Protocols:
                                                   flush=self.flush))
             self.target.commit()
 
-    def pgpatch(self, chunk: Chunk,
-                chained: bool = True) -> None:
+    def pgpatch(self, chunk: Chunk, chained: bool = True, reset: bool = True,
+                reconnect_every: int = 0) -> None:
         for k, (patch, statements) in enumerate(chunk):
             def record(xid: int, patch: Patch = patch) -> None:
                 self.records.append(self.store.insert(patch, xid=xid, settled=False,
                                                       flush=self.flush))
-            following = chunk[k + 1] if chained and k + 1 < len(chunk) else None
+            new = bool(reconnect_every) and k % reconnect_every == reconnect_every - 1
+            after_new = bool(reconnect_every) and k > 0 and (
+                (k - 1) % reconnect_every == reconnect_every - 1)
+            following = chunk[k + 1] if chained and not new and k + 1 < len(chunk) else None
             run_transaction(self.target, patch, statements, record, following,
-                            sent=chained and k > 0)
+                            sent=chained and k > 0 and not after_new, reset=reset)
+            if new:  # as the runner reconnects: a login, then the cluster identity
+                from postgresqlpatches.state import cluster_identity
+
+                self.target.close()
+                self.target = self.server.connect(DB, "postgres", autocommit=False,
+                                                  session_settings=True)
+                cluster_identity(self.target)
 
     def unchained(self, chunk: Chunk) -> None:
         self.pgpatch(chunk, chained=False)
+
+    def no_reset(self, chunk: Chunk) -> None:
+        self.pgpatch(chunk, reset=False)
+
+    def reconnect_1_in_10(self, chunk: Chunk) -> None:
+        self.pgpatch(chunk, reset=False, reconnect_every=10)
 
     def settle(self) -> None:
         self.store.mark_settled(self.records)
@@ -140,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs: dict[str, Callable[[Chunk], None]] = {
             "one-transaction": protocols.one_transaction, "commit-each": protocols.commit_each,
             "record-after": protocols.record_after, "unchained": protocols.unchained,
+            "no-reset": protocols.no_reset, "reconnect-1-in-10": protocols.reconnect_1_in_10,
             "pgpatch": protocols.pgpatch}
         per: dict[str, list[float]] = {v: [] for v in VARIANTS}
         diff: dict[str, list[float]] = {v: [] for v in VARIANTS}

@@ -329,6 +329,7 @@ class _Run:
 
         name = step.patch.name
         key = (name.database, name.user)
+        # a psql baseline's statements are not parsed: it may change any login's defaults
         new = (NewSession("a psql baseline", every_connection=True) if step.via_psql
                else new_session_needed(step.statements))
         if new is None:

@@ -21,6 +21,8 @@ def test_bench_quick_run_writes_a_results_table(tmp_path: Path) -> None:
     rows = [line for line in text.splitlines() if line.startswith(("| floor |", "| pgpatch |"))]
     assert [r.split("|")[1].strip() for r in rows] == ["floor", "pgpatch"]
     assert "| pgpatch --help |" in text
+    mix = [line.split("|")[1].strip() for line in text.splitlines() if "(mix) |" in line]
+    assert mix == ["floor (mix)", "pgpatch (mix)"]
     assert "PostgreSQL" in text  # the server's version is written down
 
 
@@ -34,4 +36,5 @@ def test_protocol_script_runs_every_variant(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = [line.split("|")[1].strip() for line in out.read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| variant")]
-    assert rows == ["one-transaction", "commit-each", "record-after", "unchained", "pgpatch"]
+    assert rows == ["one-transaction", "commit-each", "record-after", "unchained", "no-reset",
+                    "reconnect-1-in-10", "pgpatch"]
