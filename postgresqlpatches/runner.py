@@ -21,6 +21,8 @@ from postgresqlpatches.state import STATE_USER, Record, StateStore
 if TYPE_CHECKING:
     import psycopg
 
+    from postgresqlpatches.statements import NewSession
+
 log = logging.getLogger("pgpatch")
 
 DEFAULT_STATE_DB = "patches"
@@ -224,6 +226,7 @@ class _Run:
         self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
         # kept connections whose last patch's session is not reset yet (_after_patch)
         self.dirty: set[tuple[str, str]] = set()
+        self.new_sessions: dict[str, NewSession | None] = {}  # by path: _new_session
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
         self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
@@ -325,13 +328,9 @@ class _Run:
         DISCARD ALL, sent behind its COMMIT (``reset``) or before the connection's next use;
         a new connection where DISCARD ALL is not enough (role or database defaults, ...),
         for every kept connection when what changed is read by every login."""
-        from postgresqlpatches.statements import NewSession, new_session_needed
-
         name = step.patch.name
         key = (name.database, name.user)
-        # a psql baseline's statements are not parsed: it may change any login's defaults
-        new = (NewSession("a psql baseline", every_connection=True) if step.via_psql
-               else new_session_needed(step.statements))
+        new = self._new_session(step)
         if new is None:
             if not reset:
                 self.dirty.add(key)
@@ -342,6 +341,18 @@ class _Run:
             if conn is not None:
                 conn.close()
             self.dirty.discard(k)
+
+    def _new_session(self, step: Step) -> NewSession | None:
+        """statements.new_session_needed, once per step (a large file is searched once)."""
+        from postgresqlpatches.statements import NewSession, new_session_needed
+
+        path = step.patch.path
+        if path not in self.new_sessions:
+            # a psql baseline's statements are not parsed: it may change any login's defaults
+            self.new_sessions[path] = (
+                NewSession("a psql baseline", every_connection=True) if step.via_psql
+                else new_session_needed(step.statements))
+        return self.new_sessions[path]
 
     # -- settling ------------------------------------------------------------------------
 
@@ -376,13 +387,11 @@ class _Run:
         plain transaction (an APPLY step, not in the state database, not
         non-transactional) on the same connection, which ``step`` leaves to DISCARD ALL
         (not to a new connection: _after_patch)."""
-        from postgresqlpatches.statements import new_session_needed
-
         name, other = step.patch.name, following.patch.name
         return (following.action is Action.APPLY and not following.non_transactional
                 and other.database != self.state_db
                 and (other.database, other.user) == (name.database, name.user)
-                and new_session_needed(step.statements) is None)
+                and self._new_session(step) is None)
 
     def _apply_transactional(self, step: Step, following: Step | None = None) -> None:
         """Record (with the xid) before the target commits: a crash in between is settled.
@@ -396,7 +405,6 @@ class _Run:
         import psycopg
 
         from postgresqlpatches.executor import crash_point, failure, run_transaction
-        from postgresqlpatches.statements import new_session_needed
 
         store = self.store
         assert store is not None
@@ -428,7 +436,7 @@ class _Run:
         try:
             run_transaction(conn, patch, step.statements, write_record,
                             (following.patch, following.statements) if following else None,
-                            sent=sent, reset=new_session_needed(step.statements) is None)
+                            sent=sent, reset=self._new_session(step) is None)
         except BaseException as e:
             _rollback(conn)
             self._after_patch(step)
