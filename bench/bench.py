@@ -3,7 +3,7 @@
 
 usage: python bench/bench.py [--n 1000] [--runs 5] [--sizes 200,1000,5000] [--size-runs 1]
                              [--mix-runs 5] [--plan-n 10000] [--startup-runs 10] [--quick]
-                             [--output PATH]
+                             [--compare DIR] [--output PATH]
 
 It starts a throwaway server (postgresqlpatches.scratch.ScratchServer: the machine's newest
 PostgreSQL, else the embedded one; initdb defaults, fsync ON, shared_buffers 128MB as in
@@ -14,6 +14,8 @@ clock around each:
 - floor   `psql -X -q -v ON_ERROR_STOP=1 -1 -f all.sql`: every patch in ONE transaction
 - pgpatch `pgpatch apply 'DIR/*.sql'`: one transaction, one commit and one record per patch
 - dbmate / yoyo, when they are on PATH (optional)
+- `pgpatch@DIR` with --compare DIR: another version's package (`git archive REV
+  postgresqlpatches | tar -x -C DIR`), the same command, in the same rounds
 
 Every apply starts from a freshly created, empty target database `bench` (created before the
 timed command, for the floor and every tool alike, as in the peers' results.md) and NO state
@@ -125,7 +127,13 @@ def version_of(cmd: list[str], env: dict[str, str]) -> str | None:
     return text[0].strip() if out.returncode == 0 and text else None
 
 
-def find_tools(srv: ScratchServer, env: dict[str, str], psql: str) -> list[Tool]:
+# another checkout's package first on sys.path: `--compare DIR` runs it in the same rounds
+COMPARE = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+           "from postgresqlpatches.cli import run; sys.argv[0] = 'pgpatch'; run()")
+
+
+def find_tools(srv: ScratchServer, env: dict[str, str], psql: str,
+               compare: Path | None = None) -> list[Tool]:
     import psycopg
 
     pgp = pgpatch_command()
@@ -138,6 +146,10 @@ def find_tools(srv: ScratchServer, env: dict[str, str], psql: str) -> list[Tool]
                         f"{platform.python_version()})",
              lambda d: [*pgp, "apply", str(d / "pgpatch" / "*.sql")]),
     ]
+    if compare is not None:
+        other = [sys.executable, "-c", COMPARE, str(compare)]
+        tools.append(Tool(f"pgpatch@{compare.name}", version_of([*other, "--version"], env)
+                          or "?", lambda d: [*other, "apply", str(d / "pgpatch" / "*.sql")]))
     url = f"postgres://postgres:{PASSWORD}@{srv.host}:{srv.port}/{DB}"
     dbmate = os.environ.get("DBMATE") or shutil.which("dbmate")
     if dbmate:
@@ -178,7 +190,7 @@ def timed(cmd: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> f
 
 
 class Bench:
-    def __init__(self, srv: ScratchServer, work: Path) -> None:
+    def __init__(self, srv: ScratchServer, work: Path, compare: Path | None = None) -> None:
         self.srv = srv
         self.work = work
         self.admin = srv.connect()
@@ -188,7 +200,7 @@ class Bench:
         env.update({"PGUSER": "postgres", "PGPASSWORD": PASSWORD, "PGDATABASE": DB,
                     "POSTGRESQL_PATCHES_PASSWORD": "patches"})
         self.env = env
-        self.tools = find_tools(srv, env, self.psql)
+        self.tools = find_tools(srv, env, self.psql, compare)
         self.pgpatch = pgpatch_command()
 
     def fresh(self, create: bool = True) -> None:
@@ -328,8 +340,7 @@ def report(args: argparse.Namespace, b: Bench, apply: dict[str, Samples],
                   "(docs/safety.md). Same columns as above.", "",
                   "| tool | N | runs | apply median s | ms/patch | ratio to floor "
                   "| paired ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for name in ("floor", "pgpatch"):
-            s = mix[name]
+        for name, s in mix.items():
             lines.append(f"| {name} (mix) | {args.n} | {len(s.values)} | {s.median:.3f} "
                          f"| {s.median / args.n * 1000:.2f} | {s.median / mix_floor:.2f}x "
                          f"| {fmt_ratio(s.paired)} |")
@@ -386,6 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a smoke run: N=5, 1 round, no sizes, plan-n 20, 2 start-ups")
     p.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     p.add_argument("--keep", action="store_true", help="keep the generated work directory")
+    p.add_argument("--compare", type=Path,
+                   help="a directory holding another version's postgresqlpatches package "
+                        "(e.g. from `git archive`): run as a tool in the same rounds")
     args = p.parse_args(argv)
     args.argv = argv
     if args.quick:
@@ -403,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "max_locks_per_transaction": "1024"}
     try:
         with ScratchServer(settings=settings) as srv:
-            b = Bench(srv, work)
+            b = Bench(srv, work, args.compare.resolve() if args.compare else None)
             server = b.admin.execute("SELECT version()").fetchone()[0]
             shown = b.admin.execute(
                 "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings "
@@ -451,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     [sys.executable, "-c", "import psycopg"], args.startup_runs),
             }
             size_samples: dict[int, dict[str, Samples]] = {}
-            keep = {"floor", "pgpatch"}
+            keep = {"floor", "pgpatch"} | ({f"pgpatch@{args.compare.name}"}
+                                           if args.compare else set())
             tools, b.tools = b.tools, [t for t in b.tools if t.name in keep]
             for n in sizes:
                 say(f"== per-patch cost, N={n}, {args.size_runs} round(s)")
