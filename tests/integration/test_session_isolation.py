@@ -128,10 +128,11 @@ def test_check_function_bodies_off_does_not_let_a_later_broken_function_through(
 
 
 def test_a_setting_goes_back_to_the_run_options_not_the_server_default(pg: Pg) -> None:
-    tree(pg, ("postgres", "SET lock_timeout = '1s';\n"),
-         ("postgres", observe("current_setting('lock_timeout')")))
-    apply_ok(pg, "--lock-timeout", "2500")
-    assert seen(pg) == ["2500ms"]
+    tree(pg, ("postgres", "SET lock_timeout = '1s';\nSET statement_timeout = 0;\n"),
+         ("postgres", observe("current_setting('lock_timeout') || ' ' "
+                              "|| current_setting('statement_timeout')")))
+    apply_ok(pg, "--lock-timeout", "2500", "--statement-timeout", "60000")
+    assert seen(pg) == ["2500ms 1min"]
 
 
 # -- role and database defaults: what only a new login reads -------------------------------
