@@ -74,13 +74,15 @@ def parse_sql(text: str) -> ParsedSql:
     best effort (the meta-command lines blanked out; empty if the rest still does not parse).
     Otherwise a syntax error raises `SqlSyntaxError` with the line it is on.
     """
-    found = list(_scan_meta_commands(text))
+    found, data = _scan_psql(text)
     meta = tuple(MetaCommand(line, command) for _, _, line, command in found)
-    if meta:
-        blanked = _blank(text, [(start, end) for start, end, _, _ in found])
+    if meta or data:
+        blanked = _blank(text, sorted([(start, end) for start, end, _, _ in found] + data))
         try:
             statements = _parse_statements(blanked)
         except SqlSyntaxError:
+            if not meta:
+                raise
             statements = ()
         # Offsets and lines are unchanged by blanking; the text is the file's own.
         statements = tuple(_with_text_from(s, text) for s in statements)
@@ -90,7 +92,8 @@ def parse_sql(text: str) -> ParsedSql:
 
 def find_meta_commands(text: str) -> tuple[MetaCommand, ...]:
     """psql meta-commands: a backslash outside strings, quoted identifiers and comments."""
-    return tuple(MetaCommand(line, command) for _, _, line, command in _scan_meta_commands(text))
+    found, _ = _scan_psql(text)
+    return tuple(MetaCommand(line, command) for _, _, line, command in found)
 
 
 # --- statements ---------------------------------------------------------------------------
@@ -305,6 +308,7 @@ _OPENER = re.compile(
     | (?P<identifier>")
     | (?P<dollar>(?<![\w$])\$(?:[^\W\d]\w*)?\$)
     | (?P<backslash>\\)
+    | (?P<semicolon>;)
     """,
     re.VERBOSE,
 )
@@ -316,22 +320,45 @@ _CLOSER = {
 _COMMAND_NAME = re.compile(r"\\(?:[A-Za-z][\w]*\+?|[^\s\w])?")
 
 
-def _scan_meta_commands(text: str) -> Iterator[tuple[int, int, int, str]]:
-    """Yield (start, end of line, line, command) for each meta-command, in order."""
-    if "\\" not in text:  # the common case costs one C-speed search
-        return
-    pos, line_pos, line = 0, 0, 1
+_COPY_FROM_STDIN = re.compile(r"copy\b.*\bfrom\s+stdin\b", re.IGNORECASE | re.DOTALL)
+_END_OF_COPY_DATA = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
+
+
+def _scan_psql(text: str) -> tuple[list[tuple[int, int, int, str]], list[tuple[int, int]]]:
+    """psql's view of a file: its meta-commands as (start, end of line, line, command), and
+    the spans of rows given inline after a ``COPY ... FROM STDIN`` (up to a ``\\.`` line or
+    the end of the file), which are data, neither SQL nor meta-commands."""
+    meta: list[tuple[int, int, int, str]] = []
+    data: list[tuple[int, int]] = []
+    if "\\" not in text and "stdin" not in text.lower():  # the common case: C-speed searches
+        return meta, data
+    pos, line_pos, line, statement_start = 0, 0, 1, 0
     while (m := _OPENER.search(text, pos)) is not None:
         what = m.lastgroup
-        if what == "backslash":
+        if what == "semicolon":
+            pos = m.end()
+            start = _skip_space_and_comments(text, statement_start, m.start())
+            statement_start = pos
+            if not _COPY_FROM_STDIN.match(text, start, m.start()):
+                continue
+            # psql sends the COPY, then reads its rows from the lines after it
+            newline = text.find("\n", pos)
+            if newline < 0:
+                continue
+            end = _END_OF_COPY_DATA.search(text, newline + 1)
+            stop = end.end() if end else len(text)
+            data.append((newline + 1, stop))
+            pos = statement_start = stop
+        elif what == "backslash":
             start = m.start()
             line += text.count("\n", line_pos, start)
             line_pos = start
             name = _COMMAND_NAME.match(text, start).group()
             end = text.find("\n", start)
             end = len(text) if end < 0 else end
-            yield start, end, line, name
+            meta.append((start, end, line, name))
             pos = end  # psql reads the rest of the line as the command's arguments
+            statement_start = end
         elif what == "line_comment":
             end = text.find("\n", m.end())
             pos = len(text) if end < 0 else end
@@ -343,13 +370,14 @@ def _scan_meta_commands(text: str) -> Iterator[tuple[int, int, int, str]]:
         else:
             closed = _CLOSER[what].match(text, m.end())
             pos = closed.end() if closed else len(text)
+    return meta, data
 
 
 def _blank(text: str, spans: list[tuple[int, int]]) -> str:
     """Replace each span by spaces, keeping every offset and line of the rest."""
     parts, pos = [], 0
     for start, end in spans:
-        parts += [text[pos:start], " " * (end - start)]
+        parts += [text[pos:start], re.sub(r"[^\n]", " ", text[start:end])]
         pos = end
     parts.append(text[pos:])
     return "".join(parts)

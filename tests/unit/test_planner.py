@@ -184,3 +184,11 @@ def test_copy_from_stdin_outside_a_baseline_is_refused() -> None:
               "CREATE TABLE r (a int);\nCOPY r (a) FROM stdin;\nCOPY r FROM '/srv/r.csv';\n")
     plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
     assert kinds(plan) == ["copy-stdin"] and plan.problems[0].line == 2
+
+
+def test_copy_with_inline_rows_is_one_copy_stdin_problem_at_the_copy() -> None:
+    p = patch("app.20240103.0001.app.rows.sql",
+              "CREATE TABLE r (a int, b text);\n\nCOPY r (a, b) FROM stdin;\n1\t\\N\n"
+              "2\tx\n\\.\nSELECT 1;\n")
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert [(q.kind, q.line) for q in plan.problems] == [("copy-stdin", 3)]
