@@ -15,16 +15,6 @@ from typing import Any
 
 import click
 
-
-def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    """``--version``: the installed build's version, looked up only when asked."""
-    if not value or ctx.resilient_parsing:
-        return
-    from postgresqlpatches import installed_version
-
-    click.echo(f"pgpatch {installed_version()}")
-    ctx.exit()
-
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 log = logging.getLogger("pgpatch")
 
@@ -66,9 +56,45 @@ class PatchGroup(click.Group):
         rest = args[i:]
         if not rest:
             return super().parse_args(ctx, args)
-        if rest[0] in self.commands:
-            return super().parse_args(ctx, [rest[0], *leading, *rest[1:]])
+        first = rest[0]
+        if first in self.commands:
+            command = self.commands[first]
+            return super().parse_args(ctx, [first, *_fit_leading(command, first, leading),
+                                            *rest[1:]])
+        if first.startswith("-"):
+            later = next((a for a in rest[1:] if a in self.commands), None)
+            if later is not None:
+                raise click.UsageError(
+                    f"{first} goes after the command: pgpatch {later} {first} ...", ctx)
+        elif not _looks_like_a_glob(first):
+            import difflib
+
+            close = difflib.get_close_matches(first, list(self.commands), n=1)
+            raise click.UsageError(
+                f"no such command {first!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                 " (a GLOB of patch files means apply: "
+                                                 "quote it, e.g. 'db/**/*.sql')"), ctx)
         return super().parse_args(ctx, ["apply", *leading, *rest])
+
+
+def _fit_leading(command: click.Command, name: str, leading: list[str]) -> list[str]:
+    """The common options given before the command name, for a command that takes them."""
+    takes = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    for arg in leading:
+        option = arg.split("=", 1)[0]
+        option = option[:2] if option[:2] in ("-l", "-p") else option
+        if option.startswith("-") and option not in takes:
+            raise click.UsageError(f"{option} does not apply to pgpatch {name}")
+    return leading
+
+
+def _looks_like_a_glob(arg: str) -> bool:
+    """The seed's form names files: a path, a pattern, or a .sql file; a bare word is a
+    mistyped command (``pgpatch aply ...``), never taken for a glob."""
+    import os
+
+    return (any(c in arg for c in "/*?[" + os.sep) or arg.lower().endswith(".sql")
+            or os.path.exists(arg))
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -340,7 +366,9 @@ def baseline(database: str, output_dir: str, **kw: Any) -> None:
 @click.argument("description")
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False), help="The folder to write the file in.")
-def new(database: str, user: str, description: str, directory: str) -> None:
+@click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              default="warning", show_default=True, help="How much to log on stderr.")
+def new(database: str, user: str, description: str, directory: str, log_level: str) -> None:
     """Create the next correctly named patch file and print its path.
 
     The name is DATABASE.<today>.<next free minor>.USER.DESCRIPTION.sql. Today is the
@@ -350,10 +378,11 @@ def new(database: str, user: str, description: str, directory: str) -> None:
     from postgresqlpatches.errors import PgpatchError
     from postgresqlpatches.scaffold import create_patch
 
+    _setup_logging(log_level)
     try:
         click.echo(create_patch(database, user, description, directory))
     except PgpatchError as e:
-        _fail(e, "warning")
+        _fail(e, log_level)
 
 
 @main.command()
