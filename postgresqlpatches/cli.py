@@ -348,16 +348,28 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
 @click.argument("database")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="Where to write DATABASE.00000000.0000.postgres.baseline.sql.")
+@click.option("--schema-only", is_flag=True, help="The schema without any rows.")
+@click.option("--data-for", "data_for", multiple=True, metavar="PATTERN",
+              help="The schema, and the rows of the tables PATTERN matches only (a pattern as "
+                   "pg_dump's --table; repeatable).")
 @common_options
-def baseline(database: str, output_dir: str, **kw: Any) -> None:
+def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[str, ...],
+             **kw: Any) -> None:
     """Write a baseline of a live database from pg_dump and record it as applied.
 
-    Empty servers are then built from the file; this server goes on from here.
+    Empty servers are then built from the file; this server goes on from here. By default
+    the file holds every row (pg_dump --create); a production database's rows and personal
+    data rarely belong in a repository: use --schema-only or --data-for. The roles the
+    database refers to come first, each created only where missing, with their attributes,
+    memberships and settings; passwords are read from the environment when the file runs.
     """
     from postgresqlpatches import baseline as baseline_module
 
-    path = baseline_module.write_baseline(_options(kw), database, output_dir)
-    click.echo(f"wrote {path} and recorded it as applied")
+    if schema_only and data_for:
+        raise click.UsageError("--schema-only and --data-for exclude each other")
+    written = baseline_module.write_baseline(_options(kw), database, output_dir,
+                                             schema_only=schema_only, data_for=data_for)
+    click.echo(written.summary())
 
 
 @main.command()
