@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from postgresqlpatches.discovery import read_patch
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.naming import check_identifier
-from postgresqlpatches.server import MAINTENANCE_DB, SUPERUSER, Maintenance, Server
+from postgresqlpatches.server import SUPERUSER, Maintenance, Server
 
 if TYPE_CHECKING:
     from postgresqlpatches.runner import Options
@@ -76,8 +76,8 @@ def _major(pg_dump: str) -> int:
 def role_section(roles: list[tuple[str, bool, bool, bool, bool]]) -> str:
     """Roles the database needs, created only where missing; passwords read at run time."""
     out = ["-- Roles this database needs. Passwords are read when psql runs this file",
-           "-- (pgpatch hands POSTGRESQL_<ROLE>_PASSWORD to psql as PGPATCH_<ROLE>_PASSWORD);",
-           "-- they are never written here.", ""]
+           "-- (pgpatch hands psql the verifier of POSTGRESQL_<ROLE>_PASSWORD, computed on",
+           "-- its side, as PGPATCH_<ROLE>_PASSWORD); they are never written here.", ""]
     for name, login, createdb, createrole, inherit in roles:
         attrs = " ".join([
             "LOGIN" if login else "NOLOGIN", "CREATEDB" if createdb else "NOCREATEDB",
@@ -166,7 +166,7 @@ def _pg_dump(server: Server, database: str, major: int) -> str:
         args += ["-h", server.host]
     if server.port:
         args += ["-p", str(server.port)]
-    env = server.psql_environment(SUPERUSER, MAINTENANCE_DB, set())
+    env = server.psql_environment(SUPERUSER)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()

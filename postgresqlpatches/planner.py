@@ -38,6 +38,7 @@ PROBLEM_KINDS = (
     "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "copy-stdin",
     "no-baseline",
     "state-mismatch", "unsettled", "lint",  # planner
+    "password",  # runner, with --strict-passwords
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
 
@@ -105,6 +106,8 @@ class ServerFacts:
     xact_status: Mapping[int, str | None] = field(default_factory=dict)
     state_exists: bool = False
     half_made: frozenset[str] = frozenset()
+    roles: frozenset[str] | None = None
+    """The server's roles, read when a baseline may run (None: not read, or offline)."""
 
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
