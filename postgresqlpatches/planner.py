@@ -244,7 +244,9 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     try:
         parsed = parse_sql(patch.text)
     except PgpatchError as e:
-        problems.append(Problem("syntax", patch.path, e.message, e.line,
+        from postgresqlpatches.redact import redact
+
+        problems.append(Problem("syntax", patch.path, redact(e.message), e.line,
                                 hint="pgpatch parses every patch before it runs any"))
         return step
     for meta in parsed.meta_commands:

@@ -130,3 +130,18 @@ def test_strict_passwords_offline_names_every_role_without_its_variable(tmp_path
         "warning: POSTGRESQL_APP_PASSWORD is not set: role app gets its name as password "
         "(app.00000000.0000.postgres.baseline.sql creates it)",
         "warning: POSTGRESQL_REP_PASSWORD is not set: using the user name as rep's password"]
+
+
+def test_plan_output_masks_a_password_quoted_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "app.20240101.0001.app.index.sql").write_text(
+        "CREATE INDEX i ON t (c) WHERE c <> 'app-pw-2-xyz';\n")
+    (tmp_path / "app.20240101.0002.app.role.sql").write_text(
+        "ALTER ROLE x PASSWORD 'a' 'app-pw-2-xyz';\n")
+    result = CliRunner().invoke(main, ["plan", "--offline", "--format", "json",
+                                       str(tmp_path / "*.sql")],
+                                env={"POSTGRESQL_APP_PASSWORD": "app-pw-2-xyz"})
+    data = json.loads(result.stdout)
+    assert [f["statement"] for f in data["findings"]] == [
+        "CREATE INDEX i ON t (c) WHERE c <> '***'"]
+    assert [p["message"] for p in data["problems"]] == ['syntax error at or near "\'***\'"']
+    assert "app-pw-2-xyz" not in result.output
