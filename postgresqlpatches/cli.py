@@ -34,6 +34,7 @@ class PatchGroup(click.Group):
     common options given before the command name are moved after it."""
 
     VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db"}
+    FLAG_OPTIONS = {"--strict-passwords"}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         leading: list[str] = []
@@ -45,6 +46,9 @@ class PatchGroup(click.Group):
             if arg in self.VALUE_OPTIONS and i + 1 < len(args):
                 leading += args[i:i + 2]
                 i += 2
+            elif arg in self.FLAG_OPTIONS:
+                leading.append(arg)
+                i += 1
             elif arg.startswith("-") and arg.split("=", 1)[0] in self.VALUE_OPTIONS:
                 leading.append(arg)
                 i += 1
@@ -110,6 +114,10 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Server port (default: PGPORT, libpq's)."),
         click.option("--state-db", default="patches", show_default=True, metavar="NAME",
                      help="The database that records what ran."),
+        click.option("--strict-passwords", is_flag=True,
+                     help="A role without its {PREFIX}{ROLE}_PASSWORD is a problem that stops "
+                          "the run before anything runs (default: a warning, and the role's "
+                          "name is its password)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -140,31 +148,37 @@ def _setup_logging(level: str) -> None:
 
 
 class _LevelFormatter(logging.Formatter):
+    """Every log line, at every level, without a password (psql and the server quote
+    statements back)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        from postgresqlpatches.redact import redact
+
+        return f"{record.levelname.lower()}: {redact(record.getMessage())}"
 
 
 def _fail(e: Exception, level: str) -> None:
     from postgresqlpatches.errors import PgpatchError
+    from postgresqlpatches.redact import redact
 
     if isinstance(e, click.exceptions.Exit | click.ClickException | click.Abort):
         raise e
     if isinstance(e, PgpatchError):
-        click.echo(f"error: {e}", err=True)
+        click.echo(redact(f"error: {e}"), err=True)
         if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+            click.echo(redact(f"hint: {e.hint}"), err=True)
         if level == "debug":
             log.debug("traceback", exc_info=e)
         sys.exit(e.exit_code)
     if type(e).__module__.startswith("psycopg"):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        click.echo(f"error: the server failed: {first}", err=True)
+        click.echo(redact(f"error: the server failed: {first}"), err=True)
     else:
-        click.echo(f"error: unexpected {type(e).__name__}: {e}", err=True)
+        click.echo(redact(f"error: unexpected {type(e).__name__}: {e}"), err=True)
     if level == "debug":
         import traceback
 
-        traceback.print_exception(e, file=sys.stderr)
+        click.echo(redact("".join(traceback.format_exception(e))).rstrip("\n"), err=True)
     else:
         click.echo("hint: run with -l debug for the traceback", err=True)
     sys.exit(1)
@@ -175,7 +189,7 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
                    prefix=kwargs["prefix"], state_db=_checked_state_db(kwargs["state_db"]),
-                   **extra)
+                   strict_passwords=kwargs["strict_passwords"], **extra)
 
 
 def _checked_state_db(name: str) -> str:

@@ -37,8 +37,9 @@ def render_cli_markdown() -> str:
         " do not edit. -->",
         "",
         "Every command also takes the common options (`-l`, `-p`, `--host`, `--port`, "
-        "`--state-db`) after its name. Exit status: 0 success, 1 failure or problems, "
-        "2 usage error; `plan --exit-code` adds 3 (see [CI](ci.md#exit-codes)).",
+        "`--state-db`, `--strict-passwords`) after its name. Exit status: 0 success, "
+        "1 failure or problems, 2 usage error; `plan --exit-code` adds 3 "
+        "(see [CI](ci.md#exit-codes)).",
         "",
         "## pgpatch",
         "",

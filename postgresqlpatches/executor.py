@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.errors import PatchFailed, PgpatchError
+from postgresqlpatches.redact import known_passwords, redact
 from postgresqlpatches.server import MAINTENANCE_DB, Server
 
 if TYPE_CHECKING:
@@ -38,8 +39,9 @@ def failure(e: Exception, patch: Patch, statement: Statement | None,
         line = line_of(text if text is not None else patch.text, offset)
     hint = getattr(diag, "message_hint", None)
     detail = getattr(diag, "message_detail", None)
-    message = primary + (f" ({detail})" if detail else "")
-    return PatchFailed(message, path=patch.path, line=line, sqlstate=sqlstate, hint=hint)
+    message = redact(primary + (f" ({detail})" if detail else ""))
+    return PatchFailed(message, path=patch.path, line=line, sqlstate=sqlstate,
+                       hint=redact(hint) if hint else None)
 
 
 def run_statements(conn: psycopg.Connection, patch: Patch,
@@ -250,8 +252,13 @@ def find_psql() -> str:
         hint="install the PostgreSQL client (psql) or set PGPATCH_PSQL to its path")
 
 
-def run_psql(server: Server, patch: Patch, usernames: set[str]) -> None:
-    """Run a baseline through psql on the maintenance database as the file's user."""
+def run_psql(server: Server, patch: Patch, verifier: Callable[[str, str], str]) -> None:
+    """Run a baseline through psql on the maintenance database as the file's user.
+
+    psql gets the clear password of the file's user only (PGPASSWORD) and, for each password
+    variable the file names, the role's verifier from ``verifier(password, role)``."""
+    from postgresqlpatches.server import baseline_variables
+
     psql = find_psql()
     args = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
             "-v", f"database={patch.name.database}", "-d", MAINTENANCE_DB,
@@ -260,13 +267,15 @@ def run_psql(server: Server, patch: Patch, usernames: set[str]) -> None:
         args += ["-h", server.host]
     if server.port:
         args += ["-p", str(server.port)]
-    names = usernames | {patch.name.user, patch.name.database}
-    names |= {m.lower() for m in re.findall(r"PGPATCH_([A-Za-z0-9_]+)_PASSWORD", patch.text)}
-    env = server.psql_environment(patch.name.user, patch.name.database, names)
+    variables = baseline_variables(patch.text, server.prefix, patch.name.database)
+    env = server.psql_environment(patch.name.user, variables, verifier)
     log.debug("running %s through psql", patch.path)
     proc = subprocess.run(args, input=patch.text.encode(), env=env, capture_output=True,
                           check=False, preexec_fn=_die_with_parent)
-    stderr = proc.stderr.decode(errors="replace")
+    # psql quotes failed statements back (LINE 1: ... PASSWORD '...'): mask what it was given
+    # (a password that is the user's own name is no secret: its fallback is not masked)
+    secrets = {env[name] for name in variables} | known_passwords(server.environ)
+    stderr = redact(proc.stderr.decode(errors="replace"), secrets)
     for text in stderr.splitlines():
         log.debug("psql: %s", text)
     if proc.returncode == 0:

@@ -591,7 +591,10 @@ def _allowed(statements: tuple[Statement, ...], text: str) -> tuple[frozenset[st
 
 
 def _excerpt(statement: Statement, width: int = 100) -> str:
-    flat = " ".join(statement.text.split())
+    """The statement on one line, shortened, with any password in it masked (it is printed)."""
+    from postgresqlpatches.redact import redact
+
+    flat = redact(" ".join(statement.text.split()))
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 

@@ -38,6 +38,7 @@ PROBLEM_KINDS = (
     "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "copy-stdin",
     "no-baseline",
     "state-mismatch", "unsettled", "lint",  # planner
+    "password",  # runner, with --strict-passwords
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
 
@@ -105,6 +106,8 @@ class ServerFacts:
     xact_status: Mapping[int, str | None] = field(default_factory=dict)
     state_exists: bool = False
     half_made: frozenset[str] = frozenset()
+    roles: frozenset[str] | None = None
+    """The server's roles, read when a baseline may run (None: not read, or offline)."""
 
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
@@ -241,7 +244,9 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     try:
         parsed = parse_sql(patch.text)
     except PgpatchError as e:
-        problems.append(Problem("syntax", patch.path, e.message, e.line,
+        from postgresqlpatches.redact import redact
+
+        problems.append(Problem("syntax", patch.path, redact(e.message), e.line,
                                 hint="pgpatch parses every patch before it runs any"))
         return step
     for meta in parsed.meta_commands:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.discovery import Patch, Problem, discover
@@ -39,11 +39,13 @@ class Options:
     lock_timeout_ms: int | None = None
     statement_timeout_ms: int | None = None
     lint: str = "warn"
+    strict_passwords: bool = False
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
                       lock_timeout_ms=self.lock_timeout_ms,
-                      statement_timeout_ms=self.statement_timeout_ms)
+                      statement_timeout_ms=self.statement_timeout_ms,
+                      strict=self.strict_passwords)
 
 
 class Reporter(Protocol):
@@ -94,15 +96,20 @@ def _state_store(server: Server, state_db: str, existing: set[str]) -> StateStor
 
 
 def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
-                store: StateStore | None) -> ServerFacts:
+                store: StateStore | None, patches: Sequence[Patch]) -> ServerFacts:
     """The records and the fate of unsettled transactions, from what the caller opened: a
-    state database that exists without a store is one whose bootstrap was cut short."""
+    state database that exists without a store is one whose bootstrap was cut short. The
+    roles only when a baseline may run (the password check needs them, see _make_plan)."""
     half_made = state_db in existing and store is None
     records = store.records() if store is not None else []
     xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
     present = existing - {state_db} if half_made else existing
+    built = {p.name.database for p in patches if p.name.is_baseline}
+    may_build = bool(built - present) or any(
+        r.database in built and r.major == "00000000" and not r.settled for r in records)
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
-                       frozenset({state_db}) if half_made else frozenset())
+                       frozenset({state_db}) if half_made else frozenset(),
+                       frozenset(maint.roles()) if may_build else None)
 
 
 STATE_PROBE = """
@@ -146,23 +153,62 @@ def open_state(server: Server, state_db: str, *,
     return conn
 
 
-def _make_plan(options: Options, patches: Sequence[Patch], facts: ServerFacts,
-               problems: Sequence[Problem] = ()) -> Plan:
-    """The one planner call, with the options every command passes alike."""
-    return make_plan(patches, facts, state_db=options.state_db, problems=problems,
-                     allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
+               facts: ServerFacts, problems: Sequence[Problem] = (), *,
+               online: bool = True) -> Plan:
+    """The one planner call, with the options every command passes alike, and the password
+    check of what it will run."""
+    the_plan = make_plan(patches, facts, state_db=options.state_db, problems=problems,
+                         allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+    return _check_passwords(server, the_plan, facts.roles, online=online)
 
 
-def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
+def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None, *,
+                     online: bool) -> Plan:
+    """Every fallback to the user name, found before anything runs: one warning line per
+    role, or with --strict-passwords a problem each (kind ``password``).
+
+    Who needs a password: every user a pending step logs in as, postgres and patches
+    (online, they always log in), and every role a pending baseline names a password
+    variable of and that does not exist yet (``roles``; unknown offline: all of them)."""
+    from postgresqlpatches.server import baseline_variables, fallback_problem
+
+    created: dict[str, Patch] = {}  # role: the first baseline that names it
+    logins: dict[str, Patch | None] = dict.fromkeys((SUPERUSER, STATE_USER)) if online else {}
+    for step in the_plan.pending:
+        patch = step.patch
+        if step.via_psql:
+            for role in baseline_variables(patch.text, server.prefix,
+                                           patch.name.database).values():
+                if roles is None or role not in roles:
+                    created.setdefault(role, patch)
+        logins.setdefault(patch.name.user, patch)
+    problems: list[Problem] = []
+    for role in [*created, *(r for r in logins if r not in created)]:
+        if server.has_password(role):
+            continue
+        first = created.get(role) or logins[role]
+        if not server.strict:
+            server.warn_fallback(role, first.name.filename if role in created and first
+                                 else None)
+            continue
+        message, hint = fallback_problem(server.prefix, role, role in created)
+        problems.append(Problem("password", first.path if first else None, message,
+                                hint=hint))
+    if not problems:
+        return the_plan
+    return replace(the_plan, problems=(*the_plan.problems, *problems))
+
+
+def _read_server(options: Options, server: Server, patches: Sequence[Patch]) -> ServerFacts:
     """Read-only: one maintenance session and, if it exists, one state session."""
-    server = options.server()
     maint = Maintenance(server)
     store: StateStore | None = None
     try:
         existing = maint.existing_databases(
             {p.name.database for p in patches} | {options.state_db})
         store = _state_store(server, options.state_db, existing)
-        return _read_facts(maint, options.state_db, existing, store)
+        return _read_facts(maint, options.state_db, existing, store, patches)
     finally:
         if store is not None:
             store.close()
@@ -172,7 +218,9 @@ def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
 def plan(options: Options) -> Plan:
     """Read-only: never creates anything, not even the state database."""
     patches, problems = discover(options.globs, state_db=options.state_db)
-    return _make_plan(options, patches, _read_server(options, patches), problems)
+    server = options.server()
+    return _make_plan(options, server, patches, _read_server(options, server, patches),
+                      problems)
 
 
 def plan_offline(options: Options) -> Plan:
@@ -184,7 +232,7 @@ def plan_offline(options: Options) -> Plan:
     patches, problems = discover(options.globs, state_db=options.state_db)
     built_here = {p.name.database for p in patches if p.name.is_baseline}
     facts = ServerFacts(frozenset(p.name.database for p in patches) - built_here)
-    return _make_plan(options, patches, facts, problems)
+    return _make_plan(options, options.server(), patches, facts, problems, online=False)
 
 
 def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
@@ -225,7 +273,6 @@ class _Run:
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
         self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
-        self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
 
     def close(self) -> None:
         """Settle this run's records; if the server is gone, the next run settles them."""
@@ -249,8 +296,8 @@ class _Run:
         self.store = _state_store(self.server, self.state_db, existing)
         if self.store is not None:
             self._settle()
-        facts = _read_facts(self.maint, self.state_db, existing, self.store)
-        plan = _make_plan(self.options, self.patches, facts)
+        facts = _read_facts(self.maint, self.state_db, existing, self.store, self.patches)
+        plan = _make_plan(self.options, self.server, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)
         reporter.planned(plan)
@@ -500,7 +547,7 @@ class _Run:
                         marks.append(self.store.insert(patch, settled=False,
                                                        statements_done=0))
                 if step.via_psql:
-                    run_psql(self.server, patch, self.usernames)
+                    run_psql(self.server, patch, self.maint.verifier)
                 else:
                     conn = self._conn(database, patch.name.user)
                     try:
@@ -582,12 +629,13 @@ class Status:
 
 def status(options: Options) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
+    server = options.server()
     if not options.globs:
-        facts = _read_server(options, ())
+        facts = _read_server(options, server, ())
         return Status(list(facts.records), None, facts.state_exists)
     patches, problems = discover(options.globs, state_db=options.state_db)
-    facts = _read_server(options, patches)
-    return Status(list(facts.records), _make_plan(options, patches, facts, problems),
+    facts = _read_server(options, server, patches)
+    return Status(list(facts.records), _make_plan(options, server, patches, facts, problems),
                   facts.state_exists)
 
 

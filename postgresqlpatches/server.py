@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
+from postgresqlpatches.redact import is_password_variable
 
 if TYPE_CHECKING:
     import psycopg
@@ -21,6 +22,11 @@ SUPERUSER = "postgres"
 DEFAULT_PREFIX = "POSTGRESQL_"
 # pg_advisory_lock(int, int): one run at a time per server ("pgpt", 1).
 LOCK_KEY = (0x70677074, 1)
+ORIGINAL_TOOL_VARIABLE = "PATCHES_POSTGRESQL_TEMPORARY_USER_PASSWORD"
+"""The original tool's baselines read the password of the role named like the database here."""
+VERIFIER_ALGORITHM = "scram-sha-256"
+"""Always SCRAM, whatever password_encryption says: an md5 verifier in a log is as good as the
+password for md5 logins, and pg_hba's md5 method accepts SCRAM-stored passwords too."""
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -30,6 +36,39 @@ def normalise_prefix(prefix: str) -> str:
 
 def password_variable(prefix: str, user: str) -> str:
     return f"{normalise_prefix(prefix)}{user.upper()}_PASSWORD"
+
+
+def baseline_variables(text: str, prefix: str, database: str) -> dict[str, str]:
+    """The password variables a baseline names, each with its role: psql gets these (as the
+    role's verifier) and no other. ``PGPATCH_{ROLE}_PASSWORD``, ``{PREFIX}{ROLE}_PASSWORD``,
+    and the original tool's variable for the role named like the database."""
+    found: dict[str, str] = {}
+    if ORIGINAL_TOOL_VARIABLE in text:
+        found[ORIGINAL_TOOL_VARIABLE] = database
+    heads = ["PGPATCH_"]
+    if normalise_prefix(prefix) != "PGPATCH_":
+        heads.append(normalise_prefix(prefix))
+    for head in heads:
+        pattern = rf"(?<![A-Za-z0-9_]){re.escape(head)}([A-Za-z0-9_]+)_PASSWORD(?![A-Za-z0-9_])"
+        for m in re.finditer(pattern, text):
+            found.setdefault(m.group(0), m.group(1).lower())
+    return found
+
+
+def fallback_warning(prefix: str, role: str, created_by: str | None = None) -> str:
+    """The one line for a role that gets its own name as password (the original tool's rule)."""
+    var = password_variable(prefix, role)
+    if created_by is not None:
+        return f"{var} is not set: role {role} gets its name as password ({created_by} creates it)"
+    return f"{var} is not set: using the user name as {role}'s password"
+
+
+def fallback_problem(prefix: str, role: str, created: bool) -> tuple[str, str]:
+    """Message and hint when --strict-passwords refuses that fallback."""
+    var = password_variable(prefix, role)
+    what = (f"role {role} would get its name as password" if created else
+            f"pgpatch would log in as {role} with its name as password")
+    return f"{var} is not set: {what}", f"set {var}, or run without --strict-passwords"
 
 
 @dataclass
@@ -42,18 +81,30 @@ class Server:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     lock_timeout_ms: int | None = None
     statement_timeout_ms: int | None = None
+    strict: bool = False
+    """--strict-passwords: a fallback to the user name is an error, never a warning."""
     _warned: set[str] = field(default_factory=set)
 
+    def has_password(self, role: str) -> bool:
+        return password_variable(self.prefix, role) in self.environ
+
     def password(self, user: str) -> str:
-        """``{PREFIX}{USER}_PASSWORD``, else the user name (the original tool's rule), warned."""
-        var = password_variable(self.prefix, user)
-        value = self.environ.get(var)
+        """``{PREFIX}{USER}_PASSWORD`` to log in with, else the user name (the original tool's
+        rule): warned once per role, refused with --strict-passwords."""
+        value = self.environ.get(password_variable(self.prefix, user))
         if value is not None:
             return value
-        if user not in self._warned:
-            self._warned.add(user)
-            log.warning("%s is not set: using the user name as %s's password", var, user)
+        if self.strict:
+            message, hint = fallback_problem(self.prefix, user, created=False)
+            raise PgpatchError(message, hint=hint)
+        self.warn_fallback(user)
         return user
+
+    def warn_fallback(self, role: str, created_by: str | None = None) -> None:
+        """One warning line per role and run, whether it logs in or a baseline creates it."""
+        if role not in self._warned:
+            self._warned.add(role)
+            log.warning("%s", fallback_warning(self.prefix, role, created_by))
 
     def where(self) -> str:
         host = self.host or self.environ.get("PGHOST") or "the default host"
@@ -109,23 +160,24 @@ class Server:
             hint=hint,
         )
 
-    def psql_environment(self, user: str, database: str, usernames: set[str]) -> dict[str, str]:
-        """Environment for psql: the password only here, never on its command line."""
-        env = dict(os.environ)
-        env.update(self.environ)
+    def psql_environment(self, user: str, variables: Mapping[str, str] | None = None,
+                         verifier: Callable[[str, str], str] | None = None) -> dict[str, str]:
+        """Environment for psql and pg_dump: ``user``'s clear password in PGPASSWORD only (it
+        logs in with it; never on a command line), and each of ``variables`` (name: role) set
+        to the role's SCRAM verifier from ``verifier(password, role)``, never a clear
+        password. Every other password variable is left out: a baseline run as app does not
+        get the superuser's password.
+
+        A role without a password variable gets its name (the planner warned, or refused
+        with --strict-passwords, before anything ran: see runner)."""
+        env = {k: v for k, v in {**os.environ, **self.environ}.items()
+               if not is_password_variable(k)}
         env["PGPASSWORD"] = self.password(user)
         env.pop("PGDATABASE", None)
-        prefix = normalise_prefix(self.prefix)
-        names = {n.upper() for n in usernames}
-        names.update(k[len(prefix):-len("_PASSWORD")] for k in self.environ
-                     if prefix and k.startswith(prefix) and k.endswith("_PASSWORD")
-                     and len(k) > len(prefix) + len("_PASSWORD"))
-        for name in names:
-            env[f"PGPATCH_{name}_PASSWORD"] = self.environ.get(
-                f"{prefix}{name}_PASSWORD", name.lower())
-        # the original tool's baselines read the password of the role named like the database
-        env["PATCHES_POSTGRESQL_TEMPORARY_USER_PASSWORD"] = self.environ.get(
-            password_variable(self.prefix, database), database)
+        for name, role in (variables or {}).items():
+            assert verifier is not None, "variables need a verifier"
+            clear = self.environ.get(password_variable(self.prefix, role), role)
+            env[name] = verifier(clear, role) if clear else ""
         return env
 
 
@@ -155,6 +207,13 @@ class Maintenance:
 
     def roles(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+
+    def verifier(self, password: str, role: str) -> str:
+        """The SCRAM verifier of ``password``, computed by libpq on this side (as psql's
+        \\password does): CREATE ROLE ... PASSWORD stores it as it is, so no clear password
+        is ever in a statement, and so never in the server's log or pg_stat_statements."""
+        return self.conn.pgconn.encrypt_password(
+            password.encode(), role.encode(), VERIFIER_ALGORITHM.encode()).decode("ascii")
 
     def server_version(self) -> int:
         return int(self.conn.info.server_version)
