@@ -52,6 +52,11 @@ def baseline_variables(text: str, prefix: str, database: str) -> dict[str, str]:
         pattern = rf"(?<![A-Za-z0-9_]){re.escape(head)}([A-Za-z0-9_]+)_PASSWORD(?![A-Za-z0-9_])"
         for m in re.finditer(pattern, text):
             found.setdefault(m.group(0), m.group(1).lower())
+        # a role whose name is no plain identifier (``crm-app``): psql reads the variable's
+        # name quoted, as `pgpatch baseline` writes it
+        quoted = rf"'({re.escape(head)}([^'\n]+?)_PASSWORD)'"
+        for m in re.finditer(quoted, text):
+            found.setdefault(m.group(1), m.group(2).lower())
     return found
 
 
