@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import gc
+import io
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -198,10 +200,67 @@ def run() -> None:
     runs). main() itself, as tests and other in-process callers use it, leaves the
     collector alone."""
     gc.disable()
+    restore = _guard_std_streams()
     try:
         main()
     finally:
+        restore()
         gc.freeze()
+
+
+class _DroppingFile(io.FileIO):
+    """fd 1 or 2 for a reader that may go away (``pgpatch apply | head -1``): the first write
+    that finds the pipe closed points the fd at /dev/null, so the run goes on to its own end
+    and exit code, and what cannot be written is dropped."""
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            _point_at_devnull(self.fileno())
+            return memoryview(data).nbytes
+
+
+def _point_at_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull != fd:
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+def _guard_std_streams() -> Callable[[], None]:
+    """stdout and stderr of the process, made safe from a closed reader; returns the undo.
+
+    A closed fd 1 or 2 (``>&-``) gets /dev/null first: else the next connection's socket
+    would take its number, and whatever is written "to stdout" would go to the server. Streams
+    a caller has replaced (a test's capture) are left alone.
+    """
+    saved: list[tuple[str, Any, io.TextIOWrapper]] = []
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        if old is not getattr(sys, f"__{name}__"):
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            _point_at_devnull(fd)
+        raw = _DroppingFile(fd, "w", closefd=False)
+        buffered = old is None or isinstance(getattr(old, "buffer", None), io.BufferedWriter)
+        new = io.TextIOWrapper(
+            io.BufferedWriter(raw) if buffered else raw,  # type: ignore[arg-type]
+            encoding=getattr(old, "encoding", None) or "utf-8",
+            errors=getattr(old, "errors", None) or "backslashreplace",
+            line_buffering=getattr(old, "line_buffering", False),
+            write_through=getattr(old, "write_through", False))
+        setattr(sys, name, new)
+        saved.append((name, old, new))
+
+    def restore() -> None:
+        for name, old, new in saved:
+            new.flush()  # a closed reader costs nothing here either
+            setattr(sys, name, old)
+
+    return restore
 
 
 EXIT_OK = 0

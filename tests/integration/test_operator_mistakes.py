@@ -1,0 +1,93 @@
+"""What real operators do to a run: a pager that quits, a FIFO in the tree, PGOPTIONS, a lost
+or mistyped state database, a record edited or restored by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import Pg
+
+BASELINE = """CREATE DATABASE app;
+\\connect app
+CREATE TABLE ledger (name text NOT NULL);
+"""
+
+
+def ledger_tree(pg: Pg, n: int) -> None:
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    for i in range(1, n + 1):
+        pg.write(f"p/app.20240101.{i:04d}.postgres.p{i}.sql",
+                 f"INSERT INTO ledger VALUES ('p{i}');\n")
+
+
+def ledger_counts(pg: Pg) -> dict[str, int]:
+    return dict(pg.query("SELECT name, count(*)::int FROM ledger GROUP BY name", "app"))
+
+
+def plan_json(pg: Pg, *args: str) -> dict:
+    return json.loads(pg.cli("plan", pg.glob(), "--format", "json", *args).stdout)
+
+
+def popen(pg: Pg, *args: str, env: dict[str, str | None] | None = None,
+          **kwargs: object) -> subprocess.Popen[str]:
+    """pgpatch as a real process, stdout and stderr piped."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
+    full.update(pg.env)
+    for k, v in (env or {}).items():
+        if v is None:
+            full.pop(k, None)
+        else:
+            full[k] = v
+    return subprocess.Popen([sys.executable, "-m", "postgresqlpatches", *args], env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)  # type: ignore[call-overload]
+
+
+# -- a reader that goes away (item 12) -------------------------------------------------------
+
+@pytest.mark.parametrize("unbuffered", ["1", None], ids=["unbuffered", "buffered"])
+def test_apply_piped_into_head_runs_to_the_end(pg: Pg, unbuffered: str | None) -> None:
+    """`pgpatch apply ... | head -1`: the reader takes one line and goes; the run does not."""
+    ledger_tree(pg, 50)
+    proc = popen(pg, "apply", pg.glob(), env={"PYTHONUNBUFFERED": unbuffered})
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline() if unbuffered else None  # buffered: nothing comes before the end
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "error" not in stderr
+    assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 51)}
+    plan = plan_json(pg)
+    assert plan["ok"] and plan["summary"]["applied"] == 53 and plan["summary"]["apply"] == 0
+
+
+def test_apply_with_stdout_and_stderr_closed_runs_to_the_end(pg: Pg) -> None:
+    """`pgpatch apply ... >&- 2>&-`: fd 1 and 2 closed from the start."""
+    ledger_tree(pg, 5)
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
+    full.update(pg.env)
+    code = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m postgresqlpatches -l info apply "$1" >&- 2>&-',
+         sys.executable, pg.glob()], env=full, timeout=120, check=False).returncode
+    assert code == 0
+    assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 6)}
+
+
+@pytest.mark.parametrize("command", ["plan", "status"])
+def test_plan_and_status_into_a_closed_pipe_keep_their_exit_code(pg: Pg, command: str) -> None:
+    ledger_tree(pg, 3)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    bad = pg.write("p/app.20240101.0001.postgres.p1.sql", "INSERT INTO ledger VALUES ('x');\n")
+    for expected in (1, 0):  # a changed file: exit 1; restored: exit 0
+        proc = popen(pg, command, pg.glob(), env={"PYTHONUNBUFFERED": None})
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=60) == expected, stderr
+        assert stderr == ""
+        bad.write_text("INSERT INTO ledger VALUES ('p1');\n")
