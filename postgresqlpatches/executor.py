@@ -262,7 +262,8 @@ def run_psql(server: Server, patch: Patch, usernames: set[str]) -> None:
         args += ["-p", str(server.port)]
     names = usernames | {patch.name.user, patch.name.database}
     names |= {m.lower() for m in re.findall(r"PGPATCH_([A-Za-z0-9_]+)_PASSWORD", patch.text)}
-    env = server.psql_environment(patch.name.user, patch.name.database, names)
+    env = server.psql_environment(patch.name.user, patch.name.database, names,
+                                  own=patch.builtin)
     log.debug("running %s through psql", patch.path)
     proc = subprocess.run(args, input=patch.text.encode(), env=env, capture_output=True,
                           check=False, preexec_fn=_die_with_parent)

@@ -416,13 +416,18 @@ class _Run:
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
         from postgresqlpatches.executor import run_statements
+        from postgresqlpatches.server import pin_search_path
         from postgresqlpatches.state import insert_record, record_columns
 
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
         t0 = time.monotonic()
         try:
+            if patch.builtin:  # pgpatch's own patch: its tables, not the caller's PGOPTIONS'
+                pin_search_path(conn)
             run_statements(conn, patch, step.statements)
+            if not patch.builtin:
+                pin_search_path(conn)  # the record is pgpatch's own query
             insert_record(conn, record_columns(conn), patch, xid=None, settled=True,
                           non_transactional=False, duration_ms=(time.monotonic() - t0) * 1000,
                           statements_done=None, run_by=self.store.run_by if self.store else "")

@@ -21,6 +21,28 @@ SUPERUSER = "postgres"
 DEFAULT_PREFIX = "POSTGRESQL_"
 # pg_advisory_lock(int, int): one run at a time per server ("pgpt", 1).
 LOCK_KEY = (0x70677074, 1)
+OWN_SEARCH_PATH = "public"
+"""pgpatch's own sessions and patches find and make their tables here, whatever the caller's
+PGOPTIONS say: the state tables live in public (pg_catalog, not listed, is searched first)."""
+
+
+def session_options(settings: list[str], *, own: bool,
+                    environ: Mapping[str, str] | None = None) -> str | None:
+    """libpq ``options`` for a session: the caller's PGOPTIONS first, then pgpatch's settings
+    (a later ``-c`` wins). Passing ``options`` makes libpq ignore PGOPTIONS, so it is
+    repeated here: a patch session sees what a new psql session would see; pgpatch's own
+    sessions pin search_path, so that ``-c search_path=app`` cannot hide the state tables."""
+    if own:
+        settings = [*settings, f"-c search_path={OWN_SEARCH_PATH}"]
+    if not settings:
+        return None
+    caller = (environ or {}).get("PGOPTIONS", os.environ.get("PGOPTIONS", "")).strip()
+    return " ".join([caller, *settings] if caller else settings)
+
+
+def pin_search_path(conn: psycopg.Connection) -> None:
+    """For the rest of this transaction, pgpatch's own search_path (on a patch session)."""
+    conn.execute("SELECT set_config('search_path', %s, true)", [OWN_SEARCH_PATH])
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -73,14 +95,15 @@ class Server:
         """One way to open a connection; login failures become one clear line."""
         import psycopg
 
-        options = []
+        settings = []
         if session_settings and self.lock_timeout_ms is not None:
-            options.append(f"-c lock_timeout={int(self.lock_timeout_ms)}")
+            settings.append(f"-c lock_timeout={int(self.lock_timeout_ms)}")
         if session_settings and self.statement_timeout_ms is not None:
-            options.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
+            settings.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
         kwargs: dict[str, object] = dict(self.libpq_params())
-        if options:
-            kwargs["options"] = " ".join(options)
+        options = session_options(settings, own=not session_settings, environ=self.environ)
+        if options is not None:
+            kwargs["options"] = options
         try:
             conn = psycopg.connect(
                 dbname=dbname, user=user, password=self.password(user),
@@ -109,10 +132,14 @@ class Server:
             hint=hint,
         )
 
-    def psql_environment(self, user: str, database: str, usernames: set[str]) -> dict[str, str]:
-        """Environment for psql: the password only here, never on its command line."""
+    def psql_environment(self, user: str, database: str, usernames: set[str], *,
+                         own: bool = False) -> dict[str, str]:
+        """Environment for psql: the password only here, never on its command line.
+        ``own``: pgpatch's own baseline of the state database, with pgpatch's search_path."""
         env = dict(os.environ)
         env.update(self.environ)
+        if own:
+            env["PGOPTIONS"] = session_options([], own=True, environ=env) or ""
         env["PGPASSWORD"] = self.password(user)
         env.pop("PGDATABASE", None)
         prefix = normalise_prefix(self.prefix)

@@ -91,3 +91,41 @@ def test_plan_and_status_into_a_closed_pipe_keep_their_exit_code(pg: Pg, command
         assert proc.wait(timeout=60) == expected, stderr
         assert stderr == ""
         bad.write_text("INSERT INTO ledger VALUES ('p1');\n")
+
+
+# -- the caller's PGOPTIONS (item 14) ----------------------------------------------------------
+
+APP_SCHEMA_BASELINE = """CREATE DATABASE app;
+\\connect app
+CREATE SCHEMA app;
+CREATE TABLE app.ledger (name text NOT NULL, search_path text);
+"""
+
+
+def test_pgoptions_search_path_reaches_patches_not_pgpatch_own_queries(pg: Pg) -> None:
+    """PGOPTIONS='-c search_path=app': patch sessions (psql and psycopg, with or without the
+    timeouts pgpatch adds) see it as a new psql session would; the state database's
+    queries and pgpatch's own patches of it do not depend on it."""
+    pg.write("app.00000000.0000.postgres.baseline.sql", APP_SCHEMA_BASELINE)
+    pg.write("app.20240101.0001.postgres.one.sql",
+             "INSERT INTO ledger VALUES ('one', current_setting('search_path'));\n")
+    env = {"PGOPTIONS": "-c search_path=app"}
+    first = pg.cli("apply", pg.glob(), env=env)
+    assert first.exit_code == 0, first.stderr
+    pg.write("app.20240102.0001.postgres.two.sql",
+             "INSERT INTO ledger VALUES ('two', current_setting('search_path'));\n")
+    plan = pg.cli("plan", pg.glob(), "--format", "json", env=env)
+    assert plan.exit_code == 0, plan.stderr
+    assert [p["action"] for p in json.loads(plan.stdout)["patches"]] == [
+        "applied", "applied", "applied", "applied", "apply"]
+    second = pg.cli("apply", pg.glob(), "--lock-timeout", "5000", "--statement-timeout",
+                    "60000", env=env)
+    assert second.exit_code == 0, second.stderr
+    status = pg.cli("status", pg.glob(), "--format", "json", env=env)
+    assert status.exit_code == 0, status.stderr
+    assert [r["version"] for r in json.loads(status.stdout)["records"]
+            if r["database"] == "app"] == ["00000000.0000", "20240101.0001", "20240102.0001"]
+    assert pg.query("SELECT name, search_path FROM app.ledger ORDER BY 1", "app") == [
+        ("one", "app"), ("two", "app")]
+    assert pg.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND "
+                    "tablename IN ('databases', 'installed_patches')", "patches") == [(2,)]
