@@ -117,7 +117,7 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     if lint not in LINT_MODES:
         raise ValueError(f"lint must be one of {LINT_MODES}, not {lint!r}")
     problems = list(problems)
-    records = _effective_records(facts, problems)
+    records = _effective_records(facts, problems, state_db)
     steps: list[Step] = []
     by_db: dict[str, list[Patch]] = {}
     for patch in patches:
@@ -165,7 +165,8 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     return Plan(tuple(steps), tuple(problems), lint=lint)
 
 
-def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tuple, Record]:
+def _effective_records(facts: ServerFacts, problems: list[Problem],
+                       state_db: str) -> dict[tuple, Record]:
     """Unsettled records count as what their target transaction became."""
     out: dict[tuple, Record] = {}
     for r in facts.records:
@@ -178,14 +179,41 @@ def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tupl
         elif status == "aborted":
             continue
         else:
-            problems.append(Problem(
-                "unsettled", r.path,
-                f"the outcome of {r.database} {r.version} is unknown: its transaction "
-                f"{r.xid} is {status or 'too old to look up'}",
-                hint="wait for the other session to end and run again" if status
-                else "check the database by hand, then fix the record in the state database"))
+            problems.append(unsettled_problem(r, status, state_db))
             out[r.key] = r
     return out
+
+
+def unsettled_problem(r: Record, status: str | None, state_db: str) -> Problem:
+    """A record whose target transaction did not end yet, or whose end the server cannot tell:
+    named (database, version, path, record id), with what to do."""
+    from postgresqlpatches.server import XACT_FUTURE
+
+    where = f"{r.database} {r.version}"  # and r.path, the problem's path
+    if status == "in progress":
+        return Problem(
+            "unsettled", r.path,
+            f"the outcome of {where} is unknown: its transaction {r.xid} is in progress",
+            hint="wait for the other session to end and run again")
+    why = ("in the future of this server: the state database was restored from another "
+           "cluster or an older backup, or the record was edited" if status == XACT_FUTURE
+           else "too old to look up")
+    return Problem(
+        "unsettled", r.path, f"the outcome of {where} is unknown: its transaction {r.xid} is "
+        f"{why}",
+        hint=f"check by hand whether the patch took effect in database {r.database}; then, in "
+             f"the state database {state_db}, settle its record if it did (UPDATE "
+             f"installed_patches SET settled = true WHERE id = {r.id}) or delete it so that "
+             f"the patch runs again if it did not (DELETE FROM installed_patches WHERE id = "
+             f"{r.id})")
+
+
+def record_problems(facts: ServerFacts, state_db: str) -> list[Problem]:
+    """What `status` without globs reports: records whose outcome the server cannot tell
+    (a transaction in progress is a concurrent run, not a problem of the records)."""
+    return [unsettled_problem(r, facts.xact_status.get(r.xid), state_db)
+            for r in facts.records if not r.settled and r.xid is not None
+            and facts.xact_status.get(r.xid) not in ("committed", "aborted", "in progress")]
 
 
 def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,

@@ -583,13 +583,18 @@ class Status:
     records: list[Record]
     plan: Plan | None
     state_exists: bool
+    problems: list[Problem] = field(default_factory=list)
+    """Without globs: records whose outcome the server cannot tell (with globs: the plan's)."""
 
 
 def status(options: Options) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
     if not options.globs:
+        from postgresqlpatches.planner import record_problems
+
         facts = _read_server(options, ())
-        return Status(list(facts.records), None, facts.state_exists)
+        return Status(list(facts.records), None, facts.state_exists,
+                      record_problems(facts, options.state_db))
     patches, problems = discover(options.globs, state_db=options.state_db)
     facts = _read_server(options, patches)
     return Status(list(facts.records), _make_plan(options, patches, facts, problems),

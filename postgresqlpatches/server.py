@@ -21,6 +21,8 @@ SUPERUSER = "postgres"
 DEFAULT_PREFIX = "POSTGRESQL_"
 # pg_advisory_lock(int, int): one run at a time per server ("pgpt", 1).
 LOCK_KEY = (0x70677074, 1)
+XACT_FUTURE = "in the future"
+"""Maintenance.xact_status of a transaction id this server has not handed out yet."""
 OWN_SEARCH_PATH = "public"
 """pgpatch's own sessions and patches find and make their tables here, whatever the caller's
 PGOPTIONS say: the state tables live in public (pg_catalog, not listed, is searched first)."""
@@ -219,10 +221,17 @@ class Maintenance:
         return f" (server pid {row[0]}, started {row[2]:%Y-%m-%d %H:%M:%S})"
 
     def xact_status(self, xids: list[int]) -> dict[int, str | None]:
-        """pg_xact_status of target transactions: committed, aborted, in progress, or None."""
+        """pg_xact_status of target transactions: committed, aborted, in progress, None (too
+        old to look up), or XACT_FUTURE.
+
+        pg_xact_status raises an error for an id the server has not handed out yet (a state
+        database restored onto another cluster, an edited record), which would fail the
+        whole query: such an id is answered from the snapshot's xmax instead, never asked."""
         if not xids:
             return {}
         rows = self.conn.execute(
-            "SELECT x, pg_xact_status(x::text::xid8) FROM unnest(%s::bigint[]) AS x", [xids]
+            """SELECT x, CASE WHEN x::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot())
+                              THEN %s ELSE pg_xact_status(x::text::xid8) END
+               FROM unnest(%s::bigint[]) AS x""", [XACT_FUTURE, xids]
         ).fetchall()
         return {int(x): s for x, s in rows}

@@ -129,3 +129,40 @@ def test_pgoptions_search_path_reaches_patches_not_pgpatch_own_queries(pg: Pg) -
         ("one", "app"), ("two", "app")]
     assert pg.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND "
                     "tablename IN ('databases', 'installed_patches')", "patches") == [(2,)]
+
+
+# -- a record whose transaction the server never handed out (item 13) ------------------------
+
+def test_a_record_with_a_transaction_id_from_the_future_is_named_with_what_to_do(
+        pg: Pg) -> None:
+    """As after the state database was restored onto another cluster: pg_xact_status would
+    raise "transaction ID ... is in the future" and name no record."""
+    ledger_tree(pg, 2)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    p2 = pg.tree / "p" / "app.20240101.0002.postgres.p2.sql"
+    (rid,) = pg.query("UPDATE installed_patches SET xid = '4000000000', settled = false "
+                      "WHERE name = 'app.20240101.0002.postgres.p2.sql' RETURNING id",
+                      "patches")[0]
+    message = (f"{p2}: the outcome of app 20240101.0002 is unknown: its transaction "
+               "4000000000 is in the future of this server: the state database was restored "
+               "from another cluster or an older backup, or the record was edited")
+    hint = ("check by hand whether the patch took effect in database app; then, in the "
+            "state database patches, settle its record if it did (UPDATE installed_patches "
+            f"SET settled = true WHERE id = {rid}) or delete it so that the patch runs again "
+            f"if it did not (DELETE FROM installed_patches WHERE id = {rid})")
+    plan = pg.cli("plan", pg.glob())
+    assert plan.exit_code == 1, plan.stderr
+    assert f"problem: {message} [unsettled]\n  hint: {hint}\n" in plan.stdout
+    applied = pg.cli("apply", pg.glob())
+    assert applied.exit_code == 1
+    assert applied.stderr.splitlines() == [f"error: {message}", f"hint: {hint}"]
+    with_globs = pg.cli("status", pg.glob())
+    assert with_globs.exit_code == 1 and f"problem: {message} [unsettled]" in with_globs.stdout
+    alone = pg.cli("status")
+    assert alone.exit_code == 0, alone.stderr
+    assert f"problem: {message} [unsettled]\n  hint: {hint}\n" in alone.stdout
+    data = json.loads(pg.cli("status", "--format", "json").stdout)
+    assert [(p["kind"], p["path"]) for p in data["problems"]] == [("unsettled", str(p2))]
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1}  # nothing ran again
+    pg.query(f"UPDATE installed_patches SET settled = true WHERE id = {rid}", "patches")
+    assert pg.cli("apply", pg.glob()).stdout.startswith("nothing to do")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from postgresqlpatches.discovery import Patch, read_patch
-from postgresqlpatches.planner import Action, ServerFacts, make_plan
+from postgresqlpatches.planner import Action, ServerFacts, make_plan, record_problems
+from postgresqlpatches.server import XACT_FUTURE
 from postgresqlpatches.state import Record
 
 STATE = "patches"
@@ -99,6 +100,18 @@ def test_unsettled_record_counts_as_what_its_transaction_became() -> None:
     assert actions(committed) == [("20240101.0001", "applied")]
     assert actions(aborted) == [("20240101.0001", "apply")]
     assert kinds(running) == ["unsettled"]
+
+
+def test_status_reports_only_records_whose_outcome_the_server_cannot_tell() -> None:
+    records = tuple(record(P, settled=False, xid=x, rid=x)
+                    for P, x in [(P1, 1), (P2, 2), (SEED, 3), (BASE, 4)])
+    fate = {1: "committed", 2: "in progress", 3: XACT_FUTURE, 4: None}
+    found = record_problems(ServerFacts(frozenset({"app"}), records, fate), STATE)
+    assert [(p.kind, p.message.split(": its")[0]) for p in found] == [
+        ("unsettled", "the outcome of app 00000000.0001 is unknown"),
+        ("unsettled", "the outcome of app 00000000.0000 is unknown")]
+    assert "in the future of this server" in found[0].message
+    assert "WHERE id = 3" in (found[0].hint or "") and "too old" in found[1].message
 
 
 def test_interrupted_non_transactional_patch_resumes() -> None:
