@@ -168,6 +168,12 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), d
                       show_default=True,
                       help="table: rich on a terminal, plain text when piped; json: for scripts.")
 GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...")
+ADOPT = click.option(
+    "--adopt", is_flag=True,
+    help="Take a database that holds objects but has no record in the state database as it "
+         "is: its pending patches run, recorded from then on. Without it that is a problem "
+         "(unrecorded-database): a lost or mistyped state database would run everything "
+         "again.")
 
 
 @click.group(cls=PatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -290,9 +296,10 @@ def lint_option(what: str) -> Callable[..., Any]:
                    f"{EXIT_OK} only when there is nothing to do.")
 @click.option("--allow-out-of-order", is_flag=True,
               help="Plan patches older than the newest applied one instead of refusing them.")
+@ADOPT
 @common_options
 def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
-         allow_out_of_order: bool, **kw: Any) -> None:
+         allow_out_of_order: bool, adopt: bool, **kw: Any) -> None:
     """Show what apply would do, in order. Read-only: creates nothing, not even the state database.
 
     With --offline no server is needed: a database with a 0000 baseline in the tree is taken
@@ -309,7 +316,8 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
     from postgresqlpatches import render, runner
 
     _require_globs(globs)
-    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint)
+    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
+                       adopt=adopt)
     the_plan = runner.plan_offline(options) if offline else runner.plan(options)
     if fmt == "json":
         render.dump_json(render.plan_json(the_plan, offline=offline))
@@ -333,10 +341,11 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="json: the applied patches as JSON on stdout.")
 @lint_option("apply anyway")
+@ADOPT
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int | None, statement_timeout: int | None, fmt: str, lint: str,
-          **kw: Any) -> None:
+          adopt: bool, **kw: Any) -> None:
     """Apply every pending patch, each exactly once, in name order.
 
     Lint findings are printed on stderr before anything runs.
@@ -346,7 +355,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
-                       lint=lint)
+                       lint=lint, adopt=adopt)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         result = runner.apply(options, reporter)

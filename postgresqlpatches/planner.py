@@ -37,7 +37,7 @@ PROBLEM_KINDS = (
     "no-match", "bad-name", "unreadable", "duplicate",  # discovery
     "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "copy-stdin",
     "no-baseline",
-    "state-mismatch", "unsettled", "lint",  # planner
+    "state-mismatch", "unsettled", "lint", "unrecorded-database",  # planner
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
 
@@ -105,6 +105,33 @@ class ServerFacts:
     xact_status: Mapping[int, str | None] = field(default_factory=dict)
     state_exists: bool = False
     half_made: frozenset[str] = frozenset()
+    unrecorded: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Databases of unrecorded_candidates() that hold objects of their own (their
+    descriptions); not asked with --adopt."""
+
+
+def unrecorded_candidates(patches: Iterable[Patch], existing: Iterable[str],
+                          records: Iterable[Record], state_db: str) -> set[str]:
+    """Databases that exist, have no record at all, and would get patches other than their
+    bootstrap: only these are looked into (none when every database has records), because
+    a state database that is lost or mistyped would otherwise run everything on them again."""
+    present = set(existing)
+    recorded = {r.database for r in records}
+    return {p.name.database for p in patches
+            if not p.name.is_bootstrap and p.name.database != state_db
+            and p.name.database in present and p.name.database not in recorded}
+
+
+def unrecorded_problem(database: str, objects: Sequence[str], state_db: str) -> Problem:
+    shown = ", ".join(objects[:3]) + (f" and {len(objects) - 3} more" if len(objects) > 3
+                                      else "")
+    return Problem(
+        "unrecorded-database", None,
+        f"database {database} holds objects of its own ({shown}) but the state database "
+        f"{state_db} has no record of it: its patches would all run on it again",
+        hint=f"if the state database was lost, restore it (or correct --state-db); else "
+             f"`pgpatch baseline {database}` to move an existing database over, or --adopt "
+             "to apply the pending patches to it anyway (recorded from then on)")
 
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
@@ -136,6 +163,8 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
             break
     for database, group in by_db.items():
         exists = database in facts.existing
+        if database in facts.unrecorded:
+            problems.append(unrecorded_problem(database, facts.unrecorded[database], state_db))
         redo = database in facts.half_made or exists and any(
             r.database == database and r.major == "00000000" and not r.settled
             and r.xid is None for r in records.values())

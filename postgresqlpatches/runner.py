@@ -39,6 +39,8 @@ class Options:
     lock_timeout_ms: int | None = None
     statement_timeout_ms: int | None = None
     lint: str = "warn"
+    adopt: bool = False
+    """Apply to databases that hold objects but have no record (else a problem)."""
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
@@ -94,15 +96,21 @@ def _state_store(server: Server, state_db: str, existing: set[str]) -> StateStor
 
 
 def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
-                store: StateStore | None) -> ServerFacts:
+                store: StateStore | None, patches: Sequence[Patch] = (),
+                adopt: bool = False) -> ServerFacts:
     """The records and the fate of unsettled transactions, from what the caller opened: a
-    state database that exists without a store is one whose bootstrap was cut short."""
+    state database that exists without a store is one whose bootstrap was cut short.
+    Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
+    from postgresqlpatches.planner import unrecorded_candidates
+
     half_made = state_db in existing and store is None
     records = store.records() if store is not None else []
     xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
     present = existing - {state_db} if half_made else existing
+    unrecorded = {} if adopt else maint.objects_of_their_own(
+        unrecorded_candidates(patches, present, records, state_db))
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
-                       frozenset({state_db}) if half_made else frozenset())
+                       frozenset({state_db}) if half_made else frozenset(), unrecorded)
 
 
 STATE_PROBE = """
@@ -162,7 +170,7 @@ def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
         existing = maint.existing_databases(
             {p.name.database for p in patches} | {options.state_db})
         store = _state_store(server, options.state_db, existing)
-        return _read_facts(maint, options.state_db, existing, store)
+        return _read_facts(maint, options.state_db, existing, store, patches, options.adopt)
     finally:
         if store is not None:
             store.close()
@@ -249,7 +257,8 @@ class _Run:
         self.store = _state_store(self.server, self.state_db, existing)
         if self.store is not None:
             self._settle()
-        facts = _read_facts(self.maint, self.state_db, existing, self.store)
+        facts = _read_facts(self.maint, self.state_db, existing, self.store, self.patches,
+                            self.options.adopt)
         plan = _make_plan(self.options, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -166,6 +166,49 @@ def connection_reason(e: Exception) -> str:
     return re.sub(r"^(FATAL|ERROR):\s+", "", text) or type(e).__name__
 
 
+FIRST_NORMAL_OID = 16384
+"""PostgreSQL's FirstNormalObjectId: every object initdb made has a smaller oid."""
+
+USER_OBJECTS = """
+SELECT o.classid::oid, o.objid, pg_describe_object(o.classid, o.objid, 0)
+FROM (
+    SELECT 1, 'pg_class'::regclass, oid FROM pg_class
+     WHERE oid >= %(first)s AND relpersistence <> 't'
+       AND relnamespace <> 'pg_toast'::regnamespace
+    UNION ALL SELECT 2, 'pg_proc'::regclass, oid FROM pg_proc WHERE oid >= %(first)s
+    UNION ALL SELECT 3, 'pg_type'::regclass, t.oid FROM pg_type t
+     WHERE t.oid >= %(first)s AND t.typrelid = 0
+       AND NOT EXISTS (SELECT FROM pg_type e WHERE e.typarray = t.oid)
+    UNION ALL SELECT 4, 'pg_namespace'::regclass, oid FROM pg_namespace
+     WHERE oid >= %(first)s AND nspname <> 'public' AND nspname !~ '^pg_(toast_)?temp_'
+    UNION ALL SELECT 5, 'pg_extension'::regclass, oid FROM pg_extension
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 6, 'pg_event_trigger'::regclass, oid FROM pg_event_trigger
+    UNION ALL SELECT 6, 'pg_publication'::regclass, oid FROM pg_publication
+    UNION ALL SELECT 6, 'pg_foreign_data_wrapper'::regclass, oid FROM pg_foreign_data_wrapper
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 6, 'pg_foreign_server'::regclass, oid FROM pg_foreign_server
+    UNION ALL SELECT 6, 'pg_language'::regclass, oid FROM pg_language WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_collation'::regclass, oid FROM pg_collation
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_conversion'::regclass, oid FROM pg_conversion
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_operator'::regclass, oid FROM pg_operator WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_opfamily'::regclass, oid FROM pg_opfamily WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_cast'::regclass, oid FROM pg_cast WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_ts_config'::regclass, oid FROM pg_ts_config
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_ts_dict'::regclass, oid FROM pg_ts_dict WHERE oid >= %(first)s
+    UNION ALL SELECT 8, 'pg_largeobject_metadata'::regclass, oid
+     FROM pg_largeobject_metadata
+) AS o(rank, classid, objid)
+ORDER BY o.rank, 3
+"""
+"""Objects a database holds beyond what initdb made, most telling first (tables, functions,
+types, schemas, ...): a temporary table's schema, an empty public schema made anew, a table's
+row type and the array types that come with types are not counted."""
+
+
 class Maintenance:
     """The superuser session on the maintenance database: facts about the server, and the lock."""
 
@@ -181,6 +224,33 @@ class Maintenance:
             "SELECT datname FROM pg_database WHERE datname = ANY(%s)", [sorted(names)]
         ).fetchall()
         return {r[0] for r in rows}
+
+    def objects_of_their_own(self, databases: Iterable[str]) -> dict[str, list[str]]:
+        """The databases that hold objects beyond what CREATE DATABASE copies from template1,
+        each with the objects' descriptions ("table public.ledger"): one short session per
+        database asked, plus one on template1 when a database holds anything at all."""
+        found: dict[str, list[str]] = {}
+        template: set[tuple[int, int]] | None = None
+        for database in sorted(databases):
+            rows = self._user_objects(database)
+            if rows and template is None:
+                try:  # a copy keeps template1's oids: only what differs is the database's
+                    template = {(c, o) for c, o, _ in self._user_objects("template1")}
+                except ConnectionFailed as e:
+                    log.debug("template1 not read (%s): every object counts", e)
+                    template = set()
+            own = [d for c, o, d in rows if (c, o) not in (template or set())]
+            if own:
+                found[database] = own
+        return found
+
+    def _user_objects(self, database: str) -> list[tuple[int, int, str]]:
+        conn = self.server.connect(database, SUPERUSER)
+        try:
+            rows = conn.execute(USER_OBJECTS, {"first": FIRST_NORMAL_OID}).fetchall()
+        finally:
+            conn.close()
+        return [(int(c), int(o), str(d)) for c, o, d in rows]
 
     def roles(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT rolname FROM pg_roles").fetchall()}

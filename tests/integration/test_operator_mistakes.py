@@ -166,3 +166,112 @@ def test_a_record_with_a_transaction_id_from_the_future_is_named_with_what_to_do
     assert ledger_counts(pg) == {"p1": 1, "p2": 1}  # nothing ran again
     pg.query(f"UPDATE installed_patches SET settled = true WHERE id = {rid}", "patches")
     assert pg.cli("apply", pg.glob()).stdout.startswith("nothing to do")
+
+
+# -- a lost, new or mistyped state database (item 5) -----------------------------------------
+
+UNRECORDED = ("database app holds objects of its own (table ledger) "
+              "but the state database {state} has no record of it: its patches would all run "
+              "on it again")
+ADOPT_HINT = ("if the state database was lost, restore it (or correct --state-db); else "
+              "`pgpatch baseline app` to move an existing database over, or --adopt to apply "
+              "the pending patches to it anyway (recorded from then on)")
+
+
+def test_a_dropped_state_database_does_not_run_everything_again(pg: Pg) -> None:
+    ledger_tree(pg, 2)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    pg.query("DROP DATABASE patches WITH (FORCE)")  # by hand
+    refused = pg.cli("apply", pg.glob())
+    assert refused.exit_code == 1
+    assert refused.stderr.splitlines() == [f"error: {UNRECORDED.format(state='patches')}",
+                                           f"hint: {ADOPT_HINT}"]
+    assert pg.databases() == {"app"}  # not even the state database was made again
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1}
+    plan = pg.cli("plan", pg.glob(), "--format", "json")
+    assert plan.exit_code == 1
+    assert [(p["kind"], p["path"], p["message"], p["hint"])
+            for p in json.loads(plan.stdout)["problems"]] == [
+        ("unrecorded-database", None, UNRECORDED.format(state="patches"), ADOPT_HINT)]
+    status = pg.cli("status", pg.glob())
+    assert status.exit_code == 1 and "[unrecorded-database]" in status.stdout
+
+
+def test_a_mistyped_state_database_runs_nothing(pg: Pg) -> None:
+    ledger_tree(pg, 2)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    pg.write("p/app.20240102.0001.postgres.new.sql", "INSERT INTO ledger VALUES ('new');\n")
+    refused = pg.cli("apply", "--state-db", "patchs", pg.glob())
+    assert refused.exit_code == 1
+    assert refused.stderr.splitlines()[0] == f"error: {UNRECORDED.format(state='patchs')}"
+    assert pg.databases() == {"app", "patches"}
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1}
+
+
+def test_adopt_applies_the_pending_patches_and_records_them(pg: Pg) -> None:
+    pg.query("CREATE DATABASE app")
+    pg.query("CREATE TABLE ledger (name text NOT NULL)", "app")
+    for i in (1, 2):
+        pg.write(f"p/app.20240101.{i:04d}.postgres.p{i}.sql",
+                 f"INSERT INTO ledger VALUES ('p{i}');\n")
+    assert pg.cli("plan", pg.glob()).exit_code == 1
+    planned = pg.cli("plan", "--adopt", pg.glob(), "--format", "json")
+    assert planned.exit_code == 0, planned.stdout
+    assert [p["action"] for p in json.loads(planned.stdout)["patches"]] == [
+        "bootstrap", "apply", "apply", "apply"]
+    adopted = pg.cli("apply", "--adopt", pg.glob())
+    assert adopted.exit_code == 0, adopted.stderr
+    assert ledger_counts(pg) == {"p1": 1, "p2": 1}
+    again = pg.cli("apply", pg.glob())  # recorded from then on: no --adopt needed
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.strip() == "nothing to do: 4 patches already applied"
+
+
+def test_an_empty_database_made_by_hand_is_filled_without_adopt(pg: Pg) -> None:
+    """Empty: nothing beyond what CREATE DATABASE copies from template1 (an object of
+    template1's own included), nor the schema a temporary table leaves, nor a public schema
+    made anew."""
+    pg.query("CREATE SCHEMA pgpatch_test_tpl; CREATE TABLE pgpatch_test_tpl.t (a int)",
+             "template1")
+    try:
+        pg.query("CREATE DATABASE app")
+        assert pg.query("SELECT to_regclass('pgpatch_test_tpl.t') IS NOT NULL", "app") == [
+            (True,)]
+        pg.query("DROP SCHEMA public; CREATE SCHEMA public; CREATE TEMP TABLE scratch (a int)",
+                 "app")
+        assert pg.query("SELECT count(*) FROM pg_namespace WHERE nspname ~ '^pg_temp_'",
+                        "app") != [(0,)]
+        pg.write("app.20240101.0001.postgres.t.sql", "CREATE TABLE t (a int);\n")
+        result = pg.cli("apply", pg.glob())
+    finally:
+        pg.query("DROP SCHEMA pgpatch_test_tpl CASCADE", "template1")
+    assert result.exit_code == 0, result.stderr
+    assert pg.query("SELECT to_regclass('public.t') IS NOT NULL", "app") == [(True,)]
+
+
+def test_only_databases_without_records_are_looked_into(
+        pg: Pg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero extra sessions when every database has records; a database that would get only
+    its bootstrap (skipped: it exists) is not looked into either."""
+    from postgresqlpatches.server import Maintenance
+
+    asked: list[str] = []
+    real = Maintenance._user_objects
+
+    def spy(self: Maintenance, database: str) -> list[tuple[int, int, str]]:
+        asked.append(database)
+        return real(self, database)
+
+    monkeypatch.setattr(Maintenance, "_user_objects", spy)
+    ledger_tree(pg, 1)
+    pg.query("CREATE DATABASE other")
+    pg.query("CREATE TABLE x (a int)", "other")
+    pg.write("other.00000000.0000.postgres.baseline.sql", "CREATE DATABASE other;\n")
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    pg.write("p/app.20240102.0001.postgres.new.sql", "INSERT INTO ledger VALUES ('new');\n")
+    for command in ("plan", "apply", "status"):
+        assert pg.cli(command, pg.glob()).exit_code == 0
+    assert asked == []
+    pg.write("other.20240101.0001.postgres.t.sql", "CREATE TABLE t (a int);\n")
+    assert pg.cli("plan", pg.glob()).exit_code == 1
+    assert asked == ["other", "template1"]

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from postgresqlpatches.discovery import Patch, read_patch
-from postgresqlpatches.planner import Action, ServerFacts, make_plan, record_problems
+from postgresqlpatches.planner import (
+    Action,
+    ServerFacts,
+    make_plan,
+    record_problems,
+    unrecorded_candidates,
+)
 from postgresqlpatches.server import XACT_FUTURE
 from postgresqlpatches.state import Record
 
@@ -197,3 +205,30 @@ def test_copy_from_stdin_outside_a_baseline_is_refused() -> None:
               "CREATE TABLE r (a int);\nCOPY r (a) FROM stdin;\nCOPY r FROM '/srv/r.csv';\n")
     plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
     assert kinds(plan) == ["copy-stdin"] and plan.problems[0].line == 2
+
+
+@pytest.mark.parametrize("patches, existing, recorded, expected", [
+    ([BASE, P1], {"app"}, [], {"app"}),  # exists, no record, a patch to run: looked into
+    ([BASE, P1], {"app"}, [BASE], set()),  # has a record: the common case, nothing to ask
+    ([BASE, SEED], {"app"}, [], set()),  # only its bootstrap, which is skipped
+    ([BASE, P1], set(), [], set()),  # bootstrapped by this run
+    ([patch("patches.20270101.0001.postgres.mine.sql")], {"patches"}, [], set()),
+])
+def test_only_databases_without_any_record_are_looked_into(
+        patches: list[Patch], existing: set[str], recorded: list[Patch],
+        expected: set[str]) -> None:
+    records = [record(p) for p in recorded]
+    assert unrecorded_candidates(patches, existing, records, STATE) == expected
+
+
+def test_a_database_with_objects_of_its_own_and_no_record_is_a_problem() -> None:
+    facts = ServerFacts(frozenset({"app"}),
+                        unrecorded={"app": ["table a", "table b", "view c", "function d()"]})
+    plan = make_plan([P1, P2], facts, state_db=STATE)
+    assert [(p.kind, p.path, p.message) for p in plan.problems] == [(
+        "unrecorded-database", None,
+        "database app holds objects of its own (table a, table b, view c and 1 more) but the "
+        "state database patches has no record of it: its patches would all run on it again")]
+    assert "pgpatch baseline app" in (plan.problems[0].hint or "")
+    assert actions(make_plan([P1, P2], ServerFacts(frozenset({"app"})), state_db=STATE)) == [
+        ("20240101.0001", "apply"), ("20240102.0001", "apply")]
