@@ -275,3 +275,20 @@ def test_only_databases_without_records_are_looked_into(
     pg.write("other.20240101.0001.postgres.t.sql", "CREATE TABLE t (a int);\n")
     assert pg.cli("plan", pg.glob()).exit_code == 1
     assert asked == ["other", "template1"]
+
+
+# -- a FIFO named like a patch (item 15) -----------------------------------------------------
+
+def test_a_fifo_named_like_a_patch_is_a_problem_not_a_hang(pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    fifo = pg.tree / "p" / "app.20240102.0001.postgres.pipe.sql"
+    os.mkfifo(fifo)
+    for command in ("plan", "apply"):
+        result = pg.run(command, pg.glob(), timeout=60)  # a regression hangs: TimeoutExpired
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+    assert (f"problem: {fifo}: the file is a FIFO, not a regular file: pgpatch does not open "
+            "it [unreadable]") in pg.run("plan", pg.glob(), timeout=60).stdout
+    assert result.stderr.splitlines()[0] == (
+        f"error: {fifo}: the file is a FIFO, not a regular file: pgpatch does not open it")
+    assert pg.databases() == set()  # apply ran nothing
