@@ -53,6 +53,7 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
     for pattern in patterns:
         matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
         files = []
+        special = 0
         for m in matches:
             # one lstat per file, realpath once per folder: 10,000 realpath calls cost 0.17 s
             try:
@@ -61,7 +62,11 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
                 continue
             if stat.S_ISLNK(mode):
                 real = os.path.realpath(m)
-                if os.path.isdir(real):
+                try:
+                    mode = os.stat(real).st_mode
+                except OSError:  # a dangling link: read_patch names it
+                    mode = stat.S_IFREG
+                if stat.S_ISDIR(mode):
                     continue
             elif stat.S_ISDIR(mode):
                 continue
@@ -71,8 +76,15 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
                 if real_dir is None:
                     real_dir = real_dirs[head] = os.path.realpath(head or ".")
                 real = os.path.join(real_dir, tail)
+            if not stat.S_ISREG(mode):
+                # opening a FIFO waits for a writer forever; a device may act on open
+                special += 1
+                if real not in seen:
+                    seen.add(real)
+                    problems.append(_not_a_file(m, mode))
+                continue
             files.append((m, real))
-        if not files:
+        if not files and not special:
             problems.append(
                 Problem("no-match", pattern, "the glob matches no file", hint="check the path; "
                         "quote globs so that pgpatch, not the shell, expands them")
@@ -82,6 +94,17 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
                 seen.add(real)
                 paths.append(m)
     return paths, problems
+
+
+SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file(path: str, mode: int) -> Problem:
+    """A match that is not a regular file is refused from its lstat/stat alone, unopened."""
+    what = next((word for test, word in SPECIAL_FILES if test(mode)), "a special file")
+    return Problem("unreadable", path, f"the file is {what}, not a regular file: pgpatch "
+                   "does not open it", hint="remove it, or narrow the glob to patch files")
 
 
 def read_patch(path: str, *, builtin: bool = False, text: str | None = None) -> Patch:

@@ -268,7 +268,7 @@ def run_psql(server: Server, patch: Patch, verifier: Callable[[str, str], str]) 
     if server.port:
         args += ["-p", str(server.port)]
     variables = baseline_variables(patch.text, server.prefix, patch.name.database)
-    env = server.psql_environment(patch.name.user, variables, verifier)
+    env = server.psql_environment(patch.name.user, variables, verifier, own=patch.builtin)
     log.debug("running %s through psql", patch.path)
     proc = subprocess.run(args, input=patch.text.encode(), env=env, capture_output=True,
                           check=False, preexec_fn=_die_with_parent)

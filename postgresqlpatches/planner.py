@@ -37,7 +37,7 @@ PROBLEM_KINDS = (
     "no-match", "bad-name", "unreadable", "duplicate",  # discovery
     "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "copy-stdin",
     "no-baseline",
-    "state-mismatch", "unsettled", "lint",  # planner
+    "state-mismatch", "unsettled", "lint", "unrecorded-database",  # planner
     "password",  # runner, with --strict-passwords
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
@@ -108,6 +108,33 @@ class ServerFacts:
     half_made: frozenset[str] = frozenset()
     roles: frozenset[str] | None = None
     """The server's roles, read when a baseline may run (None: not read, or offline)."""
+    unrecorded: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Databases of unrecorded_candidates() that hold objects of their own (their
+    descriptions); not asked with --adopt."""
+
+
+def unrecorded_candidates(patches: Iterable[Patch], existing: Iterable[str],
+                          records: Iterable[Record], state_db: str) -> set[str]:
+    """Databases that exist, have no record at all, and would get patches other than their
+    bootstrap: only these are looked into (none when every database has records), because
+    a state database that is lost or mistyped would otherwise run everything on them again."""
+    present = set(existing)
+    recorded = {r.database for r in records}
+    return {p.name.database for p in patches
+            if not p.name.is_bootstrap and p.name.database != state_db
+            and p.name.database in present and p.name.database not in recorded}
+
+
+def unrecorded_problem(database: str, objects: Sequence[str], state_db: str) -> Problem:
+    shown = ", ".join(objects[:3]) + (f" and {len(objects) - 3} more" if len(objects) > 3
+                                      else "")
+    return Problem(
+        "unrecorded-database", None,
+        f"database {database} holds objects of its own ({shown}) but the state database "
+        f"{state_db} has no record of it: its patches would all run on it again",
+        hint=f"if the state database was lost, restore it (or correct --state-db); else "
+             f"`pgpatch baseline {database}` to move an existing database over, or --adopt "
+             "to apply the pending patches to it anyway (recorded from then on)")
 
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
@@ -120,7 +147,7 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     if lint not in LINT_MODES:
         raise ValueError(f"lint must be one of {LINT_MODES}, not {lint!r}")
     problems = list(problems)
-    records = _effective_records(facts, problems)
+    records = _effective_records(facts, problems, state_db)
     steps: list[Step] = []
     by_db: dict[str, list[Patch]] = {}
     for patch in patches:
@@ -139,6 +166,8 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
             break
     for database, group in by_db.items():
         exists = database in facts.existing
+        if database in facts.unrecorded:
+            problems.append(unrecorded_problem(database, facts.unrecorded[database], state_db))
         redo = database in facts.half_made or exists and any(
             r.database == database and r.major == "00000000" and not r.settled
             and r.xid is None for r in records.values())
@@ -168,7 +197,8 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     return Plan(tuple(steps), tuple(problems), lint=lint)
 
 
-def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tuple, Record]:
+def _effective_records(facts: ServerFacts, problems: list[Problem],
+                       state_db: str) -> dict[tuple, Record]:
     """Unsettled records count as what their target transaction became."""
     out: dict[tuple, Record] = {}
     for r in facts.records:
@@ -181,14 +211,41 @@ def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tupl
         elif status == "aborted":
             continue
         else:
-            problems.append(Problem(
-                "unsettled", r.path,
-                f"the outcome of {r.database} {r.version} is unknown: its transaction "
-                f"{r.xid} is {status or 'too old to look up'}",
-                hint="wait for the other session to end and run again" if status
-                else "check the database by hand, then fix the record in the state database"))
+            problems.append(unsettled_problem(r, status, state_db))
             out[r.key] = r
     return out
+
+
+def unsettled_problem(r: Record, status: str | None, state_db: str) -> Problem:
+    """A record whose target transaction did not end yet, or whose end the server cannot tell:
+    named (database, version, path, record id), with what to do."""
+    from postgresqlpatches.server import XACT_FUTURE
+
+    where = f"{r.database} {r.version}"  # and r.path, the problem's path
+    if status == "in progress":
+        return Problem(
+            "unsettled", r.path,
+            f"the outcome of {where} is unknown: its transaction {r.xid} is in progress",
+            hint="wait for the other session to end and run again")
+    why = ("in the future of this server: the state database was restored from another "
+           "cluster or an older backup, or the record was edited" if status == XACT_FUTURE
+           else "too old to look up")
+    return Problem(
+        "unsettled", r.path, f"the outcome of {where} is unknown: its transaction {r.xid} is "
+        f"{why}",
+        hint=f"check by hand whether the patch took effect in database {r.database}; then, in "
+             f"the state database {state_db}, settle its record if it did (UPDATE "
+             f"installed_patches SET settled = true WHERE id = {r.id}) or delete it so that "
+             f"the patch runs again if it did not (DELETE FROM installed_patches WHERE id = "
+             f"{r.id})")
+
+
+def record_problems(facts: ServerFacts, state_db: str) -> list[Problem]:
+    """What `status` without globs reports: records whose outcome the server cannot tell
+    (a transaction in progress is a concurrent run, not a problem of the records)."""
+    return [unsettled_problem(r, facts.xact_status.get(r.xid), state_db)
+            for r in facts.records if not r.settled and r.xid is not None
+            and facts.xact_status.get(r.xid) not in ("committed", "aborted", "in progress")]
 
 
 def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,

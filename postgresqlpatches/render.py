@@ -312,6 +312,10 @@ def print_status(st: Status, stream: IO[str] | None = None) -> None:
             _console(stream).print(table)
         else:
             write_columns(stream, STATUS_HEADERS, rows)
+    for p in st.problems:
+        stream.write(f"problem: {_problem_text(p)}\n")
+        if p.hint:
+            stream.write(f"  hint: {p.hint}\n")
     if st.plan is not None:
         pending = [s for s in st.plan.steps if s.pending or "changed" in s.flags]
         if pending:
@@ -337,4 +341,8 @@ def status_json(st: Status) -> dict[str, Any]:
     }
     if st.plan is not None:
         data["plan"] = plan_json(st.plan)
+    else:
+        data["problems"] = [
+            {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
+             "hint": p.hint} for p in st.problems]
     return data

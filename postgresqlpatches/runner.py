@@ -40,6 +40,8 @@ class Options:
     statement_timeout_ms: int | None = None
     lint: str = "warn"
     strict_passwords: bool = False
+    adopt: bool = False
+    """Apply to databases that hold objects but have no record (else a problem)."""
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
@@ -96,10 +98,14 @@ def _state_store(server: Server, state_db: str, existing: set[str]) -> StateStor
 
 
 def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
-                store: StateStore | None, patches: Sequence[Patch]) -> ServerFacts:
+                store: StateStore | None, patches: Sequence[Patch] = (),
+                adopt: bool = False) -> ServerFacts:
     """The records and the fate of unsettled transactions, from what the caller opened: a
     state database that exists without a store is one whose bootstrap was cut short. The
-    roles only when a baseline may run (the password check needs them, see _make_plan)."""
+    roles only when a baseline may run (the password check needs them, see _make_plan).
+    Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
+    from postgresqlpatches.planner import unrecorded_candidates
+
     half_made = state_db in existing and store is None
     records = store.records() if store is not None else []
     xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
@@ -107,9 +113,11 @@ def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
     built = {p.name.database for p in patches if p.name.is_baseline}
     may_build = bool(built - present) or any(
         r.database in built and r.major == "00000000" and not r.settled for r in records)
+    unrecorded = {} if adopt else maint.objects_of_their_own(
+        unrecorded_candidates(patches, present, records, state_db))
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
                        frozenset({state_db}) if half_made else frozenset(),
-                       frozenset(maint.roles()) if may_build else None)
+                       frozenset(maint.roles()) if may_build else None, unrecorded)
 
 
 STATE_PROBE = """
@@ -208,7 +216,7 @@ def _read_server(options: Options, server: Server, patches: Sequence[Patch]) -> 
         existing = maint.existing_databases(
             {p.name.database for p in patches} | {options.state_db})
         store = _state_store(server, options.state_db, existing)
-        return _read_facts(maint, options.state_db, existing, store, patches)
+        return _read_facts(maint, options.state_db, existing, store, patches, options.adopt)
     finally:
         if store is not None:
             store.close()
@@ -296,7 +304,8 @@ class _Run:
         self.store = _state_store(self.server, self.state_db, existing)
         if self.store is not None:
             self._settle()
-        facts = _read_facts(self.maint, self.state_db, existing, self.store, self.patches)
+        facts = _read_facts(self.maint, self.state_db, existing, self.store, self.patches,
+                            self.options.adopt)
         plan = _make_plan(self.options, self.server, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)
@@ -463,13 +472,18 @@ class _Run:
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
         from postgresqlpatches.executor import run_statements
+        from postgresqlpatches.server import pin_search_path
         from postgresqlpatches.state import insert_record, record_columns
 
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
         t0 = time.monotonic()
         try:
+            if patch.builtin:  # pgpatch's own patch: its tables, not the caller's PGOPTIONS'
+                pin_search_path(conn)
             run_statements(conn, patch, step.statements)
+            if not patch.builtin:
+                pin_search_path(conn)  # the record is pgpatch's own query
             insert_record(conn, record_columns(conn), patch, xid=None, settled=True,
                           non_transactional=False, duration_ms=(time.monotonic() - t0) * 1000,
                           statements_done=None, run_by=self.store.run_by if self.store else "")
@@ -625,14 +639,19 @@ class Status:
     records: list[Record]
     plan: Plan | None
     state_exists: bool
+    problems: list[Problem] = field(default_factory=list)
+    """Without globs: records whose outcome the server cannot tell (with globs: the plan's)."""
 
 
 def status(options: Options) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
     server = options.server()
     if not options.globs:
+        from postgresqlpatches.planner import record_problems
+
         facts = _read_server(options, server, ())
-        return Status(list(facts.records), None, facts.state_exists)
+        return Status(list(facts.records), None, facts.state_exists,
+                      record_problems(facts, options.state_db))
     patches, problems = discover(options.globs, state_db=options.state_db)
     facts = _read_server(options, server, patches)
     return Status(list(facts.records), _make_plan(options, server, patches, facts, problems),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,30 @@ ORIGINAL_TOOL_VARIABLE = "PATCHES_POSTGRESQL_TEMPORARY_USER_PASSWORD"
 VERIFIER_ALGORITHM = "scram-sha-256"
 """Always SCRAM, whatever password_encryption says: an md5 verifier in a log is as good as the
 password for md5 logins, and pg_hba's md5 method accepts SCRAM-stored passwords too."""
+XACT_FUTURE = "in the future"
+"""Maintenance.xact_status of a transaction id this server has not handed out yet."""
+OWN_SEARCH_PATH = "public"
+"""pgpatch's own sessions and patches find and make their tables here, whatever the caller's
+PGOPTIONS say: the state tables live in public (pg_catalog, not listed, is searched first)."""
+
+
+def session_options(settings: list[str], *, own: bool,
+                    environ: Mapping[str, str] | None = None) -> str | None:
+    """libpq ``options`` for a session: the caller's PGOPTIONS first, then pgpatch's settings
+    (a later ``-c`` wins). Passing ``options`` makes libpq ignore PGOPTIONS, so it is
+    repeated here: a patch session sees what a new psql session would see; pgpatch's own
+    sessions pin search_path, so that ``-c search_path=app`` cannot hide the state tables."""
+    if own:
+        settings = [*settings, f"-c search_path={OWN_SEARCH_PATH}"]
+    if not settings:
+        return None
+    caller = (environ or {}).get("PGOPTIONS", os.environ.get("PGOPTIONS", "")).strip()
+    return " ".join([caller, *settings] if caller else settings)
+
+
+def pin_search_path(conn: psycopg.Connection) -> None:
+    """For the rest of this transaction, pgpatch's own search_path (on a patch session)."""
+    conn.execute("SELECT set_config('search_path', %s, true)", [OWN_SEARCH_PATH])
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -129,14 +153,15 @@ class Server:
         """One way to open a connection; login failures become one clear line."""
         import psycopg
 
-        options = []
+        settings = []
         if session_settings and self.lock_timeout_ms is not None:
-            options.append(f"-c lock_timeout={int(self.lock_timeout_ms)}")
+            settings.append(f"-c lock_timeout={int(self.lock_timeout_ms)}")
         if session_settings and self.statement_timeout_ms is not None:
-            options.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
+            settings.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
         kwargs: dict[str, object] = dict(self.libpq_params())
-        if options:
-            kwargs["options"] = " ".join(options)
+        options = session_options(settings, own=not session_settings, environ=self.environ)
+        if options is not None:
+            kwargs["options"] = options
         try:
             conn = psycopg.connect(
                 dbname=dbname, user=user, password=self.password(user),
@@ -166,17 +191,21 @@ class Server:
         )
 
     def psql_environment(self, user: str, variables: Mapping[str, str] | None = None,
-                         verifier: Callable[[str, str], str] | None = None) -> dict[str, str]:
+                         verifier: Callable[[str, str], str] | None = None, *,
+                         own: bool = False) -> dict[str, str]:
         """Environment for psql and pg_dump: ``user``'s clear password in PGPASSWORD only (it
         logs in with it; never on a command line), and each of ``variables`` (name: role) set
         to the role's SCRAM verifier from ``verifier(password, role)``, never a clear
         password. Every other password variable is left out: a baseline run as app does not
-        get the superuser's password.
+        get the superuser's password. ``own``: pgpatch's own baseline of the state database,
+        with pgpatch's search_path.
 
         A role without a password variable gets its name (the planner warned, or refused
         with --strict-passwords, before anything ran: see runner)."""
         env = {k: v for k, v in {**os.environ, **self.environ}.items()
                if not is_password_variable(k)}
+        if own:
+            env["PGOPTIONS"] = session_options([], own=True, environ=env) or ""
         env["PGPASSWORD"] = self.password(user)
         env.pop("PGDATABASE", None)
         for name, role in (variables or {}).items():
@@ -194,6 +223,49 @@ def connection_reason(e: Exception) -> str:
     return re.sub(r"^(FATAL|ERROR):\s+", "", text) or type(e).__name__
 
 
+FIRST_NORMAL_OID = 16384
+"""PostgreSQL's FirstNormalObjectId: every object initdb made has a smaller oid."""
+
+USER_OBJECTS = """
+SELECT o.classid::oid, o.objid, pg_describe_object(o.classid, o.objid, 0)
+FROM (
+    SELECT 1, 'pg_class'::regclass, oid FROM pg_class
+     WHERE oid >= %(first)s AND relpersistence <> 't'
+       AND relnamespace <> 'pg_toast'::regnamespace
+    UNION ALL SELECT 2, 'pg_proc'::regclass, oid FROM pg_proc WHERE oid >= %(first)s
+    UNION ALL SELECT 3, 'pg_type'::regclass, t.oid FROM pg_type t
+     WHERE t.oid >= %(first)s AND t.typrelid = 0
+       AND NOT EXISTS (SELECT FROM pg_type e WHERE e.typarray = t.oid)
+    UNION ALL SELECT 4, 'pg_namespace'::regclass, oid FROM pg_namespace
+     WHERE oid >= %(first)s AND nspname <> 'public' AND nspname !~ '^pg_(toast_)?temp_'
+    UNION ALL SELECT 5, 'pg_extension'::regclass, oid FROM pg_extension
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 6, 'pg_event_trigger'::regclass, oid FROM pg_event_trigger
+    UNION ALL SELECT 6, 'pg_publication'::regclass, oid FROM pg_publication
+    UNION ALL SELECT 6, 'pg_foreign_data_wrapper'::regclass, oid FROM pg_foreign_data_wrapper
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 6, 'pg_foreign_server'::regclass, oid FROM pg_foreign_server
+    UNION ALL SELECT 6, 'pg_language'::regclass, oid FROM pg_language WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_collation'::regclass, oid FROM pg_collation
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_conversion'::regclass, oid FROM pg_conversion
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_operator'::regclass, oid FROM pg_operator WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_opfamily'::regclass, oid FROM pg_opfamily WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_cast'::regclass, oid FROM pg_cast WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_ts_config'::regclass, oid FROM pg_ts_config
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_ts_dict'::regclass, oid FROM pg_ts_dict WHERE oid >= %(first)s
+    UNION ALL SELECT 8, 'pg_largeobject_metadata'::regclass, oid
+     FROM pg_largeobject_metadata
+) AS o(rank, classid, objid)
+ORDER BY o.rank, 3
+"""
+"""Objects a database holds beyond what initdb made, most telling first (tables, functions,
+types, schemas, ...): a temporary table's schema, an empty public schema made anew, a table's
+row type and the array types that come with types are not counted."""
+
+
 class Maintenance:
     """The superuser session on the maintenance database: facts about the server, and the lock."""
 
@@ -209,6 +281,33 @@ class Maintenance:
             "SELECT datname FROM pg_database WHERE datname = ANY(%s)", [sorted(names)]
         ).fetchall()
         return {r[0] for r in rows}
+
+    def objects_of_their_own(self, databases: Iterable[str]) -> dict[str, list[str]]:
+        """The databases that hold objects beyond what CREATE DATABASE copies from template1,
+        each with the objects' descriptions ("table public.ledger"): one short session per
+        database asked, plus one on template1 when a database holds anything at all."""
+        found: dict[str, list[str]] = {}
+        template: set[tuple[int, int]] | None = None
+        for database in sorted(databases):
+            rows = self._user_objects(database)
+            if rows and template is None:
+                try:  # a copy keeps template1's oids: only what differs is the database's
+                    template = {(c, o) for c, o, _ in self._user_objects("template1")}
+                except ConnectionFailed as e:
+                    log.debug("template1 not read (%s): every object counts", e)
+                    template = set()
+            own = [d for c, o, d in rows if (c, o) not in (template or set())]
+            if own:
+                found[database] = own
+        return found
+
+    def _user_objects(self, database: str) -> list[tuple[int, int, str]]:
+        conn = self.server.connect(database, SUPERUSER)
+        try:
+            rows = conn.execute(USER_OBJECTS, {"first": FIRST_NORMAL_OID}).fetchall()
+        finally:
+            conn.close()
+        return [(int(c), int(o), str(d)) for c, o, d in rows]
 
     def roles(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT rolname FROM pg_roles").fetchall()}
@@ -256,10 +355,17 @@ class Maintenance:
         return f" (server pid {row[0]}, started {row[2]:%Y-%m-%d %H:%M:%S})"
 
     def xact_status(self, xids: list[int]) -> dict[int, str | None]:
-        """pg_xact_status of target transactions: committed, aborted, in progress, or None."""
+        """pg_xact_status of target transactions: committed, aborted, in progress, None (too
+        old to look up), or XACT_FUTURE.
+
+        pg_xact_status raises an error for an id the server has not handed out yet (a state
+        database restored onto another cluster, an edited record), which would fail the
+        whole query: such an id is answered from the snapshot's xmax instead, never asked."""
         if not xids:
             return {}
         rows = self.conn.execute(
-            "SELECT x, pg_xact_status(x::text::xid8) FROM unnest(%s::bigint[]) AS x", [xids]
+            """SELECT x, CASE WHEN x::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot())
+                              THEN %s ELSE pg_xact_status(x::text::xid8) END
+               FROM unnest(%s::bigint[]) AS x""", [XACT_FUTURE, xids]
         ).fetchall()
         return {int(x): s for x, s in rows}
