@@ -353,3 +353,59 @@ def _blank(text: str, spans: list[tuple[int, int]]) -> str:
         pos = end
     parts.append(text[pos:])
     return "".join(parts)
+
+
+# --- a psql script, as psql reads it ---------------------------------------------------------
+
+_PSQL_OPENER = re.compile(_OPENER.pattern + r"| (?P<semicolon>;)", re.VERBOSE)
+_COPY_FROM_STDIN = re.compile(r"copy\b.*\bfrom\s+stdin\b", re.IGNORECASE | re.DOTALL)
+_META_COPY_FROM_STDIN = re.compile(r"\\copy\b.*\bfrom\s+stdin\b", re.IGNORECASE)
+_END_OF_DATA = re.compile(r"^\\\.[ \t]*$", re.MULTILINE)
+
+
+def psql_script_parts(text: str) -> Iterator[tuple[str, str]]:
+    """A script for psql as ("sql", text), ("meta", line) and ("data", rows) parts, in order.
+
+    A meta-command runs from its backslash to the end of the line; after a `COPY ... FROM
+    STDIN;` (or `\\copy ... from stdin`) psql reads the lines that follow as rows, up to a
+    line `\\.`. Backslashes in strings, quoted identifiers, comments and rows do not count.
+    """
+    pos = part = statement = 0
+    while (m := _PSQL_OPENER.search(text, pos)) is not None:
+        what = m.lastgroup
+        data_after = None
+        if what == "backslash":
+            end = text.find("\n", m.start())
+            end = len(text) if end < 0 else end
+            if part < m.start():
+                yield "sql", text[part : m.start()]
+            yield "meta", text[m.start() : end]
+            pos = part = statement = end
+            if _META_COPY_FROM_STDIN.match(text, m.start(), end):
+                data_after = end
+        elif what == "semicolon":
+            start = _skip_space_and_comments(text, statement, m.start())
+            pos = statement = m.end()
+            if _COPY_FROM_STDIN.match(text, start, m.start()):
+                end = text.find("\n", m.end())
+                end = len(text) if end < 0 else end
+                yield "sql", text[part:end]
+                pos = part = statement = data_after = end
+        elif what == "line_comment":
+            end = text.find("\n", m.end())
+            pos = len(text) if end < 0 else end
+        elif what == "block_comment":
+            pos = _end_of_block_comment(text, m.start())
+        elif what == "dollar":
+            end = text.find(m.group(), m.end())
+            pos = len(text) if end < 0 else end + len(m.group())
+        else:
+            closed = _CLOSER[what].match(text, m.end())
+            pos = closed.end() if closed else len(text)
+        if data_after is not None:  # the rows start on the next line
+            terminator = _END_OF_DATA.search(text, data_after + 1)
+            end = terminator.end() if terminator else len(text)
+            yield "data", text[data_after + 1 : end]
+            pos = part = statement = end
+    if part < len(text):
+        yield "sql", text[part:]
