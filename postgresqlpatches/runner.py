@@ -424,13 +424,17 @@ class _Run:
         t0 = time.monotonic()
         try:
             run_statements(conn, patch, step.statements)
-            insert_record(conn, record_columns(conn), patch, xid=None, settled=True,
-                          non_transactional=False, duration_ms=(time.monotonic() - t0) * 1000,
-                          statements_done=None, run_by=self.store.run_by if self.store else "")
+            columns = record_columns(conn)
+            record_id = insert_record(
+                conn, columns, patch, xid=None, settled=True, non_transactional=False,
+                duration_ms=(time.monotonic() - t0) * 1000, statements_done=None,
+                run_by=self.store.run_by if self.store else "")
             conn.commit()
         except BaseException:
             _rollback(conn)
             raise
+        if "checksum_version" not in columns:  # a version 1 record, before its column exists
+            self.fill_later.append((record_id, patch))
         if self.store is None:
             self.store = self._open_store()
         self.store.refresh_columns()
