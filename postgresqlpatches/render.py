@@ -331,6 +331,7 @@ def status_json(st: Status) -> dict[str, Any]:
             {"database": r.database, "major": r.major, "minor": r.minor, "version": r.version,
              "name": r.name, "user": r.user, "installed": r.installed.isoformat()
              if r.installed else None, "duration_ms": r.duration_ms, "checksum": r.checksum,
+             "checksum_version": (r.checksum_version or 1) if r.checksum else None,
              "state": record_state(r), "path": r.path}
             for r in st.records
         ],

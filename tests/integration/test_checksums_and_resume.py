@@ -80,6 +80,9 @@ def test_records_keep_the_token_checksum_and_its_version(pg: Pg) -> None:
     applied = next(p for p in plan_json(pg)["patches"] if p["path"] == str(index))
     assert rows[index.name] == (applied["checksum"], 2, text_checksum(INDEX))
     assert applied["checksum"] != text_checksum(INDEX)
+    status = json.loads(pg.cli("status", "--format", "json").stdout)
+    assert {(r["checksum"], r["checksum_version"]) for r in status["records"]
+            if r["name"] == index.name} == {(applied["checksum"], 2)}
 
 
 def test_a_baseline_counts_its_meta_commands_and_rows_not_its_comments(pg: Pg) -> None:
@@ -113,6 +116,8 @@ def test_records_of_the_text_checksum_stay_valid_and_are_upgraded(pg: Pg) -> Non
     assert plan["ok"] is True, plan["problems"]
     assert [(p["version"], p["action"]) for p in plan["patches"] if p["action"] != "applied"] == [
         ("20261201.0003", "apply")]
+    status = json.loads(pg.cli("status", "--format", "json").stdout)
+    assert {r["checksum_version"] for r in status["records"]} == {1}
     assert pg.cli("apply", pg.glob()).exit_code == 0
     rows = records(pg)
     assert {name: r[1] for name, r in rows.items()} == dict.fromkeys(rows, 2)
@@ -226,7 +231,6 @@ def _fails(pg: Pg, statement: str) -> str:
     import psycopg
 
     with pg.server.connect("app") as conn:
-        conn.autocommit = True
         try:
             conn.execute(statement)
         except psycopg.Error as e:
@@ -244,4 +248,29 @@ def test_a_concurrent_index_that_fails_before_making_anything_says_no_statement_
     assert result.stderr.splitlines()[0] == (
         f'error: {bad}:1: column "nosuch" does not exist; no statement of it ran '
         "[SQLSTATE 42703]")
+    assert invalid_indexes(pg) == []
+
+
+def test_an_invalid_index_that_cannot_be_dropped_is_named_with_what_to_do(pg: Pg) -> None:
+    """A writer keeps its transaction open: the index build waits for it and times out, and
+    so does the drop, so the error names the index left behind."""
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    bad = pg.write("p/app.20240102.0001.postgres.index.sql",
+                   "CREATE INDEX CONCURRENTLY users_email ON users (email);\n")
+    with pg.server.connect("app", autocommit=False) as writer:
+        writer.execute("INSERT INTO users VALUES (10, 'zed@example.com')")  # left open
+        result = pg.cli("apply", pg.glob(), "--lock-timeout", "300")
+        writer.rollback()
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: {bad}:1: canceling statement due to lock timeout; statement 1 of 1 left the "
+        "invalid index public.users_email, which pgpatch did not drop (canceling statement "
+        "due to lock timeout); no other statement of it ran [SQLSTATE 55P03]",
+        "hint: drop it (DROP INDEX CONCURRENTLY public.users_email) before the next run, or "
+        'the statement fails again with "already exists"']
+    assert invalid_indexes(pg) == ["users_email"]
+    pg.query("DROP INDEX CONCURRENTLY public.users_email", "app")  # as the hint says
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
     assert invalid_indexes(pg) == []
