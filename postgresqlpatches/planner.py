@@ -72,6 +72,15 @@ class Step:
     def non_transactional(self) -> bool:
         return NON_TRANSACTIONAL in self.flags
 
+    @property
+    def checksum(self) -> str:
+        """The file's checksum (version 2); an applied patch whose record is current has it
+        in the record already (same text, same tokens), which spares scanning the file."""
+        if self.record is not None and self.record.checksum and record_is_current(self) \
+                and self.action is Action.APPLIED:
+            return self.record.checksum
+        return self.patch.checksum
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -253,7 +262,8 @@ def _unchanged(record: Record, patch: Patch) -> bool:
 
 def record_is_current(step: Step) -> bool:
     """The record of an applied, unchanged patch already holds today's checksums; `apply`
-    rewrites the others (no checksum, version 1, an edited comment) without running it."""
+    rewrites the others (no checksum, version 1, an edited comment) without running it.
+    (True for steps without such a record: there is nothing to rewrite.)"""
     record = step.record
     return (record is None or step.action is not Action.APPLIED or CHANGED in step.flags
             or record.checksum is not None and record.checksum_version == CHECKSUM_VERSION
@@ -305,8 +315,8 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
 def _done_part_changed(step: Step, statements: Sequence[Statement],
                        problems: list[Problem]) -> bool:
     """A resumed patch runs from statement ``resume_from + 1``: the statements before it ran
-    and must be today's too, or a done statement would be skipped in its new form (and the
-    one that took its place never run). Records without statement checksums cannot tell."""
+    and must still be what ran, or an edit there would never run, and a statement moved past
+    the resume point would run twice. Records without statement checksums cannot tell."""
     from postgresqlpatches.checksums import statement_checksum
 
     recorded = step.record.statement_checksums if step.record is not None else None

@@ -193,7 +193,7 @@ def step_json(step: Step) -> dict[str, Any]:
         "database": n.database, "major": n.major, "minor": n.minor, "version": n.version,
         "user": n.user, "description": n.description, "path": step.patch.path,
         "action": step.action.value, "reason": step.reason, "flags": list(step.flags),
-        "checksum": step.patch.checksum,
+        "checksum": step.checksum,
         "installed": rec.installed.isoformat() if rec and rec.installed else None,
         "findings": [finding_json(f) for f in step.findings],
     }

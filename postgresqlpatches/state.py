@@ -220,7 +220,8 @@ class StateStore:
 
         rows = [{**checksum_values(patch, self.columns), "id": i, "path": patch.path}
                 for i, patch in items]
-        cols = [c for c in rows[0] if c != "id" and (path or c != "path")]
+        cols = [c for c in rows[0]
+                if c != "id" and c in self.columns and (path or c != "path")]
         query = sql.SQL("UPDATE installed_patches SET {} WHERE id = %(id)s").format(
             sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c))
                                for c in cols))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from postgresqlpatches.checksums import text_checksum
+from postgresqlpatches.checksums import text_checksum, token_checksum
 from postgresqlpatches.discovery import builtin_patches
 from tests.integration.conftest import Pg
 
@@ -78,8 +78,8 @@ def test_records_keep_the_token_checksum_and_its_version(pg: Pg) -> None:
     rows = records(pg)
     assert {r[1] for r in rows.values()} == {2}
     applied = next(p for p in plan_json(pg)["patches"] if p["path"] == str(index))
-    assert rows[index.name] == (applied["checksum"], 2, text_checksum(INDEX))
-    assert applied["checksum"] != text_checksum(INDEX)
+    assert rows[index.name] == (token_checksum(INDEX), 2, text_checksum(INDEX))
+    assert applied["checksum"] == token_checksum(INDEX) != text_checksum(INDEX)
     status = json.loads(pg.cli("status", "--format", "json").stdout)
     assert {(r["checksum"], r["checksum_version"]) for r in status["records"]
             if r["name"] == index.name} == {(applied["checksum"], 2)}

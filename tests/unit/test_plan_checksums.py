@@ -42,6 +42,7 @@ def test_an_unchanged_file_is_matched_without_scanning_it() -> None:
     today = patch(TEXT)
     plan = plan_for(today, record(patch(TEXT), version=2))
     assert plan.ok and record_is_current(plan.steps[0])
+    assert plan.steps[0].checksum == patch(TEXT).checksum  # as plan's JSON shows it
     assert "checksum" not in today.__dict__  # the token checksum was never computed
 
 
