@@ -61,13 +61,16 @@ def _sql_items(text: str, *, psql: bool) -> Iterator[tuple[str, str]]:
     """The tokens of SQL text, comments left out, unquoted words folded as the server does.
 
     Text the scanner refuses (an unterminated quote: `plan` reports it as a syntax error) is
-    hashed as it is, so that the checksum is still defined.
+    hashed as it is, so that the checksum is still defined; so is text with a NUL character,
+    which the scanner (a C string) would silently cut short.
     """
     import pglast.parser
 
     try:
-        tokens = pglast.parser.scan(text)
+        tokens = pglast.parser.scan(text) if "\x00" not in text else None
     except pglast.parser.ParseError:
+        tokens = None
+    if tokens is None:
         yield "r", text
         return
     previous_end = -2

@@ -103,9 +103,10 @@ def pre_token_server(pg: Pg) -> None:
                 DROP COLUMN text_checksum, DROP COLUMN statement_checksums""", "patches")
     texts = {p.name.filename: p.text for p in builtin_patches("patches")}
     texts.update({p.name: p.read_text() for p in pg.tree.rglob("*.sql")})
-    for name, text in texts.items():
-        pg.query(f"UPDATE installed_patches SET checksum = '{text_checksum(text)}' "
-                 f"WHERE name = '{name}'", "patches")
+    with pg.server.connect("patches") as conn:
+        for name, text in texts.items():
+            conn.execute("UPDATE installed_patches SET checksum = %s WHERE name = %s",
+                         [text_checksum(text), name])
 
 
 def test_records_of_the_text_checksum_stay_valid_and_are_upgraded(pg: Pg) -> None:

@@ -90,6 +90,9 @@ def test_text_checksum_is_the_version_1_sha256() -> None:
 def test_unscannable_text_still_has_a_checksum_of_its_text() -> None:
     assert token_checksum("SELECT 'open") != token_checksum("SELECT 'open ")
     assert token_checksum("SELECT 'open") == token_checksum("SELECT 'open")
+    # the scanner reads a C string: what follows a NUL must still count
+    assert token_checksum("SELECT 1;\x00DROP TABLE a;") != token_checksum(
+        "SELECT 1;\x00DROP TABLE b;")
 
 
 def test_statement_checksum_ignores_comments_inside_the_statement() -> None:
