@@ -80,7 +80,8 @@ def test_offline_table_names_each_problem_and_finding_and_ends_with_the_summary(
         "  statement: CREATE INDEX customers_name ON customers (name)",
         "  lock: SHARE (writes wait; reads go on)",
         "  safer: CREATE INDEX CONCURRENTLY, in a patch of its own (pgpatch runs it outside a "
-        "transaction). If it fails it leaves an INVALID index: drop it and run again.",
+        "transaction). If it fails with an error, pgpatch drops the INVALID index it left; fix the "
+        "cause and run again.",
         "  silence: -- pgpatch: allow create-index-non-concurrently",
         f"problem: {PROBLEMS / 'shop.20240303.0001.shop.psql_variable.sql'}:2: psql "
         "meta-command \\set outside a 0000 baseline [meta-command]",

@@ -60,6 +60,11 @@ def test_any_changed_token_is_a_change(variant: str) -> None:
     assert token_checksum(variant) != token_checksum(BASE)
 
 
+def test_a_number_counts_as_written() -> None:
+    """1.0 and 1.00 are numerics of different scale to the server."""
+    assert token_checksum("SELECT 1.0;") != token_checksum("SELECT 1.00;")
+
+
 FUNCTION = """CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $body$
     SELECT 1  -- the answer
 $body$;
