@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import glob
-import hashlib
 import os
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from postgresqlpatches.checksums import text_checksum, token_checksum
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.naming import PatchName, parse_name
 
@@ -29,19 +30,21 @@ class Problem:
 
 @dataclass(frozen=True)
 class Patch:
-    """One patch file: its parsed name, where it was found, its text and checksum."""
+    """One patch file: its parsed name, where it was found, its text and checksums."""
 
     name: PatchName
     path: str
     text: str = field(repr=False)
-    checksum: str
+    text_checksum: str
+    """Checksum version 1, of the text: cheap, so an unchanged file costs no scan."""
     builtin: bool = False
 
+    @functools.cached_property
+    def checksum(self) -> str:
+        """Checksum version 2, of PostgreSQL's tokens (what records keep); scanned on first use.
 
-def checksum(text: str) -> str:
-    """sha256 of the text with line endings normalised: a CRLF checkout is not a change."""
-    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
-    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+        A 0000 baseline runs through psql: its meta-commands and COPY rows count as well."""
+        return token_checksum(self.text, psql=self.name.is_baseline)
 
 
 def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
@@ -126,7 +129,8 @@ def read_patch(path: str, *, builtin: bool = False, text: str | None = None) -> 
             ) from e
     if text.startswith("\ufeff"):
         text = text[1:]
-    return Patch(name=name, path=path, text=text, checksum=checksum(text), builtin=builtin)
+    return Patch(name=name, path=path, text=text, text_checksum=text_checksum(text),
+                 builtin=builtin)
 
 
 def builtin_patches(state_db: str) -> list[Patch]:
@@ -139,7 +143,7 @@ def builtin_patches(state_db: str) -> list[Patch]:
         if state_db != patch.name.database:
             name = PatchName(state_db, *patch.name.key[1:], patch.name.user,
                              patch.name.description)
-            patch = Patch(name, patch.path, patch.text, patch.checksum, builtin=True)
+            patch = Patch(name, patch.path, patch.text, patch.text_checksum, builtin=True)
         patches.append(patch)
     return patches
 

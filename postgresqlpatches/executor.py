@@ -46,19 +46,96 @@ def failure(e: Exception, patch: Patch, statement: Statement | None,
 
 def run_statements(conn: psycopg.Connection, patch: Patch,
                    statements: Sequence[Statement],
-                   after_each: Callable[[int], None] | None = None, start: int = 0) -> None:
-    """Run statements in order; on error raise PatchFailed (the caller rolls back)."""
+                   after_each: Callable[[int], None] | None = None, start: int = 0, *,
+                   drop_invalid_index: bool = False) -> None:
+    """Run statements in order; on error raise PatchFailed (the caller rolls back).
+
+    ``drop_invalid_index`` (autocommit only): a CREATE INDEX CONCURRENTLY that fails after
+    its first phase committed leaves an invalid index, and the next run's same statement
+    would fail with "already exists"; that index, and only that one, is dropped
+    (PatchFailed.dropped_index says which).
+    """
     import psycopg
 
     cur = conn.cursor()
     for index in range(start, len(statements)):
         statement = statements[index]
+        table = _concurrent_index_table(conn, statement) if drop_invalid_index else None
+        before = _invalid_indexes(conn, table) if table is not None else None
         try:
             cur.execute(statement.text)
         except psycopg.Error as e:
-            raise failure(e, patch, statement) from e
+            error = failure(e, patch, statement)
+            if table is not None and before is not None:
+                _drop_index_left_by(conn, statement, table, before, error)
+            raise error from e
         if after_each is not None:
             after_each(index + 1)
+
+
+_INVALID_INDEXES = """
+SELECT c.oid::int8, n.nspname::text, c.relname::text
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+     JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indrelid = to_regclass(%s) AND NOT i.indisvalid
+"""
+
+
+def _concurrent_index_table(conn: psycopg.Connection, statement: Statement) -> str | None:
+    """The table of a CREATE INDEX CONCURRENTLY, as text for to_regclass (quoted)."""
+    from psycopg import sql
+
+    if statement.kind != "IndexStmt" or not statement.tree.get("concurrent"):
+        return None
+    relation = statement.tree.get("relation") or {}
+    names = [n for n in (relation.get("schemaname"), relation.get("relname")) if n]
+    return sql.Identifier(*names).as_string(conn) if names else None
+
+
+def _invalid_indexes(conn: psycopg.Connection,
+                     table: str) -> dict[int, tuple[str, str]] | None:
+    """The table's invalid indexes by oid (schema, name); None when they cannot be read."""
+    import psycopg
+
+    try:
+        rows = conn.execute(_INVALID_INDEXES, [table]).fetchall()
+    except psycopg.Error as e:
+        log.debug("cannot read the invalid indexes of %s: %s", table, e)
+        return None
+    return {int(oid): (schema, name) for oid, schema, name in rows}
+
+
+def _drop_index_left_by(conn: psycopg.Connection, statement: Statement, table: str,
+                        before: dict[int, tuple[str, str]], error: PatchFailed) -> None:
+    """Drop the invalid index that the failed statement made: one that was not there just
+    before it, on its table, with the name it gave (if it gave one), and the only such one.
+    While the statement runs it holds the table's SHARE UPDATE EXCLUSIVE lock, which every
+    other index build on that table waits for. Anything else is reported, never dropped."""
+    import psycopg
+    from psycopg import sql
+
+    if conn.closed:
+        return
+    after = _invalid_indexes(conn, table)
+    if after is None:
+        return
+    made = [after[oid] for oid in sorted(after) if oid not in before]
+    if not made:
+        return  # it failed before making the index: nothing is left
+    wanted = statement.tree.get("idxname")
+    if len(made) != 1 or wanted and made[0][1] != wanted:
+        error.left_index = ", ".join(f"{schema}.{name}" for schema, name in made)
+        error.left_reason = "it cannot tell which index the statement made"
+        return
+    schema, name = made[0]
+    try:
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            sql.Identifier(schema, name)))
+    except psycopg.Error as e:
+        error.left_index = f"{schema}.{name}"
+        error.left_reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return
+    error.dropped_index = f"{schema}.{name}"
 
 
 def run_transaction(conn: psycopg.Connection, patch: Patch,

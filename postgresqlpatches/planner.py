@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from postgresqlpatches.checksums import CHECKSUM_VERSION
 from postgresqlpatches.discovery import Patch, Problem
 from postgresqlpatches.state import Record
 
@@ -71,6 +72,15 @@ class Step:
     @property
     def non_transactional(self) -> bool:
         return NON_TRANSACTIONAL in self.flags
+
+    @property
+    def checksum(self) -> str:
+        """The file's checksum (version 2); an applied patch whose record is current has it
+        in the record already (same text, same tokens), which spares scanning the file."""
+        if self.record is not None and self.record.checksum and record_is_current(self) \
+                and self.action is Action.APPLIED:
+            return self.record.checksum
+        return self.patch.checksum
 
 
 @dataclass(frozen=True)
@@ -264,12 +274,12 @@ def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
             flags.append(UNSETTLED)
         if record.checksum is None:
             flags.append(NO_CHECKSUM)
-        elif record.checksum != patch.checksum:
+        elif not _unchanged(record, patch):
             flags.append(CHANGED)
             problems.append(Problem(
                 "changed", patch.path,
                 f"the file changed after it was applied on {_when(record)}",
-                hint="never edit an applied patch: restore it and put the change in a new patch"))
+                hint=_CHANGED_HINTS.get(record.checksum_version or 1, _CHANGED_HINT)))
         return Step(patch, Action.APPLIED, flags=tuple(flags), record=record)
     if name.is_bootstrap:
         if exists:
@@ -286,6 +296,38 @@ def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
                 hint="rename it to a newer version, or run with --allow-out-of-order"))
         return Step(patch, Action.APPLY, flags=(OUT_OF_ORDER,))
     return Step(patch, Action.APPLY)
+
+
+_CHANGED_HINT = "never edit an applied patch: restore it and put the change in a new patch"
+_CHANGED_HINTS = {
+    1: "never edit an applied patch: restore it and put the change in a new patch (its record "
+       "predates token checksums, so even a comment counts until `apply` upgrades it)",
+    CHECKSUM_VERSION: _CHANGED_HINT,
+}
+
+
+def _unchanged(record: Record, patch: Patch) -> bool:
+    """Whether today's file is the one on record, in the checksum version of the record.
+
+    Version 1 records compare the text (a comment edit cannot be told from a real change);
+    version 2 ones the tokens, after the cheap text comparison that spares the scan.
+    """
+    version = record.checksum_version or 1
+    if version == 1:
+        return record.checksum == patch.text_checksum
+    if record.text_checksum is not None and record.text_checksum == patch.text_checksum:
+        return True
+    return version == CHECKSUM_VERSION and record.checksum == patch.checksum
+
+
+def record_is_current(step: Step) -> bool:
+    """The record of an applied, unchanged patch already holds today's checksums; `apply`
+    rewrites the others (no checksum, version 1, an edited comment) without running it.
+    (True for steps without such a record: there is nothing to rewrite.)"""
+    record = step.record
+    return (record is None or step.action is not Action.APPLIED or CHANGED in step.flags
+            or record.checksum is not None and record.checksum_version == CHECKSUM_VERSION
+            and record.text_checksum == step.patch.text_checksum)
 
 
 def _when(record: Record) -> str:
@@ -325,9 +367,43 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     flags = list(step.flags)
     if any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL) for s in statements):
         flags.append(NON_TRANSACTIONAL)
+    if RESUME in flags and _done_part_changed(step, statements, problems):
+        flags.append(CHANGED)
     findings = _lint(step, parsed, lint, problems)
     return Step(patch, step.action, step.reason, tuple(flags), tuple(statements), step.record,
                 step.resume_from, findings)
+
+
+def _done_part_changed(step: Step, statements: Sequence[Statement],
+                       problems: list[Problem]) -> bool:
+    """A resumed patch runs from statement ``resume_from + 1``: the statements before it ran
+    and must still be what ran, or an edit there would never run, and a statement moved past
+    the resume point would run twice. Records without statement checksums cannot tell."""
+    from postgresqlpatches.checksums import statement_checksum
+
+    recorded = step.record.statement_checksums if step.record is not None else None
+    done = step.resume_from
+    if recorded is None or not done:
+        return False
+    patch = step.patch
+    if len(statements) < done:
+        problems.append(Problem(
+            "changed", patch.path,
+            f"statements 1-{done} ran in an earlier run, but the file now has only "
+            f"{len(statements)}", hint=_DONE_PART_HINT))
+        return True
+    for number, (statement, before) in enumerate(zip(statements, recorded[:done], strict=False), 1):
+        if statement_checksum(statement.text) != before:
+            problems.append(Problem(
+                "changed", patch.path,
+                f"statement {number} ran in an earlier run (statements 1-{done} did) and has "
+                "changed since", statement.line, hint=_DONE_PART_HINT))
+            return True
+    return False
+
+
+_DONE_PART_HINT = ("restore the statements that ran as they were; fix only the failed "
+                   "statement and those after it")
 
 
 def _lint(step: Step, parsed: ParsedSql, mode: str, problems: list[Problem]) -> tuple[Finding, ...]:

@@ -193,7 +193,7 @@ def step_json(step: Step) -> dict[str, Any]:
         "database": n.database, "major": n.major, "minor": n.minor, "version": n.version,
         "user": n.user, "description": n.description, "path": step.patch.path,
         "action": step.action.value, "reason": step.reason, "flags": list(step.flags),
-        "checksum": step.patch.checksum,
+        "checksum": step.checksum,
         "installed": rec.installed.isoformat() if rec and rec.installed else None,
         "findings": [finding_json(f) for f in step.findings],
     }
@@ -335,6 +335,7 @@ def status_json(st: Status) -> dict[str, Any]:
             {"database": r.database, "major": r.major, "minor": r.minor, "version": r.version,
              "name": r.name, "user": r.user, "installed": r.installed.isoformat()
              if r.installed else None, "duration_ms": r.duration_ms, "checksum": r.checksum,
+             "checksum_version": (r.checksum_version or 1) if r.checksum else None,
              "state": record_state(r), "path": r.path}
             for r in st.records
         ],

@@ -280,7 +280,7 @@ class _Run:
         self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
-        self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
+        self.fill_later: list[tuple[int, Patch]] = []  # state bootstrap records, pre-upgrade
 
     def close(self) -> None:
         """Settle this run's records; if the server is gone, the next run settles them."""
@@ -339,14 +339,15 @@ class _Run:
         return result
 
     def _fill_checksums(self, plan: Plan) -> None:
-        """Records made before checksums existed get the checksum of today's file."""
-        from postgresqlpatches.planner import NO_CHECKSUM
+        """Records of unchanged patches made before checksums, or with an older checksum
+        version, or before a comment was edited, get the checksums of today's file."""
+        from postgresqlpatches.planner import record_is_current
 
-        pairs = [(s.record.id, s.patch.checksum) for s in plan.steps
-                 if NO_CHECKSUM in s.flags and s.record is not None] + self.fill_later
+        pairs = [(s.record.id, s.patch) for s in plan.steps
+                 if s.record is not None and not record_is_current(s)] + self.fill_later
         if pairs and self.store is not None:
             self.store.refresh_columns()
-            self.store.fill_checksums(pairs)
+            self.store.write_checksums(pairs)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -484,19 +485,24 @@ class _Run:
             run_statements(conn, patch, step.statements)
             if not patch.builtin:
                 pin_search_path(conn)  # the record is pgpatch's own query
-            insert_record(conn, record_columns(conn), patch, xid=None, settled=True,
-                          non_transactional=False, duration_ms=(time.monotonic() - t0) * 1000,
-                          statements_done=None, run_by=self.store.run_by if self.store else "")
+            columns = record_columns(conn)
+            record_id = insert_record(
+                conn, columns, patch, xid=None, settled=True, non_transactional=False,
+                duration_ms=(time.monotonic() - t0) * 1000, statements_done=None,
+                run_by=self.store.run_by if self.store else "")
             conn.commit()
         except BaseException:
             _rollback(conn)
             raise
+        if "checksum_version" not in columns:  # a version 1 record, before its column exists
+            self.fill_later.append((record_id, patch))
         if self.store is None:
             self.store = self._open_store()
         self.store.refresh_columns()
 
     def _apply_non_transactional(self, step: Step) -> None:
         """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
+        from postgresqlpatches.checksums import statement_checksum
         from postgresqlpatches.executor import run_statements
 
         assert self.store is not None
@@ -512,25 +518,27 @@ class _Run:
         conn.autocommit = True
         t0 = time.monotonic()
         done = step.resume_from
+        # what each done statement was, so that a resume can tell an edited done part
+        checksums = [statement_checksum(s.text) for s in step.statements[:done]]
         try:
             def progress(n: int) -> None:
                 nonlocal done
                 done = n
-                store.set_progress(record_id, n)
+                checksums.append(statement_checksum(step.statements[n - 1].text))
+                store.set_progress(record_id, n, statement_checksums=checksums)
 
-            run_statements(conn, patch, step.statements, progress, start=step.resume_from)
+            run_statements(conn, patch, step.statements, progress, start=step.resume_from,
+                           drop_invalid_index=True)
         except PatchFailed as e:
-            total = len(step.statements)
-            e.message += (f"; statements 1-{done} of {total} ran and stay done, the next run "
-                          f"resumes at statement {done + 1}" if done else
-                          "; no statement of it ran")
-            if not done:  # nothing of it happened: no record either
+            e.message += _what_ran(e, done, len(step.statements))
+            if not done:  # nothing of it stays: no record either
                 store.delete([record_id])
             raise
         finally:
             conn.autocommit = False
         store.set_progress(record_id, len(step.statements), settled=True,
-                           duration_ms=(time.monotonic() - t0) * 1000)
+                           duration_ms=(time.monotonic() - t0) * 1000,
+                           statement_checksums=checksums)
 
     def _bootstrap(self, group: list[Step], reporter: Reporter, result: ApplyResult) -> None:
         """Create a database from its 00000000 scripts; on failure remove what this run made."""
@@ -579,7 +587,7 @@ class _Run:
         if is_state:
             self.store = self._open_store(new=True)
             for step in group:
-                self.fill_later.append((self.store.insert(step.patch), step.patch.checksum))
+                self.fill_later.append((self.store.insert(step.patch), step.patch))
         elif self.store is not None:
             self.store.mark_settled(marks)
 
@@ -609,6 +617,29 @@ class _Run:
             if isinstance(error, PgpatchError):
                 error.hint = (f"cleaning up failed too ({str(e).strip()}): drop database "
                               f"{database} by hand before the next run")
+
+
+def _what_ran(error: PatchFailed, done: int, total: int) -> str:
+    """What a failed non-transactional patch leaves, for the end of its error message."""
+    failed = done + 1
+    if error.dropped_index:
+        said = (f"; statement {failed} of {total} had already made the index "
+                f"{error.dropped_index}, left invalid: pgpatch dropped it")
+        if not done:
+            return said + ", so nothing of the file is left and the next run runs it again"
+    elif error.left_index:
+        said = (f"; statement {failed} of {total} left the invalid index {error.left_index}, "
+                f"which pgpatch did not drop ({error.left_reason})")
+        error.hint = (f"drop it (DROP INDEX CONCURRENTLY {error.left_index}) before the next "
+                      "run, or the statement fails again with \"already exists\"")
+        if not done:
+            return said + "; no other statement of it ran"
+    else:
+        if not done:
+            return "; no statement of it ran"
+        said = ""
+    return (said + f"; statements 1-{done} of {total} ran and stay done, the next run resumes "
+            f"at statement {failed}")
 
 
 def _forget_record(store: StateStore, record_id: int) -> None:

@@ -29,7 +29,8 @@ def record(p: Patch, *, checksum: str | None = "same", rid: int = 1, settled: bo
     n = p.name
     return Record(id=rid, database=n.database, major=n.major, minor=n.minor, name=n.filename,
                   installed=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), user=n.user,
-                  checksum=p.checksum if checksum == "same" else checksum, xid=xid,
+                  checksum=p.checksum if checksum == "same" else checksum, checksum_version=2,
+                  text_checksum=p.text_checksum if checksum == "same" else None, xid=xid,
                   settled=settled, statements_done=done, non_transactional=done is not None)
 
 
