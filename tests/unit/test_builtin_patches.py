@@ -12,6 +12,8 @@ SHIPPED = {
         "21aed3cef18ece0af88ddbf68951d5f64400052076938019781d7921bddb579f",
     "patches.20261126.0001.postgres.checksums_and_xids.sql":
         "3e65b1f9b2ede94e30c2b38a6227ebbdedbf26bcf2942d25aa64373f6acb52a5",
+    "patches.20261201.0001.postgres.bootstrap_marks.sql":
+        "c1bc09dd71e53c261801c4a50393a3f46a51b39471fec93cd8773db29399d96e",
 }
 
 
