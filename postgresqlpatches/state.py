@@ -367,24 +367,41 @@ def half_made_state(conn: psycopg.Connection) -> tuple[str | None, int]:
     short? (why not, or None; and how many other sessions are connected to it).
 
     The baseline cannot be recorded before its database exists, so its shape is the proof:
-    owned by role patches, with the privileges its REVOKE leaves, holding nothing but (part
-    of) the baseline's own objects, all owned by patches, every table empty."""
+    made as the baseline makes it (owned by role patches, template1's encoding, locale and
+    tablespace, no settings or comment of its own), with the privileges its REVOKE leaves
+    (or none yet, and then empty), holding nothing but (part of) the baseline's own objects,
+    all owned by patches, every table empty."""
     from psycopg import sql
 
     row = conn.execute(
         """SELECT d.datdba = o.oid,
-                  d.datacl::text[] = ARRAY[format('%%1$s=CTc/%%1$s', quote_ident(o.rolname))],
+                  d.datacl IS NULL, d.datacl::text[] = ARRAY[format('%%1$s=CTc/%%1$s',
+                                                                    quote_ident(o.rolname))],
+                  (d.encoding, d.datcollate, d.datctype, d.dattablespace, d.datistemplate,
+                   d.datallowconn, d.datconnlimit)
+                  = (t.encoding, t.datcollate, t.datctype, t.dattablespace, false, true, -1)
+                  AND NOT EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = d.oid)
+                  AND NOT EXISTS (SELECT FROM pg_shdescription
+                                  WHERE objoid = d.oid AND classoid = 'pg_database'::regclass),
                   (SELECT count(*) FROM pg_stat_activity a
                    WHERE a.datid = d.oid AND a.pid <> pg_backend_pid()
                      AND a.backend_type IS DISTINCT FROM 'autovacuum worker')
            FROM pg_database d LEFT JOIN pg_roles o ON o.rolname = %s
+                JOIN pg_database t ON t.datname = 'template1'
            WHERE d.datname = current_database()""", [STATE_USER]).fetchone()
     assert row is not None
-    owned, revoked, connected = row
+    owned, bare, revoked, plain, connected = row
     if not owned:
         return f"it is not owned by role {STATE_USER}", connected
-    if not revoked:
+    if not plain:
+        return "it was not made as pgpatch's baseline makes it, or has settings", connected
+    if not (bare or revoked):
         return "its privileges are not the ones pgpatch's baseline gives it", connected
+    if bare:  # cut short before its REVOKE (most likely in its CREATE DATABASE): nothing yet
+        made = conn.execute("SELECT EXISTS (SELECT FROM pg_class WHERE oid >= 16384)"
+                            ).fetchone()
+        if made and made[0]:
+            return "it holds objects its baseline makes only after its REVOKE", connected
     found = [r[0] for r in conn.execute(
         _foreign_objects_query(conn),
         {"owner": STATE_USER, "relations": list(BASELINE_RELATIONS),

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.server import Maintenance, Server
 from tests.integration.conftest import Pg
 from tests.integration.test_safety import popen
 
@@ -91,9 +93,17 @@ SHAPES = {
         ["SET ROLE patches", "CREATE TABLE databases (id serial PRIMARY KEY, name text)",
          "INSERT INTO databases (name) VALUES ('kept')"],
         "SELECT count(*) = 1 FROM databases"),
-    "an empty database made by hand": (
-        ["CREATE DATABASE inventory OWNER patches"], [],
+    "an empty database of someone else's": (
+        ["CREATE DATABASE inventory"], [],
         "SELECT has_database_privilege('public', 'inventory', 'CONNECT')"),
+    "an empty database with settings of its own": (
+        ["CREATE DATABASE inventory OWNER patches",
+         "ALTER DATABASE inventory SET work_mem = '64MB'"], [],
+        "SELECT current_setting('work_mem') = '64MB'"),
+    "pgpatch's first table, without the baseline's REVOKE": (
+        ["CREATE DATABASE inventory OWNER patches"],
+        ["SET ROLE patches", "CREATE TABLE databases (id serial PRIMARY KEY, name text)"],
+        "SELECT to_regclass('databases') IS NOT NULL"),
 }
 
 
@@ -117,6 +127,19 @@ def test_a_database_not_provably_a_half_made_state_database_is_never_touched(
     assert pg.query("SELECT oid FROM pg_database WHERE datname = 'inventory'") == oid
     assert pg.query(still_there, "inventory") == [(True,)]
     assert "app" not in pg.databases()
+
+
+def test_a_state_database_cut_short_half_way_through_its_baseline_is_made_again(
+        pg: Pg) -> None:
+    pg.query("CREATE ROLE patches LOGIN PASSWORD 'state-pw-1'")
+    pg.query("CREATE DATABASE patches OWNER patches")  # what the baseline does, up to
+    pg.query("REVOKE ALL ON DATABASE patches FROM PUBLIC")  # its first table
+    pg.query("SET ROLE patches; CREATE TABLE databases (id serial PRIMARY KEY, "
+             "name text NOT NULL UNIQUE)", "patches")
+    app_tree(pg)
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    assert pg.query("SELECT name FROM ledger", "app") == [("p1",)]
 
 
 def test_a_state_database_whose_first_run_was_killed_is_made_again(pg: Pg) -> None:
@@ -188,6 +211,13 @@ def test_an_interrupted_bootstrap_an_application_wrote_into_is_never_dropped(pg:
     hint = pg.cli("apply", pg.glob()).stderr.splitlines()[1]
     assert hint.startswith("hint: if it is the half-made one and nothing in it is needed, "
                            "drop it by hand (DROP DATABASE app) and run again")
+    # the hint's other way: keep it as it is, its bootstrap's records settled by hand
+    settle = hint.split("settle its bootstrap's records by hand (", 1)[1][:-1]
+    pg.query(settle, "patches")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    assert pg.query("SELECT name FROM ledger ORDER BY 1", "app") == [
+        ("an order the shop took",), ("p1",)]
 
 
 def test_an_interrupted_bootstrap_someone_is_connected_to_is_left_and_nobody_killed(
@@ -266,3 +296,19 @@ def test_a_failed_bootstrap_never_drops_its_database_once_someone_else_used_it(p
         "hint: pgpatch left database app as it is (1 session was opened to it, its bootstrap "
         "opens at most 0: someone else used it)")
     assert pg.query("SELECT count(*) FROM early_bird", "app") == [(1,)]
+
+
+def test_a_drop_never_ends_someone_elses_session(pg: Pg) -> None:
+    pg.query("CREATE DATABASE app")
+    server = Server(host=pg.env["PGHOST"], port=int(pg.env["PGPORT"]), environ=pg.env)
+    maint = Maintenance(server)
+    try:
+        with pg.server.connect("app") as someone:
+            with pytest.raises(PgpatchError) as caught:
+                maint.drop_database("app")
+            assert caught.value.message == (
+                "cannot drop database app: other sessions are connected to it")
+            assert someone.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        maint.close()
+    assert "app" in pg.databases()
