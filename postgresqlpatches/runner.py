@@ -499,6 +499,9 @@ class _Run:
         is_state = database == self.state_db
         if any(REDO in s.flags for s in group):
             self._drop_leftover(database, group)
+        stale = [s.record.id for s in group if s.record is not None]
+        if self.store is not None and stale:
+            self.store.delete(stale)  # an earlier attempt's marks: new ones follow, step by step
         roles_before = self.maint.roles()
         role_names: set[str] = set()
         begun: list[tuple[int, int | None]] = []  # each begun step's (oid horizon, budget)
@@ -559,8 +562,6 @@ class _Run:
         log.warning("the last bootstrap of %s was interrupted: dropping the database it "
                     "left and making it again", database)
         self.maint.drop_database(database)
-        if self.store is not None and records:
-            self.store.delete([r.id for r in records])  # new marks follow, step by step
 
     def _undo_bootstrap(self, database: str, begun: list[tuple[int, int | None]],
                         roles_before: set[str], role_names: set[str], marks: list[int],

@@ -183,6 +183,23 @@ def test_an_interrupted_bootstrap_nobody_else_used_is_made_again(pg: Pg) -> None
     assert pg.query("SELECT name FROM ledger", "app") == [("p1",)]
 
 
+def test_a_bootstrap_killed_before_its_database_existed_simply_runs_again(pg: Pg) -> None:
+    baseline = pg.write("app.00000000.0000.postgres.baseline.sql",
+                        f"SELECT pg_advisory_lock({GATE});\n{APP}")
+    pg.write("app.20240101.0001.postgres.p1.sql", "INSERT INTO ledger VALUES ('p1');\n")
+    with gate(pg):
+        proc = popen(pg, "apply", pg.glob())
+        wait_for_the_gate(pg)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert "app" not in pg.databases()
+    baseline.write_text(APP)
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    assert pg.query("SELECT name FROM ledger", "app") == [("p1",)]
+    assert plan_json(pg)["ok"]
+
+
 def refused(pg: Pg, reason: str) -> None:
     """plan and apply both refuse the redo with a problem naming app; app is not dropped."""
     oid = pg.query("SELECT oid FROM pg_database WHERE datname = 'app'")
