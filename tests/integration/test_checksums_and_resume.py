@@ -98,7 +98,8 @@ def test_a_baseline_counts_its_meta_commands_and_rows_not_its_comments(pg: Pg) -
 def pre_token_server(pg: Pg) -> None:
     """A state database as pgpatch left it before token checksums: no version columns, no
     record of their patch, each checksum the sha256 of the file's text."""
-    pg.query("DELETE FROM installed_patches WHERE major = '20261201'", "patches")
+    pg.query("DELETE FROM installed_patches WHERE major = '20261201' AND minor = '0003'",
+             "patches")
     pg.query("""ALTER TABLE installed_patches DROP COLUMN checksum_version,
                 DROP COLUMN text_checksum, DROP COLUMN statement_checksums""", "patches")
     texts = {p.name.filename: p.text for p in builtin_patches("patches")}
