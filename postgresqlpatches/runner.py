@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.discovery import Patch, Problem, discover
-from postgresqlpatches.errors import PatchFailed, PgpatchError
+from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError
 from postgresqlpatches.planner import Action, Plan, ServerFacts, Step, make_plan
-from postgresqlpatches.server import SUPERUSER, Maintenance, Server
+from postgresqlpatches.server import RUN_APPLICATION_NAME, SUPERUSER, Maintenance, Server
 from postgresqlpatches.state import STATE_USER, Record, StateStore
 
 if TYPE_CHECKING:
@@ -195,6 +195,7 @@ def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
     if problems:
         raise PlanRefused(Plan((), tuple(problems)))
     server = options.server()
+    server.application_name = RUN_APPLICATION_NAME  # the next run waits for these sessions
     maint = Maintenance(server)
     try:
         maint.lock(options.lock_wait)
@@ -226,6 +227,8 @@ class _Run:
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
         self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
         self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
+        self.result: ApplyResult | None = None
+        self.current: Step | None = None  # the step about to run or running
 
     def close(self) -> None:
         """Settle this run's records; if the server is gone, the next run settles them."""
@@ -254,8 +257,11 @@ class _Run:
         if plan.problems:
             raise PlanRefused(plan)
         reporter.planned(plan)
-        result = ApplyResult(plan)
+        result = self.result = ApplyResult(plan)
         pending = list(plan.pending)
+        if pending:  # the lock was needed for all of the above: still there?
+            self.current = pending[0]
+            self._stop_if_lock_lost(round_trip=True)
         index = 0
         while index < len(pending):
             step = pending[index]
@@ -265,6 +271,8 @@ class _Run:
                 self._bootstrap(group, reporter, result)
                 index += len(group)
                 continue
+            self.current = step
+            self._stop_if_lock_lost()
             t0 = time.monotonic()
             reporter.step_started(step)
             if step.patch.name.database == self.state_db:
@@ -310,7 +318,30 @@ class _Run:
             conn = self.server.connect(database, user, autocommit=False, session_settings=True)
             self.conns[key] = conn
             self.identities[key] = cluster_identity(conn)  # now, while no patch is open
+            # a new session: once it is seen by a next run, make sure the lock was still ours
+            # (the next run waits for sessions it sees, wait_for_earlier_run)
+            self._stop_if_lock_lost(round_trip=True)
         return conn
+
+    # -- the lock ------------------------------------------------------------------------
+
+    def _stop_if_lock_lost(self, *, round_trip: bool = False,
+                           done: str = "nothing of it ran") -> None:
+        """A run never goes on without its lock: stop before the next step if it is gone.
+
+        Without ``round_trip`` this only looks at the lock session's socket (no round trip):
+        cheap enough for every patch.
+        """
+        reason = self.maint.lock_checked() if round_trip else self.maint.lock_lost()
+        if reason is None:
+            return
+        n = len(self.result.done) if self.result is not None else 0
+        applied = (f"{n} patch{'es' * (n != 1)} of this run {'were' if n != 1 else 'was'} "
+                   "applied and recorded")
+        step = self.current
+        raise LockLost(f"the run lost its lock: {reason}; stopped here, {done}",
+                       path=step.patch.path if step is not None else None,
+                       hint=f"{applied}; the next run goes on from here")
 
     # -- settling ------------------------------------------------------------------------
 
@@ -375,6 +406,9 @@ class _Run:
 
         def write_record(xid: int) -> None:
             nonlocal commit_may_run
+            # before this COMMIT and the next patch sent behind it; a patch sent behind the
+            # last one stops here too, cancelled and rolled back
+            self._stop_if_lock_lost()
             try:
                 record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
             except psycopg.Error as e:
@@ -441,25 +475,29 @@ class _Run:
         assert self.store is not None
         patch = step.patch
         store = self.store
+        conn = self._conn(patch.name.database, patch.name.user)
         if step.record is not None:  # resuming: the file may have been fixed since
             record_id = step.record.id
             store.set_file(record_id, patch)
         else:
             record_id = store.insert(patch, settled=False, non_transactional=True,
                                      statements_done=0)
-        conn = self._conn(patch.name.database, patch.name.user)
         conn.autocommit = True
         t0 = time.monotonic()
         done = step.resume_from
+        total = len(step.statements)
         try:
             def progress(n: int) -> None:
                 nonlocal done
                 done = n
                 store.set_progress(record_id, n)
+                if n < total:  # each statement is a step of its own
+                    self._stop_if_lock_lost(
+                        done=f"statements 1-{n} of {total} ran and stay done, the next run "
+                             f"resumes at statement {n + 1}")
 
             run_statements(conn, patch, step.statements, progress, start=step.resume_from)
         except PatchFailed as e:
-            total = len(step.statements)
             e.message += (f"; statements 1-{done} of {total} ran and stay done, the next run "
                           f"resumes at statement {done + 1}" if done else
                           "; no statement of it ran")
@@ -480,6 +518,10 @@ class _Run:
 
         database = group[0].patch.name.database
         is_state = database == self.state_db
+        cut_short = (f"nothing of it ran; the bootstrap of {database} was cut short, the next "
+                     "run drops what it left and makes it again")
+        self.current = group[0]
+        self._stop_if_lock_lost(round_trip=True, done="nothing of it ran")
         if any(REDO in s.flags for s in group):
             log.warning("the last bootstrap of %s was interrupted: dropping the database it "
                         "left and making it again", database)
@@ -489,6 +531,9 @@ class _Run:
         marks: list[int] = []
         try:
             for step in group:
+                if step is not group[0]:
+                    self.current = step
+                    self._stop_if_lock_lost(round_trip=True, done=cut_short)
                 t0 = time.monotonic()
                 reporter.step_started(step)
                 patch = step.patch
@@ -513,7 +558,8 @@ class _Run:
                 reporter.step_done(step, seconds)
                 result.done.append((step, seconds))
         except BaseException as e:
-            self._undo_bootstrap(database, roles_before, marks, e)
+            if not isinstance(e, LockLost):  # without the lock, leave it for the next run
+                self._undo_bootstrap(database, roles_before, marks, e)
             raise
         if is_state:
             self.store = self._open_store(new=True)
