@@ -426,7 +426,8 @@ class _Run:
         try:
             run_transaction(conn, patch, step.statements, write_record,
                             (following.patch, following.statements) if following else None,
-                            sent=sent)
+                            sent=sent, modes=step.transaction,
+                            following_modes=following.transaction if following else ())
         except BaseException as e:
             _rollback(conn)
             unknown = bool(record) and commit_may_run and not isinstance(e, PatchFailed)
@@ -449,13 +450,14 @@ class _Run:
 
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
-        from postgresqlpatches.executor import run_statements
+        from postgresqlpatches.executor import run_statements, set_transaction
         from postgresqlpatches.state import insert_record, record_columns
 
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
         t0 = time.monotonic()
         try:
+            set_transaction(conn, step.transaction)
             run_statements(conn, patch, step.statements)
             insert_record(conn, record_columns(conn), patch, xid=None, settled=True,
                           non_transactional=False, duration_ms=(time.monotonic() - t0) * 1000,
@@ -513,7 +515,7 @@ class _Run:
         """Create a database from its 00000000 scripts; on failure remove what this run made."""
         from psycopg import sql
 
-        from postgresqlpatches.executor import run_psql, run_statements
+        from postgresqlpatches.executor import run_psql, run_statements, set_transaction
         from postgresqlpatches.planner import REDO
 
         database = group[0].patch.name.database
@@ -548,12 +550,19 @@ class _Run:
                     run_psql(self.server, patch, self.usernames)
                 else:
                     conn = self._conn(database, patch.name.user)
+                    # a database being made is all or nothing anyway (dropped if a script
+                    # fails), so a non-transactional script runs statement by statement
+                    conn.autocommit = step.non_transactional
                     try:
+                        set_transaction(conn, step.transaction)
                         run_statements(conn, patch, step.statements)
                         conn.commit()
                     except BaseException:
                         _rollback(conn)
                         raise
+                    finally:
+                        if step.non_transactional and not conn.closed:
+                            conn.autocommit = False
                 seconds = time.monotonic() - t0
                 reporter.step_done(step, seconds)
                 result.done.append((step, seconds))

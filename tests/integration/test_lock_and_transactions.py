@@ -9,6 +9,7 @@ patch (a BEGIN ... COMMIT wrapper's, a leading SET TRANSACTION) are those it run
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import subprocess
 import time
@@ -210,4 +211,81 @@ def test_a_second_run_gives_up_on_an_earlier_run_that_keeps_working(pg: Pg) -> N
     assert error == (f"error: an earlier pgpatch run lost its lock but is still working "
                      f"(server pid {pid}) after 1 s")
     assert hint.startswith("hint: it stops before its next step: wait for it")
+    assert pg.databases() == set()
+
+
+# -- item 11: transactions as written --------------------------------------------------------
+
+def applied(pg: Pg, *files: tuple[str, str]) -> tuple[int, str]:
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    for name, text in files:
+        pg.write(name, text)
+    result = pg.cli("apply", pg.glob())
+    return result.exit_code, result.stderr
+
+
+def test_a_bootstrap_script_with_create_index_concurrently_runs(pg: Pg) -> None:
+    code, err = applied(pg, ("app.00000000.0001.postgres.index.sql",
+                             "CREATE INDEX CONCURRENTLY ledger_name ON ledger (name);\n"))
+    assert code == 0, err
+    assert pg.query("SELECT indisvalid FROM pg_index WHERE indexrelid = 'ledger_name'::regclass",
+                    "app") == [(True,)]
+
+
+def test_a_leading_set_transaction_is_the_transactions_own(pg: Pg) -> None:
+    code, err = applied(
+        pg, ("app.20240101.0001.postgres.serial.sql",
+             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n"
+             "INSERT INTO ledger SELECT current_setting('transaction_isolation');\n"),
+        ("app.20240101.0002.postgres.plain.sql",
+         "INSERT INTO ledger SELECT current_setting('transaction_isolation');\n"))
+    assert code == 0, err
+    assert ledger_counts(pg) == {"serializable": 1, "read committed": 1}
+
+
+def test_a_read_only_wrapper_stays_read_only(pg: Pg) -> None:
+    code, err = applied(pg, ("app.20240101.0001.postgres.ro.sql",
+                             "BEGIN READ ONLY;\nINSERT INTO ledger VALUES ('written');\nCOMMIT;\n"))
+    assert code == 1
+    assert "cannot execute INSERT in a read-only transaction [SQLSTATE 25006]" in err
+    assert ledger_counts(pg) == {}
+    records = json.loads(pg.cli("status", "--format", "json").stdout)["records"]
+    assert [r["version"] for r in records if r["database"] == "app"] == ["00000000.0000"]
+
+
+@pytest.mark.parametrize("begin, setting, value", [
+    ("BEGIN ISOLATION LEVEL REPEATABLE READ", "transaction_isolation", "repeatable read"),
+    ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
+     "transaction_deferrable", "on"),
+    ("BEGIN TRANSACTION", "transaction_read_only", "off"),
+])
+def test_a_wrappers_options_are_honoured(pg: Pg, begin: str, setting: str, value: str) -> None:
+    check = (f"DO $$ BEGIN IF current_setting('{setting}') <> '{value}' THEN "
+             f"RAISE EXCEPTION '{setting} is %', current_setting('{setting}'); END IF; END $$;\n")
+    code, err = applied(pg, ("app.20240101.0001.postgres.wrapped.sql",
+                             f"{begin};\n{check}COMMIT;\n"))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("INSERT INTO ledger VALUES ('a');\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n", 2,
+     "SET TRANSACTION after the first statement of a patch"),
+    ("SET TRANSACTION SNAPSHOT '00000003-0000001B-1';\nSELECT 1;\n", 1,
+     "SET TRANSACTION SNAPSHOT in a patch"),
+    ("SET LOCAL transaction_isolation = serializable;\nSELECT 1;\n", 1,
+     "SET transaction_isolation inside a patch"),
+    ("BEGIN ISOLATION LEVEL SERIALIZABLE;\nVACUUM ledger;\nCOMMIT;\n", 1,
+     "transaction options in a file that runs outside a transaction (VACUUM)"),
+])
+def test_transaction_options_pgpatch_cannot_honour_are_refused_up_front(
+        pg: Pg, text: str, line: int, message: str) -> None:
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    path = pg.write("app.20240101.0001.postgres.opts.sql", text)
+    plan = pg.cli("plan", pg.glob(), "--format", "json")
+    problems = json.loads(plan.stdout)["problems"]
+    assert [(p["kind"], p["line"]) for p in problems] == [("transaction-control", line)]
+    assert problems[0]["message"].startswith(message), problems[0]["message"]
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {path}:{line}: {message}")
     assert pg.databases() == set()
