@@ -272,7 +272,8 @@ class _Run:
                 index += len(group)
                 continue
             self.current = step
-            self._stop_if_lock_lost()
+            if self.sent_ahead is not step.patch:  # else it is running: its record checks
+                self._stop_if_lock_lost()
             t0 = time.monotonic()
             reporter.step_started(step)
             if step.patch.name.database == self.state_db:
@@ -309,7 +310,8 @@ class _Run:
                                hint="its baseline ran without error: check the server log")
         return StateStore(conn)
 
-    def _conn(self, database: str, user: str) -> psycopg.Connection:
+    def _conn(self, database: str, user: str,
+              done: str = "nothing of it ran") -> psycopg.Connection:
         key = (database, user)
         conn = self.conns.get(key)
         if conn is None or conn.closed:
@@ -320,7 +322,7 @@ class _Run:
             self.identities[key] = cluster_identity(conn)  # now, while no patch is open
             # a new session: once it is seen by a next run, make sure the lock was still ours
             # (the next run waits for sessions it sees, wait_for_earlier_run)
-            self._stop_if_lock_lost(round_trip=True)
+            self._stop_if_lock_lost(round_trip=True, done=done)
         return conn
 
     # -- the lock ------------------------------------------------------------------------
@@ -549,7 +551,7 @@ class _Run:
                 if step.via_psql:
                     run_psql(self.server, patch, self.usernames)
                 else:
-                    conn = self._conn(database, patch.name.user)
+                    conn = self._conn(database, patch.name.user, done=cut_short)
                     # a database being made is all or nothing anyway (dropped if a script
                     # fails), so a non-transactional script runs statement by statement
                     conn.autocommit = step.non_transactional
