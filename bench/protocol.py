@@ -18,7 +18,8 @@ variant's chunk is compared with the others' chunks of the same round.
 - `unchained`: pgpatch's own code, but each patch in a pipeline of its own (pgpatch before
   it sent the next patch behind the COMMIT)
 - `pgpatch`: pgpatch's own code as the runner calls it (executor.run_transaction with the
-  runner's record write, the next patch sent behind each COMMIT)
+  runner's record write, the next patch sent behind each COMMIT, and the runner's look at
+  the lock's session before each record)
 
 Only the loop is timed (ms per patch); per round the difference to `pgpatch` is taken, and
 the median and mean ± 2 standard errors of those differences are printed (and written to
@@ -61,10 +62,12 @@ def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
 class Protocols:
     def __init__(self, srv: ScratchServer, env: dict[str, str]) -> None:
         from postgresqlpatches.runner import open_state
-        from postgresqlpatches.server import Server
+        from postgresqlpatches.server import Maintenance, Server
         from postgresqlpatches.state import StateStore, cluster_identity
 
         server = Server(host=srv.host, port=srv.port, environ=env)
+        self.maint = Maintenance(server)
+        self.maint.lock(10)
         conn = open_state(server, "patches")
         assert conn is not None
         self.store = StateStore(conn)
@@ -102,6 +105,8 @@ class Protocols:
                 chained: bool = True) -> None:
         for k, (patch, statements) in enumerate(chunk):
             def record(xid: int, patch: Patch = patch) -> None:
+                lost = self.maint.lock_lost()
+                assert lost is None, lost
                 self.records.append(self.store.insert(patch, xid=xid, settled=False,
                                                       flush=self.flush))
             following = chunk[k + 1] if chained and k + 1 < len(chunk) else None

@@ -54,3 +54,7 @@ class LockTimeout(PgpatchError):
 
 class SqlSyntaxError(PgpatchError):
     """A patch file does not parse as PostgreSQL SQL; ``line`` says where."""
+
+
+class LockLost(PgpatchError):
+    """The run's lock ended under it (its session was ended): the run stopped."""

@@ -141,7 +141,8 @@ def _drop_index_left_by(conn: psycopg.Connection, statement: Statement, table: s
 def run_transaction(conn: psycopg.Connection, patch: Patch,
                     statements: Sequence[Statement], record: Callable[[int], None],
                     following: tuple[Patch, Sequence[Statement]] | None = None, *,
-                    sent: bool = False) -> int:
+                    sent: bool = False, modes: Sequence[str] = (),
+                    following_modes: Sequence[str] = ()) -> int:
     """Run a patch in one transaction and commit it, its record written in between; returns
     the transaction id.
 
@@ -157,6 +158,9 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     same pipeline and before any sync point, so that the server goes on without waiting for
     pgpatch; if this patch fails, the server skips it too. The next call, for that patch,
     then passes ``sent=True``. (Its COMMIT, as always, waits for its own record.)
+
+    ``modes`` (and ``following_modes``): the patch's own transaction modes, sent with its
+    BEGIN: set later, after the transaction id's query, isolation and deferrability fail.
 
     PatchFailed means the server answered with an error: the transaction did not commit.
     Any other exception once ``record`` has returned (a lost connection, an interrupt)
@@ -180,7 +184,7 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     try:
         if not sent:
             pg.enter_pipeline_mode()
-            _send_patch(pg, statements, encoding)
+            _send_patch(pg, statements, encoding, begin_statement(conn, modes))
             _flush(pg)
         for index in (0, 1):  # BEGIN, the id
             result = _next_result(pg, encoding)
@@ -196,7 +200,7 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
             pg.send_query_params(b"COMMIT", None)
         if chained:
             assert following is not None
-            _send_patch(pg, following[1], encoding)
+            _send_patch(pg, following[1], encoding, begin_statement(conn, following_modes))
         else:
             pg.pipeline_sync()
         _flush(pg)
@@ -229,9 +233,35 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     return xid
 
 
+def begin_statement(conn: psycopg.Connection, modes: Sequence[str]) -> bytes:
+    """BEGIN with a patch's transaction modes, which come from TRANSACTION_MODES only."""
+    if not modes:
+        return b"BEGIN"
+    return _with_modes(conn, "BEGIN", modes)
+
+
+def set_transaction(conn: psycopg.Connection, modes: Sequence[str]) -> None:
+    """The modes as the first query of a transaction psycopg began (BEGIN has no options
+    there)."""
+    if modes:
+        conn.execute(_with_modes(conn, "SET TRANSACTION", modes))
+
+
+def _with_modes(conn: psycopg.Connection, command: str, modes: Sequence[str]) -> bytes:
+    from psycopg import sql
+
+    from postgresqlpatches.statements import TRANSACTION_MODES
+
+    unknown = set(modes) - TRANSACTION_MODES
+    if unknown:
+        raise ValueError(f"not a transaction mode: {sorted(unknown)}")
+    return sql.SQL("{} {}").format(
+        sql.SQL(command), sql.SQL(", ").join(sql.SQL(m) for m in modes)).as_bytes(conn)
+
+
 def _send_patch(pg: psycopg.pq.abc.PGconn, statements: Sequence[Statement],
-                encoding: str) -> None:
-    pg.send_query_params(b"BEGIN", None)
+                encoding: str, begin: bytes = b"BEGIN") -> None:
+    pg.send_query_params(begin, None)
     pg.send_query_params(b"SELECT pg_current_xact_id()::text", None)
     pg.send_flush_request()
     for statement in statements:

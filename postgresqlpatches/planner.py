@@ -60,6 +60,9 @@ class Step:
     resume_from: int = 0
     findings: tuple[Finding, ...] = ()
     """Lint findings of a pending, non-bootstrap step (a database being created has no users)."""
+    transaction: tuple[str, ...] = ()
+    """The modes its transaction begins with (statements.TRANSACTION_MODES), as the file
+    wrote them: its BEGIN ... COMMIT wrapper's, or a leading SET TRANSACTION's."""
 
     @property
     def pending(self) -> bool:
@@ -441,7 +444,8 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
                  "write plain SQL here"))
     if parsed.meta_commands:
         return step
-    statements = _strip_wrapping_transaction(parsed.statements, patch, problems)
+    statements, modes, modes_line = _strip_wrapping_transaction(parsed.statements, patch,
+                                                                problems)
     for s in statements:
         if s.kind == "CopyStmt" and s.tree is not None and not s.tree.get("filename") \
                 and not s.tree.get("is_program"):
@@ -450,13 +454,22 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
                 "COPY ... FROM STDIN / TO STDOUT needs psql's data stream", s.line,
                 hint="load the rows with INSERT, or in the database's 0000 baseline (psql)"))
     flags = list(step.flags)
-    if any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL) for s in statements):
+    outside = [s for s in statements
+               if s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL)]
+    if outside:
         flags.append(NON_TRANSACTIONAL)
+        if modes:
+            problems.append(Problem(
+                "transaction-control", patch.path,
+                "transaction options in a file that runs outside a transaction "
+                f"({outside[0].non_transactional})", modes_line,
+                hint="such a file runs statement by statement: drop the options, or put the "
+                     "statement in a file of its own"))
     if RESUME in flags and _done_part_changed(step, statements, problems):
         flags.append(CHANGED)
     findings = _lint(step, parsed, lint, problems)
     return Step(patch, step.action, step.reason, tuple(flags), tuple(statements), step.record,
-                step.resume_from, findings)
+                step.resume_from, findings, transaction=modes)
 
 
 def _done_part_changed(step: Step, statements: Sequence[Statement],
@@ -514,19 +527,65 @@ def lint_problem(path: str, finding: Finding) -> Problem:
                    hint=f"{rule.safer} Or silence it: -- pgpatch: allow {rule.id}")
 
 
-def _strip_wrapping_transaction(statements: Sequence[Statement], patch: Patch,
-                                problems: list[Problem]) -> list[Statement]:
-    """A file wrapped in BEGIN ... COMMIT runs as is; other transaction control is refused."""
+def _strip_wrapping_transaction(
+        statements: Sequence[Statement], patch: Patch,
+        problems: list[Problem]) -> tuple[list[Statement], tuple[str, ...], int | None]:
+    """A file wrapped in BEGIN ... COMMIT runs as is, and so does a leading SET TRANSACTION:
+    their transaction modes become those of the patch's own BEGIN (returned, with the line
+    they were written on). Other transaction control, and what pgpatch could only run
+    otherwise than written, is refused."""
+    from postgresqlpatches.statements import transaction_modes
+
     stmts = list(statements)
+    modes: dict[str, str] = {}  # per setting, the last one written wins (as in PostgreSQL)
+    line: int | None = None
     if (len(stmts) >= 2 and stmts[0].kind == "TransactionStmt"
             and stmts[-1].kind == "TransactionStmt"
             and stmts[0].text.split()[0].upper() in ("BEGIN", "START")
-            and stmts[-1].text.split()[0].upper() in ("COMMIT", "END")):
+            and stmts[-1].text.split()[0].upper() in ("COMMIT", "END")
+            and not stmts[-1].tree.get("chain")):
+        written = transaction_modes(stmts[0]) or ()
+        modes.update(written)
+        line = stmts[0].line if written else None
         stmts = stmts[1:-1]
+    while stmts and stmts[0].kind == "VariableSetStmt" \
+            and (written := transaction_modes(stmts[0])) is not None:
+        modes.update(written)  # right after BEGIN: before pgpatch's first query
+        line = line or stmts[0].line
+        stmts = stmts[1:]
     for s in stmts:
-        if s.kind == "TransactionStmt":
-            problems.append(Problem(
-                "transaction-control", patch.path,
-                f"transaction control ({s.text.split()[0].upper()}) inside a patch", s.line,
-                hint="pgpatch runs each patch in its own transaction; remove it"))
-    return stmts
+        refused = _refused_transaction_statement(s)
+        if refused:
+            message, hint = refused
+            problems.append(Problem("transaction-control", patch.path, message, s.line,
+                                    hint=hint))
+    return stmts, tuple(modes.values()), line
+
+
+_LEADING_SET_TRANSACTION = ("pgpatch begins the patch's transaction with the modes of a "
+                            "SET TRANSACTION that comes first: move it to the top")
+
+
+def _refused_transaction_statement(s: Statement) -> tuple[str, str] | None:
+    """Why a statement inside a patch cannot run as written, with a hint; None if it can.
+
+    Isolation level and deferrability can only be set before the transaction's first query,
+    and pgpatch's own first query (the transaction id) comes before the file's statements.
+    """
+    if s.kind == "TransactionStmt":
+        return (f"transaction control ({s.text.split()[0].upper()}) inside a patch",
+                "pgpatch runs each patch in its own transaction; remove it")
+    if s.kind != "VariableSetStmt":
+        return None
+    name = s.tree.get("name", "")
+    if name == "TRANSACTION":
+        return "SET TRANSACTION after the first statement of a patch", _LEADING_SET_TRANSACTION
+    if name == "TRANSACTION SNAPSHOT":
+        return ("SET TRANSACTION SNAPSHOT in a patch",
+                "a patch cannot import another session's snapshot; remove it")
+    if name in ("transaction_isolation", "transaction_deferrable") \
+            and s.tree.get("kind") != "VAR_SET_MULTI":
+        return (f"SET {name} inside a patch",
+                "write it as SET TRANSACTION ... (ISOLATION LEVEL ..., [NOT] DEFERRABLE); "
+                + _LEADING_SET_TRANSACTION)
+    return None

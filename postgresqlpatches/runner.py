@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.discovery import Patch, Problem, discover
-from postgresqlpatches.errors import PatchFailed, PgpatchError
+from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError
 from postgresqlpatches.planner import Action, Plan, ServerFacts, Step, make_plan
-from postgresqlpatches.server import SUPERUSER, Maintenance, Server
+from postgresqlpatches.server import RUN_APPLICATION_NAME, SUPERUSER, Maintenance, Server
 from postgresqlpatches.state import STATE_USER, Record, StateStore
 
 if TYPE_CHECKING:
@@ -265,6 +265,7 @@ def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
     if problems:
         raise PlanRefused(Plan((), tuple(problems)))
     server = options.server()
+    server.application_name = RUN_APPLICATION_NAME  # the next run waits for these sessions
     maint = Maintenance(server)
     try:
         maint.lock(options.lock_wait)
@@ -295,6 +296,8 @@ class _Run:
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
         self.fill_later: list[tuple[int, Patch]] = []  # state bootstrap records, pre-upgrade
+        self.result: ApplyResult | None = None
+        self.current: Step | None = None  # the step about to run or running
 
     def close(self) -> None:
         """Settle this run's records; if the server is gone, the next run settles them."""
@@ -324,8 +327,11 @@ class _Run:
         if plan.problems:
             raise PlanRefused(plan)
         reporter.planned(plan)
-        result = ApplyResult(plan)
+        result = self.result = ApplyResult(plan)
         pending = list(plan.pending)
+        if pending:  # the lock was needed for all of the above: still there?
+            self.current = pending[0]
+            self._stop_if_lock_lost(round_trip=True)
         index = 0
         while index < len(pending):
             step = pending[index]
@@ -335,6 +341,9 @@ class _Run:
                 self._bootstrap(group, reporter, result)
                 index += len(group)
                 continue
+            self.current = step
+            if self.sent_ahead is not step.patch:  # else it is running: its record checks
+                self._stop_if_lock_lost()
             t0 = time.monotonic()
             reporter.step_started(step)
             if step.patch.name.database == self.state_db:
@@ -372,7 +381,8 @@ class _Run:
                                hint="its baseline ran without error: check the server log")
         return StateStore(conn)
 
-    def _conn(self, database: str, user: str) -> psycopg.Connection:
+    def _conn(self, database: str, user: str,
+              done: str = "nothing of it ran") -> psycopg.Connection:
         key = (database, user)
         conn = self.conns.get(key)
         if conn is None or conn.closed:
@@ -381,7 +391,30 @@ class _Run:
             conn = self.server.connect(database, user, autocommit=False, session_settings=True)
             self.conns[key] = conn
             self.identities[key] = cluster_identity(conn)  # now, while no patch is open
+            # a new session: once it is seen by a next run, make sure the lock was still ours
+            # (the next run waits for sessions it sees, wait_for_earlier_run)
+            self._stop_if_lock_lost(round_trip=True, done=done)
         return conn
+
+    # -- the lock ------------------------------------------------------------------------
+
+    def _stop_if_lock_lost(self, *, round_trip: bool = False,
+                           done: str = "nothing of it ran") -> None:
+        """A run never goes on without its lock: stop before the next step if it is gone.
+
+        Without ``round_trip`` this only looks at the lock session's socket (no round trip):
+        cheap enough for every patch.
+        """
+        reason = self.maint.lock_checked() if round_trip else self.maint.lock_lost()
+        if reason is None:
+            return
+        n = len(self.result.done) if self.result is not None else 0
+        applied = (f"{n} patch{'es' * (n != 1)} of this run {'were' if n != 1 else 'was'} "
+                   "applied and recorded")
+        step = self.current
+        raise LockLost(f"the run lost its lock: {reason}; stopped here, {done}",
+                       path=step.patch.path if step is not None else None,
+                       hint=f"{applied}; the next run goes on from here")
 
     # -- settling ------------------------------------------------------------------------
 
@@ -446,6 +479,9 @@ class _Run:
 
         def write_record(xid: int) -> None:
             nonlocal commit_may_run
+            # before this COMMIT and the next patch sent behind it; a patch sent behind the
+            # last one stops here too, cancelled and rolled back
+            self._stop_if_lock_lost()
             try:
                 record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
             except psycopg.Error as e:
@@ -463,7 +499,8 @@ class _Run:
         try:
             run_transaction(conn, patch, step.statements, write_record,
                             (following.patch, following.statements) if following else None,
-                            sent=sent)
+                            sent=sent, modes=step.transaction,
+                            following_modes=following.transaction if following else ())
         except BaseException as e:
             _rollback(conn)
             unknown = bool(record) and commit_may_run and not isinstance(e, PatchFailed)
@@ -486,7 +523,7 @@ class _Run:
 
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
-        from postgresqlpatches.executor import run_statements
+        from postgresqlpatches.executor import run_statements, set_transaction
         from postgresqlpatches.server import pin_search_path
         from postgresqlpatches.state import insert_record, record_columns
 
@@ -494,6 +531,7 @@ class _Run:
         conn = self._conn(patch.name.database, patch.name.user)
         t0 = time.monotonic()
         try:
+            set_transaction(conn, step.transaction)  # first: it must precede any query
             if patch.builtin:  # pgpatch's own patch: its tables, not the caller's PGOPTIONS'
                 pin_search_path(conn)
             run_statements(conn, patch, step.statements)
@@ -522,16 +560,17 @@ class _Run:
         assert self.store is not None
         patch = step.patch
         store = self.store
+        conn = self._conn(patch.name.database, patch.name.user)
         if step.record is not None:  # resuming: the file may have been fixed since
             record_id = step.record.id
             store.set_file(record_id, patch)
         else:
             record_id = store.insert(patch, settled=False, non_transactional=True,
                                      statements_done=0)
-        conn = self._conn(patch.name.database, patch.name.user)
         conn.autocommit = True
         t0 = time.monotonic()
         done = step.resume_from
+        total = len(step.statements)
         # what each done statement was, so that a resume can tell an edited done part
         checksums = [statement_checksum(s.text) for s in step.statements[:done]]
         try:
@@ -540,11 +579,15 @@ class _Run:
                 done = n
                 checksums.append(statement_checksum(step.statements[n - 1].text))
                 store.set_progress(record_id, n, statement_checksums=checksums)
+                if n < total:  # each statement is a step of its own
+                    self._stop_if_lock_lost(
+                        done=f"statements 1-{n} of {total} ran and stay done, the next run "
+                             f"resumes at statement {n + 1}")
 
             run_statements(conn, patch, step.statements, progress, start=step.resume_from,
                            drop_invalid_index=True)
         except PatchFailed as e:
-            e.message += _what_ran(e, done, len(step.statements))
+            e.message += _what_ran(e, done, total)
             if not done:  # nothing of it stays: no record either
                 store.delete([record_id])
             raise
@@ -560,12 +603,21 @@ class _Run:
         Before each step its mark is recorded (when the state database exists): the largest
         database oid then and the sessions the step may open, so that the next run can prove
         a database it finds is this bootstrap's and nobody else's (planner.foreign_use)."""
-        from postgresqlpatches.executor import crash_point, run_psql, run_statements
+        from postgresqlpatches.executor import (
+            crash_point,
+            run_psql,
+            run_statements,
+            set_transaction,
+        )
         from postgresqlpatches.planner import REDO
         from postgresqlpatches.statements import connect_budget, created_role_names
 
         database = group[0].patch.name.database
         is_state = database == self.state_db
+        cut_short = (f"nothing of it ran; the bootstrap of {database} was cut short, the next "
+                     "run drops what it left and makes it again")
+        self.current = group[0]
+        self._stop_if_lock_lost(round_trip=True, done="nothing of it ran")
         if any(REDO in s.flags for s in group):
             self._drop_leftover(database, group)
         stale = [s.record.id for s in group if s.record is not None]
@@ -578,6 +630,9 @@ class _Run:
         marks: list[int] = []
         try:
             for step in group:
+                if step is not group[0]:
+                    self.current = step
+                    self._stop_if_lock_lost(round_trip=True, done=cut_short)
                 t0 = time.monotonic()
                 reporter.step_started(step)
                 patch = step.patch
@@ -594,18 +649,26 @@ class _Run:
                 if step.via_psql:
                     run_psql(self.server, patch, self.maint.verifier)
                 else:
-                    conn = self._conn(database, patch.name.user)
+                    conn = self._conn(database, patch.name.user, done=cut_short)
+                    # a database being made is all or nothing anyway (dropped if a script
+                    # fails), so a non-transactional script runs statement by statement
+                    conn.autocommit = step.non_transactional
                     try:
+                        set_transaction(conn, step.transaction)
                         run_statements(conn, patch, step.statements)
                         conn.commit()
                     except BaseException:
                         _rollback(conn)
                         raise
+                    finally:
+                        if step.non_transactional and not conn.closed:
+                            conn.autocommit = False
                 seconds = time.monotonic() - t0
                 reporter.step_done(step, seconds)
                 result.done.append((step, seconds))
         except BaseException as e:
-            self._undo_bootstrap(database, begun, roles_before, role_names, marks, e)
+            if not isinstance(e, LockLost):  # without the lock, leave it for the next run
+                self._undo_bootstrap(database, begun, roles_before, role_names, marks, e)
             raise
         crash_point("after-bootstrap")  # every step ran, none is recorded as done yet
         if is_state:

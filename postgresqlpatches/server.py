@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -53,6 +54,21 @@ def session_options(settings: list[str], *, own: bool,
 def pin_search_path(conn: psycopg.Connection) -> None:
     """For the rest of this transaction, pgpatch's own search_path (on a patch session)."""
     conn.execute("SELECT set_config('search_path', %s, true)", [OWN_SEARCH_PATH])
+RUN_APPLICATION_NAME = "pgpatch apply"
+"""The application_name of every session an apply run works in (never its lock's session):
+a run that takes the lock first waits until no such session of an earlier run is left."""
+LOCK_SESSION_TIMEOUTS = (("statement_timeout", 0), ("idle_in_transaction_session_timeout", 0),
+                         ("idle_session_timeout", 140000), ("transaction_timeout", 170000))
+"""Server settings that end a session, with the first server_version that has each: the
+lock's session turns them off for itself, for it idles while the patches run."""
+# TCP keepalives for the lock's session, so that a dead peer or a firewall dropping idle
+# connections shows as a lost lock within about a minute (libpq's parameters).
+LOCK_SESSION_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30",
+                           "keepalives_interval": "10", "keepalives_count": "3"}
+EARLIER_RUN_POLL_SECONDS = 0.1
+EARLIER_RUN_QUIET_SECONDS = 0.5
+"""A run that has just released the lock may still be closing its sessions: no warning for
+that."""
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -114,6 +130,8 @@ class Server:
     statement_timeout_ms: int | None = None
     strict: bool = False
     """--strict-passwords: a fallback to the user name is an error, never a warning."""
+    application_name: str = "pgpatch"
+    """Of every session but the lock's; RUN_APPLICATION_NAME while an apply run works."""
     _warned: set[str] = field(default_factory=set)
 
     def has_password(self, role: str) -> bool:
@@ -151,7 +169,8 @@ class Server:
         return params
 
     def connect(self, dbname: str, user: str, *, autocommit: bool = True,
-                session_settings: bool = False) -> psycopg.Connection:
+                session_settings: bool = False, application_name: str | None = None,
+                keepalives: bool = False) -> psycopg.Connection:
         """One way to open a connection; login failures become one clear line."""
         import psycopg
 
@@ -164,11 +183,14 @@ class Server:
         options = session_options(settings, own=not session_settings, environ=self.environ)
         if options is not None:
             kwargs["options"] = options
+        if keepalives:
+            kwargs.update(LOCK_SESSION_KEEPALIVES)
         try:
             conn = psycopg.connect(
                 dbname=dbname, user=user, password=self.password(user),
                 autocommit=autocommit, prepare_threshold=None,
-                application_name="pgpatch", connect_timeout=self._connect_timeout(), **kwargs,
+                application_name=application_name or self.application_name,
+                connect_timeout=self._connect_timeout(), **kwargs,
             )
         except psycopg.OperationalError as e:
             raise self._connect_error(e, dbname, user) from e
@@ -209,6 +231,7 @@ class Server:
         if own:
             env["PGOPTIONS"] = session_options([], own=True, environ=env) or ""
         env["PGPASSWORD"] = self.password(user)
+        env["PGAPPNAME"] = self.application_name  # a run's psql is one of its sessions
         env.pop("PGDATABASE", None)
         for name, role in (variables or {}).items():
             assert verifier is not None, "variables need a verifier"
@@ -273,7 +296,16 @@ class Maintenance:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.conn = server.connect(MAINTENANCE_DB, SUPERUSER)
+        self.conn = server.connect(MAINTENANCE_DB, SUPERUSER, application_name="pgpatch",
+                                   keepalives=True)
+        self.ended: str | None = None
+        """The server's last word to this session (its FATAL message), once it ended it."""
+        self.conn.add_notice_handler(self._on_notice)
+
+    def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        # libpq hands an error that arrives on an idle session to the notice handler
+        if diag.severity_nonlocalized in ("FATAL", "PANIC"):
+            self.ended = diag.message_primary or "the server ended the session"
 
     def close(self) -> None:
         self.conn.close()
@@ -380,26 +412,103 @@ class Maintenance:
         return int(self.conn.info.server_version)
 
     def lock(self, wait_seconds: float) -> None:
-        """Wait up to ``wait_seconds`` for the run lock; it ends with this session, even on kill."""
+        """Wait up to ``wait_seconds`` for the run lock; it ends with this session, even on kill.
+
+        The session first turns off, for itself, the server timeouts that would end it while
+        it idles (in the same round trip). Once the lock is taken, what is left of an earlier
+        run that lost its lock is waited for too (same budget): see wait_for_earlier_run.
+        """
         import psycopg
         from psycopg import sql
 
-        row = self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY).fetchone()
-        if row and row[0]:
-            return
-        log.warning("another pgpatch run%s holds the lock: waiting up to %g s (--lock-wait)",
-                    self._lock_holder(), wait_seconds)
-        ms = max(1, int(wait_seconds * 1000))
+        deadline = time.monotonic() + wait_seconds
+        version = self.server_version()
+        keep_alive = sql.SQL(", ").join(
+            sql.SQL("set_config({}, '0', false)").format(sql.Literal(name))
+            for name, since in LOCK_SESSION_TIMEOUTS if version >= since)
+        row = self.conn.execute(
+            sql.SQL("SELECT pg_try_advisory_lock(%s, %s), {}").format(keep_alive), LOCK_KEY
+        ).fetchone()
+        if not (row and row[0]):
+            log.warning("another pgpatch run%s holds the lock: waiting up to %g s (--lock-wait)",
+                        self._lock_holder(), wait_seconds)
+            ms = max(1, int(wait_seconds * 1000))
+            try:
+                self.conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{ms}ms")))
+                self.conn.execute("SELECT pg_advisory_lock(%s, %s)", LOCK_KEY)
+                self.conn.execute("RESET lock_timeout")
+            except psycopg.errors.LockNotAvailable as e:
+                holder = self._lock_holder()
+                raise LockTimeout(
+                    f"another pgpatch run{holder} still holds the lock after {wait_seconds:g} s",
+                    hint="wait for it to finish, or raise --lock-wait",
+                ) from e
+        self.wait_for_earlier_run(deadline, wait_seconds)
+
+    def wait_for_earlier_run(self, deadline: float, wait_seconds: float) -> None:
+        """Under the lock, wait until no session of an earlier apply run is left.
+
+        A run whose lock's session ended (a DBA, a network cut) may still be inside a step:
+        it stops before its next one. Until its sessions are gone, going on could run that
+        step a second time, or drop the database its bootstrap is building. Killed runs
+        count too: the server may run a killed run's last statement to its end.
+        """
+        started = time.monotonic()
+        warned = False
+        while True:
+            pids = [r[0] for r in self.conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                "AND pid <> pg_backend_pid() ORDER BY pid", [RUN_APPLICATION_NAME]).fetchall()]
+            if not pids:
+                return
+            which = f"server pid{'s' * (len(pids) > 1)} {', '.join(map(str, pids))}"
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"an earlier pgpatch run lost its lock but is still working ({which}) "
+                    f"after {wait_seconds:g} s",
+                    hint="it stops before its next step: wait for it, or raise --lock-wait; "
+                         "end those sessions only if that run hangs")
+            if not warned and time.monotonic() - started >= EARLIER_RUN_QUIET_SECONDS:
+                log.warning("an earlier pgpatch run is still working (%s) although it lost its "
+                            "lock: waiting up to %g s for it to stop (--lock-wait)",
+                            which, wait_seconds)
+                warned = True
+            time.sleep(EARLIER_RUN_POLL_SECONDS)
+
+    def lock_lost(self) -> str | None:
+        """Why the lock is gone, or None while this session holds it; no round trip.
+
+        The server sends an idle session nothing until it ends it (its FATAL message, then
+        the end of the stream): a socket with nothing to read is a session that lives, and
+        the lock lives with it. Anything to read is confirmed with a round trip.
+        """
+        import select
+
+        import psycopg
+
+        pg = self.conn.pgconn
+        if self.ended is None and pg.status == psycopg.pq.ConnStatus.OK:
+            try:
+                readable, _, _ = select.select([pg.socket], [], [], 0)
+            except (OSError, ValueError, psycopg.Error):
+                readable = [True]
+            if not readable:
+                return None
+        return self.lock_checked()
+
+    def lock_checked(self) -> str | None:
+        """lock_lost() with a round trip: for moments that cost a round trip anyway."""
+        import psycopg
+
         try:
-            self.conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{ms}ms")))
-            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", LOCK_KEY)
-            self.conn.execute("RESET lock_timeout")
-        except psycopg.errors.LockNotAvailable as e:
-            holder = self._lock_holder()
-            raise LockTimeout(
-                f"another pgpatch run{holder} still holds the lock after {wait_seconds:g} s",
-                hint="wait for it to finish, or raise --lock-wait",
-            ) from e
+            row = self.conn.execute(
+                """SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory'
+                   AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND granted)""",
+                LOCK_KEY).fetchone()
+        except psycopg.Error as e:
+            return ("its session on the maintenance database ended "
+                    f"({self.ended or connection_reason(e)})")
+        return None if row and row[0] else "it was released in its session"
 
     def _lock_holder(self) -> str:
         row = self.conn.execute(

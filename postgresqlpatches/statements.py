@@ -350,6 +350,54 @@ def _non_transactional_reason(kind: str, node: Mapping[str, Any]) -> str | None:
     return None
 
 
+# --- transaction modes written in a file ------------------------------------------------------
+
+TRANSACTION_MODES = frozenset({
+    "ISOLATION LEVEL SERIALIZABLE", "ISOLATION LEVEL REPEATABLE READ",
+    "ISOLATION LEVEL READ COMMITTED", "ISOLATION LEVEL READ UNCOMMITTED",
+    "READ ONLY", "READ WRITE", "DEFERRABLE", "NOT DEFERRABLE",
+})
+"""Every transaction mode PostgreSQL has, as SQL: the only words pgpatch puts into a BEGIN."""
+
+_MODE_WORDS = {
+    "transaction_read_only": ("READ WRITE", "READ ONLY"),
+    "transaction_deferrable": ("NOT DEFERRABLE", "DEFERRABLE"),
+}
+
+
+def transaction_modes(statement: Statement) -> tuple[tuple[str, str], ...] | None:
+    """The modes a BEGIN / START TRANSACTION or a SET TRANSACTION sets, as (setting, mode)
+    pairs with each mode from TRANSACTION_MODES; None for any other statement.
+
+    Read from the parse tree, so ``begin isolation level serializable, read only`` and
+    ``SET TRANSACTION READ ONLY ISOLATION LEVEL SERIALIZABLE`` give the same modes.
+    """
+    node = statement.tree
+    if statement.kind == "TransactionStmt" and node.get("kind") in (
+            "TRANS_STMT_BEGIN", "TRANS_STMT_START"):
+        options = node.get("options") or ()
+    elif statement.kind == "VariableSetStmt" and node.get("kind") == "VAR_SET_MULTI" \
+            and node.get("name") == "TRANSACTION":
+        options = node.get("args") or ()
+    else:
+        return None
+    modes = []
+    for item in options:
+        elem = item.get("DefElem", {})
+        name = elem.get("defname", "")
+        const = elem.get("arg", {}).get("A_Const", {})
+        if name == "transaction_isolation":
+            mode = "ISOLATION LEVEL " + const.get("sval", {}).get("sval", "").upper()
+        elif name in _MODE_WORDS:
+            mode = _MODE_WORDS[name][bool(const.get("ival", {}).get("ival", 0))]
+        else:
+            mode = ""
+        if mode not in TRANSACTION_MODES:  # the grammar allows no other: never guess
+            raise SqlSyntaxError(f"unknown transaction mode {name}", line=statement.line)
+        modes.append((name, mode))
+    return tuple(modes)
+
+
 # --- psql meta-commands ---------------------------------------------------------------------
 
 # What can start something a backslash inside must not be mistaken in: the same lexical rules

@@ -239,3 +239,59 @@ def test_a_database_with_objects_of_its_own_and_no_record_is_a_problem() -> None
     assert "pgpatch baseline app" in (plan.problems[0].hint or "")
     assert actions(make_plan([P1, P2], ServerFacts(frozenset({"app"})), state_db=STATE)) == [
         ("20240101.0001", "apply"), ("20240102.0001", "apply")]
+# -- transaction modes: what plan accepts, apply runs as written --------------------------
+
+@pytest.mark.parametrize("text, modes, kinds_of_statements", [
+    ("BEGIN;\ncreate table a();\nCOMMIT;\n", (), ["CreateStmt"]),
+    ("BEGIN READ ONLY;\nselect 1;\nCOMMIT;\n", ("READ ONLY",), ["SelectStmt"]),
+    ("start transaction isolation level serializable, read only, deferrable;\nselect 1;\nend;\n",
+     ("ISOLATION LEVEL SERIALIZABLE", "READ ONLY", "DEFERRABLE"), ["SelectStmt"]),
+    ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;\nselect 1;\n",
+     ("ISOLATION LEVEL REPEATABLE READ",), ["SelectStmt"]),
+    ("BEGIN READ ONLY;\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nselect 1;\nCOMMIT;\n",
+     ("READ ONLY", "ISOLATION LEVEL SERIALIZABLE"), ["SelectStmt"]),
+    ("BEGIN READ ONLY;\nSET TRANSACTION READ WRITE;\nselect 1;\nCOMMIT;\n", ("READ WRITE",),
+     ["SelectStmt"]),
+    ("START TRANSACTION READ WRITE, NOT DEFERRABLE;\nselect 1;\nCOMMIT;\n",
+     ("READ WRITE", "NOT DEFERRABLE"), ["SelectStmt"]),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY;\nselect 1;\n", (),
+     ["VariableSetStmt", "SelectStmt"]),
+])
+def test_transaction_modes_written_in_a_file_are_its_transactions(
+        text: str, modes: tuple[str, ...], kinds_of_statements: list[str]) -> None:
+    p = patch("app.20240103.0001.app.modes.sql", text)
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert plan.ok, plan.problems
+    assert plan.steps[0].transaction == modes
+    assert [s.kind for s in plan.steps[0].statements] == kinds_of_statements
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("select 1;\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n", 2,
+     "SET TRANSACTION after the first statement of a patch"),
+    ("select 1;\nSET TRANSACTION READ ONLY;\n", 2,
+     "SET TRANSACTION after the first statement of a patch"),
+    ("SET TRANSACTION SNAPSHOT '00000003-0000001B-1';\n", 1, "SET TRANSACTION SNAPSHOT in a patch"),
+    ("SET transaction_isolation = 'serializable';\n", 1,
+     "SET transaction_isolation inside a patch"),
+    ("SET LOCAL transaction_deferrable = on;\n", 1, "SET transaction_deferrable inside a patch"),
+    ("BEGIN;\nselect 1;\nCOMMIT AND CHAIN;\n", 1, "transaction control (BEGIN) inside a patch"),
+    ("BEGIN READ ONLY;\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;\n", 1,
+     "transaction options in a file that runs outside a transaction "
+     "(CREATE INDEX CONCURRENTLY)"),
+    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nVACUUM t;\n", 1,
+     "transaction options in a file that runs outside a transaction (VACUUM)"),
+])
+def test_transaction_modes_pgpatch_cannot_honour_are_plan_problems(
+        text: str, line: int, message: str) -> None:
+    p = patch("app.20240103.0001.app.modes.sql", text)
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert [(k.kind, k.line) for k in plan.problems][:1] == [("transaction-control", line)]
+    assert plan.problems[0].message == message
+
+
+def test_a_non_transactional_bootstrap_script_is_planned_statement_by_statement() -> None:
+    index = patch("app.00000000.0001.app.index.sql", "CREATE INDEX CONCURRENTLY i ON t (a);\n")
+    plan = make_plan([BASE, index], ServerFacts(frozenset()), state_db=STATE)
+    assert plan.ok
+    assert plan.steps[1].action is Action.BOOTSTRAP and plan.steps[1].non_transactional
