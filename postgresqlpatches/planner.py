@@ -534,7 +534,7 @@ def _strip_wrapping_transaction(
     their transaction modes become those of the patch's own BEGIN (returned, with the line
     they were written on). Other transaction control, and what pgpatch could only run
     otherwise than written, is refused."""
-    from postgresqlpatches.statements import transaction_modes
+    from postgresqlpatches.statements import EXPLICIT_TRANSACTION_CONTROL, transaction_modes
 
     stmts = list(statements)
     modes: dict[str, str] = {}  # per setting, the last one written wins (as in PostgreSQL)
@@ -543,7 +543,9 @@ def _strip_wrapping_transaction(
             and stmts[-1].kind == "TransactionStmt"
             and stmts[0].text.split()[0].upper() in ("BEGIN", "START")
             and stmts[-1].text.split()[0].upper() in ("COMMIT", "END")
-            and not stmts[-1].tree.get("chain")):
+            and not stmts[-1].tree.get("chain")
+            and not any(s.kind == "TransactionStmt" and s.tree.get("kind") in _BLOCK_KINDS
+                        for s in stmts[1:-1])):
         written = transaction_modes(stmts[0]) or ()
         modes.update(written)
         line = stmts[0].line if written else None
@@ -553,6 +555,13 @@ def _strip_wrapping_transaction(
         modes.update(written)  # right after BEGIN: before pgpatch's first query
         line = line or stmts[0].line
         stmts = stmts[1:]
+    stmts, inner = _without_inner_blocks(stmts)
+    if inner and any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL)
+                     for s in stmts):
+        problems.append(Problem(
+            "transaction-control", patch.path,
+            "transaction control (BEGIN) in a file that runs outside a transaction", inner[0].line,
+            hint="such a file runs statement by statement: put the block in a file of its own"))
     for s in stmts:
         refused = _refused_transaction_statement(s)
         if refused:
@@ -560,6 +569,37 @@ def _strip_wrapping_transaction(
             problems.append(Problem("transaction-control", patch.path, message, s.line,
                                     hint=hint))
     return stmts, tuple(modes.values()), line
+
+
+_BLOCK_KINDS = ("TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK")
+
+
+def _without_inner_blocks(stmts: list[Statement]) -> tuple[list[Statement], list[Statement]]:
+    """A plain ``BEGIN; ... COMMIT;`` block inside a patch (as Prisma writes its enum changes)
+    is part of the patch's one transaction: its BEGIN and COMMIT go (returned apart). The
+    whole file then commits or rolls back as one, which is at least as atomic as the block
+    asked for. A block with modes or AND CHAIN, a ROLLBACK, or a BEGIN without its COMMIT
+    stays, and is refused."""
+    from postgresqlpatches.statements import transaction_modes
+
+    kept: list[Statement] = []
+    dropped: list[Statement] = []
+    index = 0
+    while index < len(stmts):
+        s = stmts[index]
+        if s.kind == "TransactionStmt" and s.tree.get("kind") in (
+                "TRANS_STMT_BEGIN", "TRANS_STMT_START") and not transaction_modes(s):
+            end = next((j for j in range(index + 1, len(stmts))
+                        if stmts[j].kind == "TransactionStmt"), None)
+            if end is not None and stmts[end].tree.get("kind") == "TRANS_STMT_COMMIT" \
+                    and not stmts[end].tree.get("chain"):
+                dropped += [s, stmts[end]]
+                kept += stmts[index + 1:end]
+                index = end + 1
+                continue
+        kept.append(s)
+        index += 1
+    return kept, dropped
 
 
 _LEADING_SET_TRANSACTION = ("pgpatch begins the patch's transaction with the modes of a "

@@ -289,3 +289,18 @@ def test_transaction_options_pgpatch_cannot_honour_are_refused_up_front(
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {path}:{line}: {message}")
     assert pg.databases() == set()
+
+
+def test_a_block_amid_a_patch_commits_with_the_whole_file_or_not_at_all(pg: Pg) -> None:
+    """Prisma's enum rewrite: a BEGIN ... COMMIT block amid other statements. The file is one
+    transaction: when a statement after the block fails, the block is rolled back too."""
+    block = ("INSERT INTO ledger VALUES ('before');\nBEGIN;\n"
+             "INSERT INTO ledger VALUES ('block');\nCOMMIT;\n")
+    code, err = applied(pg, ("app.20240101.0001.postgres.prisma.sql",
+                             block + "SELECT 1 / 0;\n"))
+    assert code == 1 and "division by zero [SQLSTATE 22012]" in err
+    assert ledger_counts(pg) == {}
+    pg.write("app.20240101.0001.postgres.prisma.sql",
+             block + "INSERT INTO ledger VALUES ('after');\n")
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    assert ledger_counts(pg) == {"before": 1, "block": 1, "after": 1}

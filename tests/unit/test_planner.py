@@ -295,3 +295,36 @@ def test_a_non_transactional_bootstrap_script_is_planned_statement_by_statement(
     plan = make_plan([BASE, index], ServerFacts(frozenset()), state_db=STATE)
     assert plan.ok
     assert plan.steps[1].action is Action.BOOTSTRAP and plan.steps[1].non_transactional
+
+
+@pytest.mark.parametrize("text, kinds_of_statements", [
+    ("create table a();\nBEGIN;\ncreate table b();\nCOMMIT;\ncreate table c();\n",
+     ["CreateStmt"] * 3),  # Prisma's enum rewrite amid other statements
+    ("BEGIN;\ncreate table a();\nCOMMIT;\nSTART TRANSACTION;\ncreate table b();\nEND;\n",
+     ["CreateStmt"] * 2),
+])
+def test_a_plain_block_inside_a_patch_is_part_of_its_one_transaction(
+        text: str, kinds_of_statements: list[str]) -> None:
+    p = patch("app.20240103.0001.app.block.sql", text)
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert plan.ok, plan.problems
+    assert [s.kind for s in plan.steps[0].statements] == kinds_of_statements
+    assert plan.steps[0].transaction == () and not plan.steps[0].non_transactional
+
+
+@pytest.mark.parametrize("text, first_line, message", [
+    ("create table a();\nBEGIN;\ncreate table b();\nROLLBACK;\n", 2,
+     "transaction control (BEGIN) inside a patch"),
+    ("create table a();\nBEGIN READ ONLY;\nselect 1;\nCOMMIT;\n", 2,
+     "transaction control (BEGIN) inside a patch"),
+    ("create table a();\nBEGIN;\ncreate table b();\n", 2,
+     "transaction control (BEGIN) inside a patch"),
+    ("create index concurrently i on t (a);\nBEGIN;\ncreate table b();\nCOMMIT;\n", 2,
+     "transaction control (BEGIN) in a file that runs outside a transaction"),
+])
+def test_a_block_pgpatch_cannot_run_as_part_of_the_patch_is_refused(
+        text: str, first_line: int, message: str) -> None:
+    p = patch("app.20240103.0001.app.block.sql", text)
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert (plan.problems[0].kind, plan.problems[0].line, plan.problems[0].message) == (
+        "transaction-control", first_line, message)
