@@ -255,7 +255,9 @@ class ConsoleReporter:
     def step_done(self, step: Step, seconds: float) -> None:
         if self.progress is not None:
             self.progress.advance(self.task)
-            self.progress.console.print(_done_line(step, seconds), highlight=False)
+            # markup=False: the notes are in brackets, which rich would take for markup tags
+            self.progress.console.print(_done_line(step, seconds), highlight=False,
+                                        markup=False)
         elif not self.quiet:
             self.stream.write(_done_line(step, seconds) + "\n")
 

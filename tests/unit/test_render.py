@@ -7,8 +7,8 @@ import io
 import pytest
 
 from postgresqlpatches.discovery import Problem, read_patch
-from postgresqlpatches.planner import ServerFacts, make_plan
-from postgresqlpatches.render import plan_json, print_plan, summary
+from postgresqlpatches.planner import RESUME, Action, Plan, ServerFacts, Step, make_plan
+from postgresqlpatches.render import ConsoleReporter, plan_json, print_plan, summary
 
 
 class Terminal(io.StringIO):
@@ -107,3 +107,29 @@ def test_json_carries_findings_per_patch_and_in_one_list() -> None:
     assert data["patches"][1]["findings"] == [finding]
     assert data["findings"] == [dict(finding, path="t/app.20240101.0001.app.drop.sql",
                                      database="app", version="20240101.0001")]
+
+
+def test_a_terminal_shows_the_bracketed_notes_of_progress_lines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    patches = [
+        read_patch("t/app.00000000.0000.postgres.baseline.sql", text="create database app;\n"),
+        read_patch("t/app.20240101.0001.app.conc.sql",
+                   text="create index concurrently i on t (a);\n"),
+        read_patch("t/app.20240102.0001.app.again.sql", text="vacuum t;\nselect 1;\n"),
+    ]
+    plan = make_plan(patches[:2], ServerFacts(frozenset()), state_db="patches")
+    resumed = Step(patches[2], Action.APPLY, "resumes at statement 2", (RESUME,))
+    out = Terminal()
+    reporter = ConsoleReporter(out)
+    reporter.planned(Plan((*plan.steps, resumed)))
+    for step in (*plan.steps, resumed):
+        reporter.step_started(step)
+        reporter.step_done(step, 0.012)
+    reporter.close()
+    text = out.getvalue()
+    assert "\x1b[" in text  # the rich progress bar, not the piped lines
+    assert "app 00000000.0000 as postgres: baseline [psql] (12 ms)" in text
+    assert "app 20240101.0001 as app: conc [non-transactional] (12 ms)" in text
+    assert "app 20240102.0001 as app: again [resume] (12 ms)" in text
