@@ -105,7 +105,9 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-p", "--prefix", default="POSTGRESQL_", show_default=True,
                      metavar="PREFIX",
                      help="Passwords come from {PREFIX}{USER}_PASSWORD (a missing _ is added)."),
-        click.option("--host", metavar="HOST", help="Server host (default: PGHOST, libpq's)."),
+        click.option("--host", metavar="HOST", callback=_checked_host,
+                     help="Server host name, IP address or socket folder (default: PGHOST, "
+                          "libpq's); not a connection URI."),
         click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
                      help="Server port (default: PGPORT, libpq's)."),
         click.option("--state-db", default="patches", show_default=True, metavar="NAME",
@@ -123,6 +125,17 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             _fail(e, kwargs["log_level"])
 
     return wrapper
+
+
+def _checked_host(_ctx: click.Context, _param: click.Parameter,
+                  value: str | None) -> str | None:
+    """A URI given as --host would reach error lines with its password: refused, unechoed."""
+    from postgresqlpatches.server import host_problem
+
+    reason = host_problem(value) if value is not None else None
+    if reason:
+        raise click.BadParameter(f"expected {reason}")
+    return value
 
 
 def _setup_logging(level: str) -> None:

@@ -1,0 +1,75 @@
+"""What a new user hits on day one: usage errors that say what is wrong, hints that help,
+and no password echoed back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from postgresqlpatches import cli
+
+
+def _invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    clean: dict[str, str | None] = {"PGHOST": None, "PGPORT": None, "PGCONNECT_TIMEOUT": "5",
+                                    "POSTGRESQL_POSTGRES_PASSWORD": "x"}
+    return CliRunner().invoke(cli.main, list(args), env={**clean, **(env or {})})
+
+
+def _tree(tmp_path: Path) -> str:
+    (tmp_path / "app.20240101.0001.app.one.sql").write_text("select 1;\n")
+    return str(tmp_path / "*.sql")
+
+
+@pytest.mark.parametrize("host", ["postgresql://u:s3cret-pw@db.example.org/app",
+                                  "postgres://u:s3cret-pw@db.example.org:5433",
+                                  "host=db.example.org password=s3cret-pw"])
+@pytest.mark.parametrize("command", ["plan", "apply", "status"])
+def test_a_connection_uri_given_to_host_is_a_usage_error_that_never_echoes_it(
+        tmp_path: Path, host: str, command: str) -> None:
+    result = _invoke(command, "--host", host, _tree(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--host': expected a host name, an IP address or a socket " \
+           "folder, not a connection URI or conninfo string" in result.output
+    assert "s3cret-pw" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_connection_uri_in_pghost_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    result = _invoke("plan", _tree(tmp_path),
+                     env={"PGHOST": "postgresql://u:s3cret-pw@db.example.org/app"})
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: PGHOST: expected a host name")
+    assert "s3cret-pw" not in result.output
+
+
+def test_a_password_that_reaches_a_connection_error_is_masked() -> None:
+    from postgresqlpatches.server import redact_passwords
+
+    assert redact_passwords("at postgresql://u:s3cret@h:5432/db: refused") == \
+        "at postgresql://u:***@h:5432/db: refused"
+    assert redact_passwords("host=h password='a b' port=1 PASSWORD=x") == \
+        "host=h password=*** port=1 PASSWORD=***"
+    assert redact_passwords("at db.example.org:5432: password authentication failed") == \
+        "at db.example.org:5432: password authentication failed"
+
+
+def test_a_host_that_does_not_resolve_gets_a_hint(tmp_path: Path) -> None:
+    result = _invoke("plan", "--host", "no-such-host.invalid", _tree(tmp_path))
+    assert result.exit_code == 1
+    assert "hint: the host name no-such-host.invalid does not resolve to an address: " \
+           "check --host or PGHOST for a typo" in result.output
+
+
+def test_a_socket_that_is_not_there_gets_a_hint_naming_it(tmp_path: Path) -> None:
+    folder = tmp_path / "no-server-here"
+    folder.mkdir()
+    result = _invoke("plan", "--host", str(folder), "--port", "5999", _tree(tmp_path))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"error: cannot connect to database 'postgres' as 'postgres' "
+                               f"at {folder}:5999: No such file or directory")
+    assert lines[1] == (f"hint: no server listens on the socket {folder}/.s.PGSQL.5999: start "
+                        "the server, or give --host (or PGHOST) the folder its socket is in, "
+                        "or its host name, and --port (or PGPORT)")
