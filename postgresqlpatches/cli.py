@@ -97,11 +97,14 @@ def _looks_like_a_glob(arg: str) -> bool:
             or os.path.exists(arg))
 
 
+LOG_LEVEL = click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                         default="warning", show_default=True, help="How much to log on stderr.")
+
+
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes after its name; PGHOST/PGPORT etc. work as in libpq."""
     options = [
-        click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-                     default="warning", show_default=True, help="How much to log on stderr."),
+        LOG_LEVEL,
         click.option("-p", "--prefix", default="POSTGRESQL_", show_default=True,
                      metavar="PREFIX",
                      help="Passwords come from {PREFIX}{USER}_PASSWORD (a missing _ is added)."),
@@ -111,6 +114,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
                      help="Server port (default: PGPORT, libpq's)."),
         click.option("--state-db", default="patches", show_default=True, metavar="NAME",
+                     callback=_identifier("state database"),
                      help="The database that records what ran."),
     ]
     for option in reversed(options):
@@ -187,24 +191,28 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
     from postgresqlpatches.runner import Options
 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
-                   prefix=kwargs["prefix"], state_db=_checked_state_db(kwargs["state_db"]),
-                   **extra)
+                   prefix=kwargs["prefix"], state_db=kwargs["state_db"], **extra)
 
 
-def _checked_state_db(name: str) -> str:
-    from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.naming import check_identifier
+def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], str]:
+    """A parameter that names a database: a bad name is a usage error (exit 2), as click's."""
 
-    reason = check_identifier(name, "state database")
-    if reason:
-        raise PgpatchError(f"--state-db: {reason}")
-    return name
+    def check(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+        from postgresqlpatches.naming import check_identifier
+
+        reason = check_identifier(value, what)
+        if reason:
+            raise click.BadParameter(reason)
+        return value
+
+    return check
 
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True,
                       help="table: rich on a terminal, plain text when piped; json: for scripts.")
-GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...")
+# a Path type only for shell completion: the shell offers files and folders; pgpatch expands
+GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...", type=click.Path())
 
 
 @click.group(cls=PatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -339,7 +347,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
 
 
 @main.command()
-@GLOBS
+@click.argument("globs", nargs=-1, metavar="[GLOB]...", type=click.Path())
 @FORMAT
 @common_options
 def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
@@ -358,7 +366,7 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
 
 
 @main.command()
-@click.argument("database")
+@click.argument("database", callback=_identifier("database"))
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="Where to write DATABASE.00000000.0000.postgres.baseline.sql.")
 @click.option("--schema-only", is_flag=True, help="The schema without any rows.")
@@ -391,8 +399,7 @@ def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[
 @click.argument("description")
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False), help="The folder to write the file in.")
-@click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-              default="warning", show_default=True, help="How much to log on stderr.")
+@LOG_LEVEL
 def new(database: str, user: str, description: str, directory: str, log_level: str) -> None:
     """Create the next correctly named patch file and print its path.
 
@@ -411,7 +418,7 @@ def new(database: str, user: str, description: str, directory: str, log_level: s
 
 
 @main.command()
-@click.argument("database")
+@click.argument("database", callback=_identifier("database"))
 @click.option("--lock-wait", type=click.FloatRange(0), default=600, show_default=True,
               metavar="SECONDS", help="How long to wait for another run's lock.")
 @common_options
@@ -421,24 +428,26 @@ def forget(database: str, lock_wait: float, **kw: Any) -> None:
     Refused while the database exists.
     """
     from postgresqlpatches import runner
-    from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.naming import check_identifier
 
-    reason = check_identifier(database, "database")
-    if reason:
-        raise PgpatchError(f"forget: {reason}")
     n = runner.forget(_options(kw, lock_wait=lock_wait), database)
     click.echo(f"forgot {n} record{'s' * (n != 1)} of {database}")
 
 
 @main.command()
 @click.option("--keep", is_flag=True, help="Leave the server running and print how to reach it.")
-@common_options
-def demo(keep: bool, **kw: Any) -> None:
-    """Run the example end to end on a throwaway server: plan, apply, status, stop."""
+@LOG_LEVEL
+def demo(keep: bool, log_level: str) -> None:
+    """Run the example end to end on a throwaway server: plan, apply, status, stop.
+
+    The server is the demo's own, so it takes no connection options.
+    """
     from postgresqlpatches import demo as demo_module
 
-    demo_module.run(keep=keep)
+    _setup_logging(log_level)
+    try:
+        demo_module.run(keep=keep)
+    except Exception as e:
+        _fail(e, log_level)
 
 
 def _require_globs(globs: tuple[str, ...]) -> None:

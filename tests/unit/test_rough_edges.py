@@ -14,7 +14,8 @@ from postgresqlpatches import cli
 def _invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
     clean: dict[str, str | None] = {"PGHOST": None, "PGPORT": None, "PGCONNECT_TIMEOUT": "5",
                                     "POSTGRESQL_POSTGRES_PASSWORD": "x"}
-    return CliRunner().invoke(cli.main, list(args), env={**clean, **(env or {})})
+    return CliRunner().invoke(cli.main, list(args), env={**clean, **(env or {})},
+                              prog_name="pgpatch")
 
 
 def _tree(tmp_path: Path) -> str:
@@ -73,3 +74,59 @@ def test_a_socket_that_is_not_there_gets_a_hint_naming_it(tmp_path: Path) -> Non
     assert lines[1] == (f"hint: no server listens on the socket {folder}/.s.PGSQL.5999: start "
                         "the server, or give --host (or PGHOST) the folder its socket is in, "
                         "or its host name, and --port (or PGPORT)")
+
+
+@pytest.mark.parametrize("args", [
+    ["plan", "--offline", "--state-db", "my-state"],
+    ["apply", "--state-db", "my-state"],
+    ["status", "--state-db", "my-state"],
+    ["forget", "--state-db", "my-state", "app"],
+])
+def test_a_bad_state_db_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
+    result = _invoke(*args, *([_tree(tmp_path)] if args[0] != "forget" else []))
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: Invalid value for '--state-db': the state database 'my-state' is not a plain "
+        "PostgreSQL identifier (lower-case letters, digits and _, not starting with a digit)")
+
+
+@pytest.mark.parametrize("args", [["forget", "Bad;name"],
+                                  ["baseline", "Bad;name", "--output-dir", "out"]])
+def test_a_bad_database_argument_is_a_usage_error_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = _invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: Invalid value for 'DATABASE': the database 'Bad;name' is not a plain "
+        "PostgreSQL identifier (lower-case letters, digits and _, not starting with a digit)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_offers_only_the_options_it_honours() -> None:
+    result = _invoke("demo", "--help")
+    assert result.exit_code == 0
+    options = {line.split()[0].rstrip(",") for line in result.output.split("Options:")[1]
+               .splitlines() if line.strip().startswith("-")}
+    assert options == {"--keep", "-l", "-h"}
+    for given in (["demo", "--host", "db"], ["demo", "--state-db", "x"], ["--port", "1", "demo"]):
+        refused = _invoke(*given)
+        assert refused.exit_code == 2, (given, refused.output)
+
+
+def test_demo_honours_the_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    from postgresqlpatches import demo
+
+    levels: list[str] = []
+    monkeypatch.setattr(demo, "run", lambda keep: levels.append(cli.log.getEffectiveLevel()))
+    assert _invoke("demo", "-l", "debug").exit_code == 0
+    assert _invoke("-l", "error", "demo").exit_code == 0
+    assert levels == [10, 40]
+
+
+def test_status_shows_its_glob_as_optional() -> None:
+    result = _invoke("status", "--help")
+    assert result.output.startswith("Usage: pgpatch status [OPTIONS] [GLOB]...\n")
+    for command in ("plan", "apply"):
+        assert _invoke(command, "--help").output.startswith(
+            f"Usage: pgpatch {command} [OPTIONS] GLOB...\n")
