@@ -276,7 +276,12 @@ def _done_line(step: Step, seconds: float) -> str:
 
 # -- status ------------------------------------------------------------------------------
 
-STATUS_HEADERS = ["database", "version", "user", "description", "installed", "ms", "state"]
+STATUS_HEADERS = ["database", "version", "user", "description", "installed", "ms", "state",
+                  "run by", "pgpatch"]
+NOT_TIMED = "-"
+NOT_TIMED_NOTE = ("ms -: not timed: the state database's own baseline (recorded before its "
+                  "table has the column), the original tool's records, baselines recorded by "
+                  "`pgpatch baseline`, bootstraps by older pgpatch versions")
 
 
 def record_state(r: Record) -> str:
@@ -288,7 +293,8 @@ def record_state(r: Record) -> str:
 def status_rows(records: Iterable[Record]) -> list[list[str]]:
     return [[r.database, r.version, r.user or "", _description(r),
              f"{r.installed:%Y-%m-%d %H:%M:%S}" if r.installed else "",
-             f"{r.duration_ms:.0f}" if r.duration_ms is not None else "", record_state(r)]
+             f"{r.duration_ms:.0f}" if r.duration_ms is not None else NOT_TIMED,
+             record_state(r), r.run_by or "", r.pgpatch_version or ""]
             for r in records]
 
 
@@ -314,6 +320,8 @@ def print_status(st: Status, stream: IO[str] | None = None) -> None:
             _console(stream).print(table)
         else:
             write_columns(stream, STATUS_HEADERS, rows)
+        if any(r.duration_ms is None for r in st.records):
+            stream.write(NOT_TIMED_NOTE + "\n")
     if st.plan is not None:
         pending = [s for s in st.plan.steps if s.pending or "changed" in s.flags]
         if pending:
@@ -333,7 +341,8 @@ def status_json(st: Status) -> dict[str, Any]:
             {"database": r.database, "major": r.major, "minor": r.minor, "version": r.version,
              "name": r.name, "user": r.user, "installed": r.installed.isoformat()
              if r.installed else None, "duration_ms": r.duration_ms, "checksum": r.checksum,
-             "state": record_state(r), "path": r.path}
+             "state": record_state(r), "path": r.path, "run_by": r.run_by,
+             "pgpatch_version": r.pgpatch_version}
             for r in st.records
         ],
     }

@@ -487,6 +487,7 @@ class _Run:
                 sql.Identifier(database)))
         roles_before = self.maint.roles()
         marks: list[int] = []
+        took_ms: list[float] = []  # status shows how long each bootstrap script took
         try:
             for step in group:
                 t0 = time.monotonic()
@@ -510,6 +511,7 @@ class _Run:
                         _rollback(conn)
                         raise
                 seconds = time.monotonic() - t0
+                took_ms.append(seconds * 1000)
                 reporter.step_done(step, seconds)
                 result.done.append((step, seconds))
         except BaseException as e:
@@ -517,10 +519,11 @@ class _Run:
             raise
         if is_state:
             self.store = self._open_store(new=True)
-            for step in group:
-                self.fill_later.append((self.store.insert(step.patch), step.patch.checksum))
+            for step, ms in zip(group, took_ms, strict=True):
+                self.fill_later.append((self.store.insert(step.patch, duration_ms=ms),
+                                        step.patch.checksum))
         elif self.store is not None:
-            self.store.mark_settled(marks)
+            self.store.mark_settled(marks, dict(zip(marks, took_ms, strict=True)))
 
     def _undo_bootstrap(self, database: str, roles_before: set[str], marks: list[int],
                         error: BaseException) -> None:

@@ -37,6 +37,7 @@ class Record:
     statements_done: int | None = None
     duration_ms: float | None = None
     run_by: str | None = None
+    pgpatch_version: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -48,7 +49,7 @@ class Record:
 
 
 OPTIONAL_COLUMNS = ("user_name", "path", "checksum", "xid", "settled", "non_transactional",
-                    "statements_done", "duration_ms", "run_by")
+                    "statements_done", "duration_ms", "run_by", "pgpatch_version")
 """Columns the original tool's schema lacks; read as NULL where they do not exist."""
 
 READ_RECORDS = """
@@ -62,12 +63,13 @@ ORDER BY d.name, 3, 4
 
 def _record(row: tuple[Any, ...]) -> Record:
     (id_, database, major, minor, name, installed, user, path, checksum_, xid, settled,
-     non_transactional, statements_done, duration_ms, run_by) = row
+     non_transactional, statements_done, duration_ms, run_by, pgpatch_version) = row
     return Record(
         id=id_, database=database, major=major, minor=minor, name=name, installed=installed,
         user=user, path=path, checksum=checksum_, xid=int(xid) if xid is not None else None,
         settled=settled is not False, non_transactional=bool(non_transactional),
         statements_done=statements_done, duration_ms=duration_ms, run_by=run_by,
+        pgpatch_version=pgpatch_version,
     )
 
 
