@@ -31,7 +31,9 @@ RESUME = "resume"
 UNSETTLED = "unsettled"
 NO_CHECKSUM = "no-checksum"
 REDO = "redo"
-FLAGS = (NON_TRANSACTIONAL, OUT_OF_ORDER, CHANGED, PSQL, RESUME, UNSETTLED, NO_CHECKSUM, REDO)
+EMPTY = "empty"
+FLAGS = (NON_TRANSACTIONAL, OUT_OF_ORDER, CHANGED, PSQL, RESUME, UNSETTLED, NO_CHECKSUM, REDO,
+         EMPTY)
 
 PROBLEM_KINDS = (
     "no-match", "bad-name", "unreadable", "duplicate",  # discovery
@@ -263,6 +265,8 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     flags = list(step.flags)
     if any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL) for s in statements):
         flags.append(NON_TRANSACTIONAL)
+    if not statements:  # only comments: recorded as applied, so a forgotten body is warned
+        flags.append(EMPTY)
     findings = _lint(step, parsed, lint, problems)
     return Step(patch, step.action, step.reason, tuple(flags), tuple(statements), step.record,
                 step.resume_from, findings)

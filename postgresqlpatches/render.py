@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from postgresqlpatches.planner import Action, Plan, Step
+from postgresqlpatches.planner import EMPTY, Action, Plan, Step
 
 if TYPE_CHECKING:
     from postgresqlpatches.lint import Finding
@@ -80,6 +80,13 @@ def finding_lines(path: str, finding: Finding, severity: str) -> list[str]:
             f"  silence: -- pgpatch: allow {rule.id}"]
 
 
+def empty_warnings(plan: Plan) -> list[str]:
+    """A pending patch with no statement is most likely a file whose body was forgotten."""
+    return [f"warning: {s.patch.path}: the file holds no SQL statement (only comments or "
+            "blank lines): apply records it as applied and runs nothing [empty]"
+            for s in plan.steps if s.pending and EMPTY in s.flags]
+
+
 def plan_rows(plan: Plan) -> list[list[str]]:
     return [[s.patch.name.database, s.patch.name.version, s.patch.name.user,
              s.patch.name.description, s.patch.path, s.action.value, step_note(s)]
@@ -125,6 +132,9 @@ def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
             console.print(f"[{colour}]{word}[/]: {escape(text)}")
             for line in rest:
                 console.print(f"[dim]{escape(line)}[/]")
+        for line in empty_warnings(plan):
+            word, text = line.split(": ", 1)
+            console.print(f"[bold yellow]{word}[/]: {escape(text)}")
         for p in problems:
             console.print(f"[bold red]problem[/]: {escape(_problem_text(p))}")
             if p.hint:
@@ -135,6 +145,7 @@ def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
     for step, finding in plan.findings:
         stream.write("".join(line + "\n" for line in finding_lines(step.patch.path, finding,
                                                                     severity)))
+    stream.write("".join(line + "\n" for line in empty_warnings(plan)))
     for p in problems:
         stream.write(f"problem: {_problem_text(p)}\n")
         if p.hint:
@@ -238,6 +249,7 @@ class ConsoleReporter:
         for step, finding in plan.findings:  # on stderr: stdout may be JSON
             sys.stderr.write("".join(line + "\n" for line in finding_lines(
                 step.patch.path, finding, "warning")))
+        sys.stderr.write("".join(line + "\n" for line in empty_warnings(plan)))
         total = len(plan.pending)
         if total and use_rich(self.stream) and not self.quiet:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

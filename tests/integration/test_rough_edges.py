@@ -57,3 +57,28 @@ def test_status_marks_records_without_a_duration_and_says_why(pg: Pg) -> None:
     assert (record["name"], record["duration_ms"], record["run_by"],
             record["pgpatch_version"]) == ("app.00000000.0000.postgres.baseline.sql", None,
                                            None, None)
+
+
+def test_apply_warns_of_an_empty_patch_and_records_it(pg: Pg) -> None:
+    pg.write("app.00000000.0000.postgres.baseline.sql",
+             "CREATE ROLE app LOGIN PASSWORD 'app-pw-2';\nCREATE DATABASE app OWNER app;\n")
+    empty = pg.write("app.20240101.0001.app.forgotten.sql", "-- TODO: write the body\n")
+    pg.write("app.20240101.0002.app.real.sql", "CREATE TABLE t (a int);\n")
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.stderr
+    assert _empty_warning(empty) in result.stderr.splitlines()
+    blank = pg.write("app.20240102.0001.app.blank.sql", "\n")
+    as_json = pg.cli("apply", "--format", "json", pg.glob())
+    assert as_json.exit_code == 0, as_json.stderr
+    assert as_json.stderr.splitlines() == [_empty_warning(blank)]
+    assert [p["flags"] for p in json.loads(as_json.stdout)["applied"]] == [["empty"]]
+    rows = pg.query("SELECT name::text FROM installed_patches WHERE name LIKE 'app.2%' "
+                    "ORDER BY 1", "patches")
+    assert rows == [("app.20240101.0001.app.forgotten.sql",), ("app.20240101.0002.app.real.sql",),
+                    ("app.20240102.0001.app.blank.sql",)]
+    assert "warning" not in pg.cli("apply", pg.glob()).stderr  # nothing pending: no warning
+
+
+def _empty_warning(path: object) -> str:
+    return (f"warning: {path}: the file holds no SQL statement (only comments or blank "
+            "lines): apply records it as applied and runs nothing [empty]")

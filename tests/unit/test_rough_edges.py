@@ -130,3 +130,67 @@ def test_status_shows_its_glob_as_optional() -> None:
     for command in ("plan", "apply"):
         assert _invoke(command, "--help").output.startswith(
             f"Usage: pgpatch {command} [OPTIONS] GLOB...\n")
+
+
+EMPTY_FILES = {"app.20240101.0001.app.blank.sql": "\n\n",
+               "app.20240101.0002.app.comments.sql": "-- TODO: the body\n/* later */\n",
+               "app.20240101.0003.app.wrapped.sql": "BEGIN;\n-- nothing yet\nCOMMIT;\n",
+               "app.20240101.0004.app.real.sql": "-- a comment\nselect 1;\n"}
+
+
+def _empty_tree(tmp_path: Path) -> str:
+    for name, text in EMPTY_FILES.items():
+        (tmp_path / name).write_text(text)
+    return str(tmp_path / "*.sql")
+
+
+def _empty_warning(tmp_path: Path, name: str) -> str:
+    return (f"warning: {tmp_path / name}: the file holds no SQL statement (only comments or "
+            "blank lines): apply records it as applied and runs nothing [empty]")
+
+
+def test_plan_warns_of_each_empty_or_comment_only_patch(tmp_path: Path) -> None:
+    result = _invoke("plan", "--offline", _empty_tree(tmp_path))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == [_empty_warning(tmp_path, name) for name in list(EMPTY_FILES)[:3]]
+    rows = [line for line in lines if line.startswith("app ")]
+    notes = {line.split()[-1] for line in rows if "real" not in line}
+    assert notes == {"empty"}
+
+
+def test_plan_json_flags_empty_patches(tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    result = _invoke("plan", "--offline", "--format", "json", _empty_tree(tmp_path))
+    data = json.loads(result.stdout)
+    root = Path(__file__).resolve().parents[2]
+    schema = json.loads((root / "docs" / "plan.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(data)
+    flags = {p["description"]: p["flags"] for p in data["patches"] if p["database"] == "app"}
+    assert flags == {"blank": ["empty"], "comments": ["empty"], "wrapped": ["empty"],
+                     "real": []}
+
+
+def test_a_terminal_plan_shows_the_empty_warning(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import re
+
+    from postgresqlpatches import runner
+    from postgresqlpatches.render import print_plan
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLUMNS", "400")
+    out = Terminal()
+    print_plan(runner.plan_offline(runner.Options(globs=(_empty_tree(tmp_path),))), out)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    assert _empty_warning(tmp_path, "app.20240101.0002.app.comments.sql") in text
