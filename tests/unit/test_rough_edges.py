@@ -194,3 +194,25 @@ def test_a_terminal_plan_shows_the_empty_warning(tmp_path: Path,
     print_plan(runner.plan_offline(runner.Options(globs=(_empty_tree(tmp_path),))), out)
     text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
     assert _empty_warning(tmp_path, "app.20240101.0002.app.comments.sql") in text
+
+
+def test_a_sql_glob_names_the_files_it_skips_for_the_case_of_their_extension(
+        tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "app.20240101.0001.app.one.sql").write_text("select 1;\n")
+    upper = tmp_path / "sub" / "app.20240101.0002.app.two.SQL"
+    mixed = tmp_path / "app.20240101.0003.app.three.Sql"
+    for path in (upper, mixed):
+        path.write_text("select 2;\n")
+    (tmp_path / "notes.txt").write_text("not a patch\n")
+    glob = str(tmp_path / "**" / "*.sql")
+    result = CliRunner().invoke(cli.main, ["plan", "--offline", glob])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: {mixed}: skipped: the glob '{glob}' matches names ending in .sql, and this "
+        "one ends in .Sql (rename it to .sql)",
+        f"warning: {upper}: skipped: the glob '{glob}' matches names ending in .sql, and this "
+        "one ends in .SQL (rename it to .sql)"]
+    assert "two" not in result.stdout and "three" not in result.stdout
+    exact = CliRunner().invoke(cli.main, ["plan", "--offline", str(mixed)])
+    assert exact.exit_code == 1 and "does not end in .sql" in exact.stdout  # named: a problem
