@@ -94,6 +94,62 @@ def plan_rows(plan: Plan) -> list[list[str]]:
 
 
 HEADERS = ["database", "version", "user", "description", "path", "action", "notes"]
+PATH, ACTION, NOTES = 4, 5, 6
+NOTES_ROOM = 20
+"""Columns a terminal table keeps for the notes before it shortens paths; longer notes wrap."""
+
+
+def shorten_path(path: str, width: int) -> str:
+    """A path in ``width`` characters: the file name whole while it fits, with as many of the
+    last folders (they say most) and then the first ones as fit around a ``…``, else the file
+    name alone; on a very narrow terminal the file name's middle goes."""
+    if len(path) <= width:
+        return path
+    folder, _, name = path.rpartition("/")
+    if folder and len(name) + 2 <= width:
+        parts = folder.split("/")
+        head: list[str] = []
+        tail: list[str] = []
+
+        def text() -> str:
+            return "/".join([*head, "…", *tail, name])
+
+        for part in reversed(parts):
+            if len(text()) + len(part) + 1 > width:
+                break
+            tail.insert(0, part)
+        for part in parts[:len(parts) - len(tail)]:
+            if len(text()) + len(part) + 1 > width:
+                break
+            head.append(part)
+        return text()
+    if len(name) <= width:
+        return name
+    room = max(width, 12) - 1  # even a tiny terminal shows the version and the description
+    return f"{name[:room // 2]}…{name[len(name) - (room - room // 2):]}"
+
+
+def fit_plan_columns(rows: list[list[str]], width: int) -> tuple[list[int], list[list[str]]]:
+    """Which columns a terminal of ``width`` shows, and the rows with paths shortened to fit.
+
+    All columns while the paths fit, shortened if need be to ``…/`` and the file name; on a
+    narrower terminal only path, action and notes (the file name says database, version,
+    user and description). Piped output and JSON always carry the whole path.
+    """
+    def widths(columns: list[int]) -> dict[int, int]:
+        return {i: max([len(HEADERS[i])] + [len(r[i]) for r in rows]) for i in columns}
+
+    def path_room(columns: list[int]) -> int:
+        fixed = widths([i for i in columns if i != PATH])
+        fixed[NOTES] = min(fixed[NOTES], NOTES_ROOM)
+        return width - sum(fixed.values()) - 2 * (len(columns) - 1)
+
+    every = list(range(len(HEADERS)))
+    shortest = max((len(r[PATH].rpartition("/")[2]) + 2 for r in rows), default=0)
+    columns = every if path_room(every) >= shortest else [PATH, ACTION, NOTES]
+    room = path_room(columns)
+    return columns, [[shorten_path(c, room) if i == PATH else c for i, c in enumerate(r)]
+                     for r in rows]
 
 
 def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
@@ -110,20 +166,22 @@ def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
         from rich.markup import escape
         from rich.table import Table
 
+        console = _console(stream)
+        columns, rows = fit_plan_columns(steps_rows, console.width)
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for h in HEADERS:  # a path is folded, never cut: it must stay copyable
-            table.add_column(h, no_wrap=h in ("version", "action"),
-                             overflow="fold" if h in ("path", "description") else "ellipsis")
-        for step, row in zip(plan.steps, steps_rows, strict=True):
+        for i in columns:  # only the notes wrap: each row's path and action stay on its line
+            width = max(len(HEADERS[i]), *(len(r[i]) for r in rows)) if rows else None
+            table.add_column(HEADERS[i], no_wrap=i != NOTES, overflow="fold",
+                             min_width=width if i != NOTES else None)
+        for step, row in zip(plan.steps, rows, strict=True):
             row = [escape(c) for c in row]
             style = ACTION_STYLE[step.action]
-            row[5] = f"[{style}]{row[5]}[/]"
+            row[ACTION] = f"[{style}]{row[ACTION]}[/]"
             if any(f in ("changed", "out-of-order") for f in step.flags):
-                row[6] = f"[bold red]{row[6]}[/]"
+                row[NOTES] = f"[bold red]{row[NOTES]}[/]"
             elif step.findings:
-                row[6] = f"[yellow]{row[6]}[/]"
-            table.add_row(*row)
-        console = _console(stream)
+                row[NOTES] = f"[yellow]{row[NOTES]}[/]"
+            table.add_row(*(row[i] for i in columns))
         console.print(table)
         colour = "bold red" if severity == "error" else "bold yellow"
         for step, finding in plan.findings:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import pytest
 
 from postgresqlpatches.discovery import Problem, read_patch
 from postgresqlpatches.planner import RESUME, Action, Plan, ServerFacts, Step, make_plan
-from postgresqlpatches.render import ConsoleReporter, plan_json, print_plan, summary
+from postgresqlpatches.render import (
+    ConsoleReporter,
+    plan_json,
+    print_plan,
+    shorten_path,
+    summary,
+)
 
 
 class Terminal(io.StringIO):
@@ -85,7 +93,7 @@ def test_no_color_on_a_terminal_prints_the_same_plain_text_as_a_pipe(
     assert terminal.getvalue() == pipe.getvalue()
 
 
-def test_a_narrow_terminal_folds_paths_instead_of_cutting_them(
+def test_a_narrow_terminal_keeps_the_paths_that_fit_whole(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm-256color")
@@ -133,3 +141,76 @@ def test_a_terminal_shows_the_bracketed_notes_of_progress_lines(
     assert "app 00000000.0000 as postgres: baseline [psql] (12 ms)" in text
     assert "app 20240101.0001 as app: conc [non-transactional] (12 ms)" in text
     assert "app 20240102.0001 as app: again [resume] (12 ms)" in text
+
+
+def _deep_plan():
+    folder = "/srv/deploy/releases/2024/shop/db/migrations/"
+    patches = [
+        read_patch(folder + "shop.00000000.0000.postgres.baseline.sql",
+                   text="create database shop;\n"),
+        read_patch(folder + "shop.20240101.0001.shop.drop_legacy_columns.sql",
+                   text="alter table t drop column a;\ncreate index i on t (a);\n"
+                        "alter table t alter column b set not null;\n"),
+        read_patch(folder + "shop.20240102.0001.shop.conc.sql",
+                   text="create index concurrently j on t (a);\n"),
+        read_patch(folder + "crm.00000000.0000.postgres.baseline.sql", text="select 1;\n"),
+        read_patch(folder + "crm.20240102.0001.crm.notes.sql", text="-- later\n"),
+    ]
+    return make_plan(patches, ServerFacts(frozenset({"crm"})), state_db="patches")
+
+
+def _demo_plan():
+    from postgresqlpatches import runner
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "hundbidrag"
+    return runner.plan_offline(runner.Options(globs=(str(examples / "*.sql"),)))
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("make", [_deep_plan, _demo_plan, example_plan])
+def test_a_terminal_plan_keeps_each_rows_file_name_and_action_on_one_line(
+        monkeypatch: pytest.MonkeyPatch, width: int, make) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLUMNS", str(width))
+    plan = make()
+    out = Terminal()
+    print_plan(plan, out)
+    table = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).split("\n" + summary(plan))[0]
+    table = table.split("\nwarning: ")[0].split("\nproblem: ")[0]
+    lines = table.splitlines()
+    assert all(len(line) <= width for line in lines)
+    for step in plan.steps:
+        rows = [line.split() for line in lines if step.patch.name.filename in line]
+        assert len(rows) == 1, (step.patch.name.filename, table)
+        assert step.action.value in rows[0], (step.action.value, rows[0])
+
+
+def test_a_wide_terminal_shows_every_column_and_whole_paths(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLUMNS", "220")
+    out = Terminal()
+    print_plan(_deep_plan(), out)
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
+    assert lines[0].split() == ["database", "version", "user", "description", "path", "action",
+                                "notes"]
+    row = next(line.split() for line in lines if "conc.sql" in line)
+    path = "/srv/deploy/releases/2024/shop/db/migrations/shop.20240102.0001.shop.conc.sql"
+    assert row[:6] == ["shop", "20240102.0001", "shop", "conc", path, "apply"]
+
+
+@pytest.mark.parametrize("width, short", [
+    (81, "/srv/deploy/releases/2024/shop/db/migrations/app.20240101.0001.app.add_orders.sql"),
+    (80, "/…/deploy/releases/2024/shop/db/migrations/app.20240101.0001.app.add_orders.sql"),
+    (60, "/…/shop/db/migrations/app.20240101.0001.app.add_orders.sql"),
+    (50, "/…/migrations/app.20240101.0001.app.add_orders.sql"),
+    (40, "/…/app.20240101.0001.app.add_orders.sql"),
+    (37, "app.20240101.0001.app.add_orders.sql"),
+    (30, "app.20240101.0….add_orders.sql"),
+])
+def test_shorten_path_elides_folders_before_the_file_name(width: int, short: str) -> None:
+    path = "/srv/deploy/releases/2024/shop/db/migrations/app.20240101.0001.app.add_orders.sql"
+    assert shorten_path(path, width) == short
+    assert len(short) <= width
