@@ -59,14 +59,18 @@ class PatchGroup(click.Group):
         first = rest[0]
         if first in self.commands:
             command = self.commands[first]
-            return super().parse_args(ctx, [first, *_fit_leading(command, first, leading),
+            return super().parse_args(ctx, [first, *_fit_leading(command, first, leading,
+                                                                 ctx.resilient_parsing),
                                             *rest[1:]])
+        # shell completion (resilient parsing) never raises: a half-typed line is no error
         if first.startswith("-"):
             later = next((a for a in rest[1:] if a in self.commands), None)
-            if later is not None:
+            if later is not None and not ctx.resilient_parsing:
                 raise click.UsageError(
                     f"{first} goes after the command: pgpatch {later} {first} ...", ctx)
         elif not _looks_like_a_glob(first):
+            if ctx.resilient_parsing:
+                return super().parse_args(ctx, args)
             import difflib
 
             close = difflib.get_close_matches(first, list(self.commands), n=1)
@@ -77,15 +81,26 @@ class PatchGroup(click.Group):
         return super().parse_args(ctx, ["apply", *leading, *rest])
 
 
-def _fit_leading(command: click.Command, name: str, leading: list[str]) -> list[str]:
-    """The common options given before the command name, for a command that takes them."""
+def _fit_leading(command: click.Command, name: str, leading: list[str],
+                 completing: bool = False) -> list[str]:
+    """The common options given before the command name, for a command that takes them
+    (while completing a line, the others are left out instead of refused)."""
     takes = {opt for param in command.params for opt in getattr(param, "opts", ())}
-    for arg in leading:
+    fitting: list[str] = []
+    i = 0
+    while i < len(leading):
+        arg = leading[i]
+        # "--host db" came as two items, "--host=db" and "-ldebug" as one
+        size = 2 if arg in PatchGroup.VALUE_OPTIONS else 1
         option = arg.split("=", 1)[0]
         option = option[:2] if option[:2] in ("-l", "-p") else option
         if option.startswith("-") and option not in takes:
-            raise click.UsageError(f"{option} does not apply to pgpatch {name}")
-    return leading
+            if not completing:
+                raise click.UsageError(f"{option} does not apply to pgpatch {name}")
+        else:
+            fitting += leading[i:i + size]
+        i += size
+    return fitting
 
 
 def _looks_like_a_glob(arg: str) -> bool:
