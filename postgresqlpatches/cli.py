@@ -366,7 +366,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
 @FORMAT
 @common_options
 def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
-    """What the state database says ran: when, as whom, how long.
+    """What the state database says ran: when, as whom, how long, run by whom, which pgpatch.
 
     With GLOBs also what is pending or changed (exit 1 when the plan has problems).
     """
