@@ -354,6 +354,21 @@ NOT_TIMED_NOTE = ("ms -: not timed: the state database's own baseline (recorded 
                   "`pgpatch baseline`, bootstraps by older pgpatch versions")
 
 
+STATUS_LEAVE_OUT = ("pgpatch", "run by", "user", "description")
+"""What a narrow terminal's status table leaves out first, so that each record stays on its
+line: database, version, installed, ms and state always show."""
+
+
+def fit_status_columns(rows: list[list[str]], width: int) -> list[int]:
+    shown = list(range(len(STATUS_HEADERS)))
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(STATUS_HEADERS)]
+    for header in STATUS_LEAVE_OUT:
+        if sum(widths[i] for i in shown) + 2 * (len(shown) - 1) <= width:
+            break
+        shown.remove(STATUS_HEADERS.index(header))
+    return shown
+
+
 def record_state(r: Record) -> str:
     if not r.settled:
         return "unsettled" if r.xid is not None else "incomplete"
@@ -382,12 +397,18 @@ def print_status(st: Status, stream: IO[str] | None = None) -> None:
         if use_rich(stream):
             from rich.table import Table
 
+            console = _console(stream)
+            shown = fit_status_columns(rows, console.width)
             table = Table(box=None, header_style="bold", pad_edge=False)
-            for h in STATUS_HEADERS:
-                table.add_column(h)
+            for i in shown:
+                table.add_column(STATUS_HEADERS[i], no_wrap=True)
             for row in rows:
-                table.add_row(*row)
-            _console(stream).print(table)
+                table.add_row(*(row[i] for i in shown))
+            console.print(table)
+            left_out = [h for i, h in enumerate(STATUS_HEADERS) if i not in shown]
+            if left_out:
+                console.print(f"left out at this width: {', '.join(left_out)} (piped output "
+                              "and --format json show every column)", style="dim")
         else:
             write_columns(stream, STATUS_HEADERS, rows)
         if any(r.duration_ms is None for r in st.records):

@@ -14,6 +14,7 @@ from postgresqlpatches.render import (
     ConsoleReporter,
     plan_json,
     print_plan,
+    print_status,
     shorten_path,
     summary,
 )
@@ -214,3 +215,37 @@ def test_shorten_path_elides_folders_before_the_file_name(width: int, short: str
     path = "/srv/deploy/releases/2024/shop/db/migrations/app.20240101.0001.app.add_orders.sql"
     assert shorten_path(path, width) == short
     assert len(short) <= width
+
+
+@pytest.mark.parametrize("width, left_out", [(80, "user, run by, pgpatch"), (100, "pgpatch"),
+                                             (140, None)])
+def test_a_terminal_status_keeps_each_record_on_one_line(
+        monkeypatch: pytest.MonkeyPatch, width: int, left_out: str | None) -> None:
+    import datetime as dt
+
+    from postgresqlpatches.runner import Status
+    from postgresqlpatches.state import Record
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLUMNS", str(width))
+    at = dt.datetime(2026, 12, 1, 10, 0, 0)
+    records = [
+        Record(1, "hundbidrag", "00000000", "0000",
+               "hundbidrag.00000000.0000.postgres.baseline.sql", at, "postgres", checksum="c",
+               duration_ms=120.0, run_by="deploy", pgpatch_version="0.1.0"),
+        Record(2, "hundbidrag", "20210301", "0001",
+               "hundbidrag.20210301.0001.hundbidrag.allowance_view.sql", at, "hundbidrag",
+               checksum="c", duration_ms=3.2, run_by="deploy", pgpatch_version="0.1.0"),
+    ]
+    out = Terminal()
+    print_status(Status(records, None, True), out)
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
+    assert all(len(line) <= width for line in lines)
+    assert lines[1].split()[:2] == ["hundbidrag", "00000000.0000"]
+    assert "2026-12-01 10:00:00  120  applied" in lines[1]
+    assert "2026-12-01 10:00:00  3    applied" in lines[2]
+    if left_out:
+        assert lines[3].startswith(f"left out at this width: {left_out} (")
+    else:
+        assert lines[1].split()[-3:] == ["applied", "deploy", "0.1.0"] and len(lines) == 3
