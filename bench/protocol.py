@@ -54,7 +54,7 @@ VARIANTS = ("one-transaction", "commit-each", "record-after", "unchained", "pgpa
 def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
     text = patch_sql(i)
     name = f"{DB}.{20300101 + (i - 1) // 9999}.{(i - 1) % 9999 + 1:04d}.postgres.t_{i}.sql"
-    patch = Patch(name=parse_name(name), path=name, text=text, checksum=f"{i:064x}")
+    patch = Patch(name=parse_name(name), path=name, text=text, text_checksum=f"{i:064x}")
     return patch, parse_sql(text).statements
 
 

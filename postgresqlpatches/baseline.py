@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from postgresqlpatches.discovery import read_patch
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.naming import check_identifier
-from postgresqlpatches.server import MAINTENANCE_DB, SUPERUSER, Maintenance, Server
+from postgresqlpatches.server import SUPERUSER, Maintenance, Server
 
 if TYPE_CHECKING:
     import psycopg
@@ -272,8 +272,8 @@ def role_section(roles: list[Role], memberships: list[Membership],
 
     out = ["-- Roles this database needs, each created only where it is missing (an existing",
            "-- role is left as it is). Passwords are read when psql runs this file (pgpatch",
-           "-- hands POSTGRESQL_<ROLE>_PASSWORD to psql as PGPATCH_<ROLE>_PASSWORD);",
-           "-- they are never written here.", ""]
+           "-- hands psql the verifier of POSTGRESQL_<ROLE>_PASSWORD, computed on its side,",
+           "-- as PGPATCH_<ROLE>_PASSWORD); they are never written here.", ""]
     flags: dict[str, str] = {}
     for index, role in enumerate(roles, 1):
         suffix = role.name if PLAIN_NAME.fullmatch(role.name) else str(index)
@@ -458,7 +458,7 @@ def _relations_matching(pg_dump: str, server: Server, database: str,
     args = _dump_command(pg_dump, server, database) + [
         "--schema-only", "--format=custom", "--strict-names"] + [
         f"--table={p}" for p in patterns]
-    env = server.psql_environment(SUPERUSER, MAINTENANCE_DB, set())
+    env = server.psql_environment(SUPERUSER)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -484,7 +484,7 @@ def _relations_matching(pg_dump: str, server: Server, database: str,
 
 def _pg_dump(pg_dump: str, server: Server, database: str, scope: list[str]) -> str:
     args = _dump_command(pg_dump, server, database) + ["--create", *scope]
-    env = server.psql_environment(SUPERUSER, MAINTENANCE_DB, set())
+    env = server.psql_environment(SUPERUSER)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()

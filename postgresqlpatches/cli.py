@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import gc
+import io
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +36,7 @@ class PatchGroup(click.Group):
     common options given before the command name are moved after it."""
 
     VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db"}
+    FLAG_OPTIONS = {"--strict-passwords"}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         leading: list[str] = []
@@ -45,6 +48,9 @@ class PatchGroup(click.Group):
             if arg in self.VALUE_OPTIONS and i + 1 < len(args):
                 leading += args[i:i + 2]
                 i += 2
+            elif arg in self.FLAG_OPTIONS:
+                leading.append(arg)
+                i += 1
             elif arg.startswith("-") and arg.split("=", 1)[0] in self.VALUE_OPTIONS:
                 leading.append(arg)
                 i += 1
@@ -131,6 +137,10 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--state-db", default="patches", show_default=True, metavar="NAME",
                      callback=_identifier("state database"),
                      help="The database that records what ran."),
+        click.option("--strict-passwords", is_flag=True,
+                     help="A role without its {PREFIX}{ROLE}_PASSWORD is a problem that stops "
+                          "the run before anything runs (default: a warning, and the role's "
+                          "name is its password)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -172,31 +182,37 @@ def _setup_logging(level: str) -> None:
 
 
 class _LevelFormatter(logging.Formatter):
+    """Every log line, at every level, without a password (psql and the server quote
+    statements back)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        from postgresqlpatches.redact import redact
+
+        return f"{record.levelname.lower()}: {redact(record.getMessage())}"
 
 
 def _fail(e: Exception, level: str) -> None:
     from postgresqlpatches.errors import PgpatchError
+    from postgresqlpatches.redact import redact
 
     if isinstance(e, click.exceptions.Exit | click.ClickException | click.Abort):
         raise e
     if isinstance(e, PgpatchError):
-        click.echo(f"error: {e}", err=True)
+        click.echo(redact(f"error: {e}"), err=True)
         if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+            click.echo(redact(f"hint: {e.hint}"), err=True)
         if level == "debug":
             log.debug("traceback", exc_info=e)
         sys.exit(e.exit_code)
     if type(e).__module__.startswith("psycopg"):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        click.echo(f"error: the server failed: {first}", err=True)
+        click.echo(redact(f"error: the server failed: {first}"), err=True)
     else:
-        click.echo(f"error: unexpected {type(e).__name__}: {e}", err=True)
+        click.echo(redact(f"error: unexpected {type(e).__name__}: {e}"), err=True)
     if level == "debug":
         import traceback
 
-        traceback.print_exception(e, file=sys.stderr)
+        click.echo(redact("".join(traceback.format_exception(e))).rstrip("\n"), err=True)
     else:
         click.echo("hint: run with -l debug for the traceback", err=True)
     sys.exit(1)
@@ -206,7 +222,8 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
     from postgresqlpatches.runner import Options
 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
-                   prefix=kwargs["prefix"], state_db=kwargs["state_db"], **extra)
+                   prefix=kwargs["prefix"], state_db=kwargs["state_db"],
+                   strict_passwords=kwargs["strict_passwords"], **extra)
 
 
 def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], str]:
@@ -228,6 +245,12 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), d
                       help="table: rich on a terminal, plain text when piped; json: for scripts.")
 # a Path type only for shell completion: the shell offers files and folders; pgpatch expands
 GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...", type=click.Path())
+ADOPT = click.option(
+    "--adopt", is_flag=True,
+    help="Take a database that holds objects but has no record in the state database as it "
+         "is: its pending patches run, recorded from then on. Without it that is a problem "
+         "(unrecorded-database): a lost or mistyped state database would run everything "
+         "again.")
 
 
 @click.group(cls=PatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -260,10 +283,67 @@ def run() -> None:
     runs). main() itself, as tests and other in-process callers use it, leaves the
     collector alone."""
     gc.disable()
+    restore = _guard_std_streams()
     try:
         main()
     finally:
+        restore()
         gc.freeze()
+
+
+class _DroppingFile(io.FileIO):
+    """fd 1 or 2 for a reader that may go away (``pgpatch apply | head -1``): the first write
+    that finds the pipe closed points the fd at /dev/null, so the run goes on to its own end
+    and exit code, and what cannot be written is dropped."""
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            _point_at_devnull(self.fileno())
+            return memoryview(data).nbytes
+
+
+def _point_at_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull != fd:
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+def _guard_std_streams() -> Callable[[], None]:
+    """stdout and stderr of the process, made safe from a closed reader; returns the undo.
+
+    A closed fd 1 or 2 (``>&-``) gets /dev/null first: else the next connection's socket
+    would take its number, and whatever is written "to stdout" would go to the server. Streams
+    a caller has replaced (a test's capture) are left alone.
+    """
+    saved: list[tuple[str, Any, io.TextIOWrapper]] = []
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        if old is not getattr(sys, f"__{name}__"):
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            _point_at_devnull(fd)
+        raw = _DroppingFile(fd, "w", closefd=False)
+        buffered = old is None or isinstance(getattr(old, "buffer", None), io.BufferedWriter)
+        new = io.TextIOWrapper(
+            io.BufferedWriter(raw) if buffered else raw,  # type: ignore[arg-type]
+            encoding=getattr(old, "encoding", None) or "utf-8",
+            errors=getattr(old, "errors", None) or "backslashreplace",
+            line_buffering=getattr(old, "line_buffering", False),
+            write_through=getattr(old, "write_through", False))
+        setattr(sys, name, new)
+        saved.append((name, old, new))
+
+    def restore() -> None:
+        for name, old, new in saved:
+            new.flush()  # a closed reader costs nothing here either
+            setattr(sys, name, old)
+
+    return restore
 
 
 EXIT_OK = 0
@@ -293,9 +373,10 @@ def lint_option(what: str) -> Callable[..., Any]:
                    f"{EXIT_OK} only when there is nothing to do.")
 @click.option("--allow-out-of-order", is_flag=True,
               help="Plan patches older than the newest applied one instead of refusing them.")
+@ADOPT
 @common_options
 def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
-         allow_out_of_order: bool, **kw: Any) -> None:
+         allow_out_of_order: bool, adopt: bool, **kw: Any) -> None:
     """Show what apply would do, in order. Read-only: creates nothing, not even the state database.
 
     With --offline no server is needed: a database with a 0000 baseline in the tree is taken
@@ -312,7 +393,8 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
     from postgresqlpatches import render, runner
 
     _require_globs(globs)
-    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint)
+    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
+                       adopt=adopt)
     the_plan = runner.plan_offline(options) if offline else runner.plan(options)
     if fmt == "json":
         render.dump_json(render.plan_json(the_plan, offline=offline))
@@ -336,10 +418,11 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="json: the applied patches as JSON on stdout.")
 @lint_option("apply anyway")
+@ADOPT
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int | None, statement_timeout: int | None, fmt: str, lint: str,
-          **kw: Any) -> None:
+          adopt: bool, **kw: Any) -> None:
     """Apply every pending patch, each exactly once, in name order.
 
     Lint findings are printed on stderr before anything runs.
@@ -349,7 +432,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
-                       lint=lint)
+                       lint=lint, adopt=adopt)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         result = runner.apply(options, reporter)

@@ -296,7 +296,8 @@ RULES: tuple[Rule, ...] = (
         "done, which on a large table can be minutes.",
         lock="SHARE (writes wait; reads go on)",
         safer="CREATE INDEX CONCURRENTLY, in a patch of its own (pgpatch runs it outside a "
-        "transaction). If it fails it leaves an INVALID index: drop it and run again.",
+        "transaction). If it fails with an error, pgpatch drops the INVALID index it left; fix "
+        "the cause and run again.",
         bad="CREATE INDEX orders_customer_id ON orders (customer_id);",
         good="CREATE INDEX CONCURRENTLY orders_customer_id ON orders (customer_id);",
         check=_check_create_index,
@@ -591,7 +592,10 @@ def _allowed(statements: tuple[Statement, ...], text: str) -> tuple[frozenset[st
 
 
 def _excerpt(statement: Statement, width: int = 100) -> str:
-    flat = " ".join(statement.text.split())
+    """The statement on one line, shortened, with any password in it masked (it is printed)."""
+    from postgresqlpatches.redact import redact
+
+    flat = redact(" ".join(statement.text.split()))
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from postgresqlpatches.checksums import CHECKSUM_VERSION
 from postgresqlpatches.discovery import Patch, Problem
 from postgresqlpatches.state import Record
 
@@ -39,7 +40,8 @@ PROBLEM_KINDS = (
     "no-match", "bad-name", "unreadable", "duplicate",  # discovery
     "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "copy-stdin",
     "no-baseline",
-    "state-mismatch", "unsettled", "lint",  # planner
+    "state-mismatch", "unsettled", "lint", "unrecorded-database",  # planner
+    "password",  # runner, with --strict-passwords
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
 
@@ -72,6 +74,15 @@ class Step:
     @property
     def non_transactional(self) -> bool:
         return NON_TRANSACTIONAL in self.flags
+
+    @property
+    def checksum(self) -> str:
+        """The file's checksum (version 2); an applied patch whose record is current has it
+        in the record already (same text, same tokens), which spares scanning the file."""
+        if self.record is not None and self.record.checksum and record_is_current(self) \
+                and self.action is Action.APPLIED:
+            return self.record.checksum
+        return self.patch.checksum
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,35 @@ class ServerFacts:
     xact_status: Mapping[int, str | None] = field(default_factory=dict)
     state_exists: bool = False
     half_made: frozenset[str] = frozenset()
+    roles: frozenset[str] | None = None
+    """The server's roles, read when a baseline may run (None: not read, or offline)."""
+    unrecorded: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Databases of unrecorded_candidates() that hold objects of their own (their
+    descriptions); not asked with --adopt."""
+
+
+def unrecorded_candidates(patches: Iterable[Patch], existing: Iterable[str],
+                          records: Iterable[Record], state_db: str) -> set[str]:
+    """Databases that exist, have no record at all, and would get patches other than their
+    bootstrap: only these are looked into (none when every database has records), because
+    a state database that is lost or mistyped would otherwise run everything on them again."""
+    present = set(existing)
+    recorded = {r.database for r in records}
+    return {p.name.database for p in patches
+            if not p.name.is_bootstrap and p.name.database != state_db
+            and p.name.database in present and p.name.database not in recorded}
+
+
+def unrecorded_problem(database: str, objects: Sequence[str], state_db: str) -> Problem:
+    shown = ", ".join(objects[:3]) + (f" and {len(objects) - 3} more" if len(objects) > 3
+                                      else "")
+    return Problem(
+        "unrecorded-database", None,
+        f"database {database} holds objects of its own ({shown}) but the state database "
+        f"{state_db} has no record of it: its patches would all run on it again",
+        hint=f"if the state database was lost, restore it (or correct --state-db); else "
+             f"`pgpatch baseline {database}` to move an existing database over, or --adopt "
+             "to apply the pending patches to it anyway (recorded from then on)")
 
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
@@ -119,7 +159,7 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     if lint not in LINT_MODES:
         raise ValueError(f"lint must be one of {LINT_MODES}, not {lint!r}")
     problems = list(problems)
-    records = _effective_records(facts, problems)
+    records = _effective_records(facts, problems, state_db)
     steps: list[Step] = []
     by_db: dict[str, list[Patch]] = {}
     for patch in patches:
@@ -138,6 +178,8 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
             break
     for database, group in by_db.items():
         exists = database in facts.existing
+        if database in facts.unrecorded:
+            problems.append(unrecorded_problem(database, facts.unrecorded[database], state_db))
         redo = database in facts.half_made or exists and any(
             r.database == database and r.major == "00000000" and not r.settled
             and r.xid is None for r in records.values())
@@ -167,7 +209,8 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     return Plan(tuple(steps), tuple(problems), lint=lint)
 
 
-def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tuple, Record]:
+def _effective_records(facts: ServerFacts, problems: list[Problem],
+                       state_db: str) -> dict[tuple, Record]:
     """Unsettled records count as what their target transaction became."""
     out: dict[tuple, Record] = {}
     for r in facts.records:
@@ -180,14 +223,41 @@ def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tupl
         elif status == "aborted":
             continue
         else:
-            problems.append(Problem(
-                "unsettled", r.path,
-                f"the outcome of {r.database} {r.version} is unknown: its transaction "
-                f"{r.xid} is {status or 'too old to look up'}",
-                hint="wait for the other session to end and run again" if status
-                else "check the database by hand, then fix the record in the state database"))
+            problems.append(unsettled_problem(r, status, state_db))
             out[r.key] = r
     return out
+
+
+def unsettled_problem(r: Record, status: str | None, state_db: str) -> Problem:
+    """A record whose target transaction did not end yet, or whose end the server cannot tell:
+    named (database, version, path, record id), with what to do."""
+    from postgresqlpatches.server import XACT_FUTURE
+
+    where = f"{r.database} {r.version}"  # and r.path, the problem's path
+    if status == "in progress":
+        return Problem(
+            "unsettled", r.path,
+            f"the outcome of {where} is unknown: its transaction {r.xid} is in progress",
+            hint="wait for the other session to end and run again")
+    why = ("in the future of this server: the state database was restored from another "
+           "cluster or an older backup, or the record was edited" if status == XACT_FUTURE
+           else "too old to look up")
+    return Problem(
+        "unsettled", r.path, f"the outcome of {where} is unknown: its transaction {r.xid} is "
+        f"{why}",
+        hint=f"check by hand whether the patch took effect in database {r.database}; then, in "
+             f"the state database {state_db}, settle its record if it did (UPDATE "
+             f"installed_patches SET settled = true WHERE id = {r.id}) or delete it so that "
+             f"the patch runs again if it did not (DELETE FROM installed_patches WHERE id = "
+             f"{r.id})")
+
+
+def record_problems(facts: ServerFacts, state_db: str) -> list[Problem]:
+    """What `status` without globs reports: records whose outcome the server cannot tell
+    (a transaction in progress is a concurrent run, not a problem of the records)."""
+    return [unsettled_problem(r, facts.xact_status.get(r.xid), state_db)
+            for r in facts.records if not r.settled and r.xid is not None
+            and facts.xact_status.get(r.xid) not in ("committed", "aborted", "in progress")]
 
 
 def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
@@ -206,12 +276,12 @@ def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
             flags.append(UNSETTLED)
         if record.checksum is None:
             flags.append(NO_CHECKSUM)
-        elif record.checksum != patch.checksum:
+        elif not _unchanged(record, patch):
             flags.append(CHANGED)
             problems.append(Problem(
                 "changed", patch.path,
                 f"the file changed after it was applied on {_when(record)}",
-                hint="never edit an applied patch: restore it and put the change in a new patch"))
+                hint=_CHANGED_HINTS.get(record.checksum_version or 1, _CHANGED_HINT)))
         return Step(patch, Action.APPLIED, flags=tuple(flags), record=record)
     if name.is_bootstrap:
         if exists:
@@ -230,6 +300,38 @@ def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
     return Step(patch, Action.APPLY)
 
 
+_CHANGED_HINT = "never edit an applied patch: restore it and put the change in a new patch"
+_CHANGED_HINTS = {
+    1: "never edit an applied patch: restore it and put the change in a new patch (its record "
+       "predates token checksums, so even a comment counts until `apply` upgrades it)",
+    CHECKSUM_VERSION: _CHANGED_HINT,
+}
+
+
+def _unchanged(record: Record, patch: Patch) -> bool:
+    """Whether today's file is the one on record, in the checksum version of the record.
+
+    Version 1 records compare the text (a comment edit cannot be told from a real change);
+    version 2 ones the tokens, after the cheap text comparison that spares the scan.
+    """
+    version = record.checksum_version or 1
+    if version == 1:
+        return record.checksum == patch.text_checksum
+    if record.text_checksum is not None and record.text_checksum == patch.text_checksum:
+        return True
+    return version == CHECKSUM_VERSION and record.checksum == patch.checksum
+
+
+def record_is_current(step: Step) -> bool:
+    """The record of an applied, unchanged patch already holds today's checksums; `apply`
+    rewrites the others (no checksum, version 1, an edited comment) without running it.
+    (True for steps without such a record: there is nothing to rewrite.)"""
+    record = step.record
+    return (record is None or step.action is not Action.APPLIED or CHANGED in step.flags
+            or record.checksum is not None and record.checksum_version == CHECKSUM_VERSION
+            and record.text_checksum == step.patch.text_checksum)
+
+
 def _when(record: Record) -> str:
     return f"{record.installed:%Y-%m-%d %H:%M}" if record.installed else "an earlier run"
 
@@ -243,7 +345,9 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     try:
         parsed = parse_sql(patch.text)
     except PgpatchError as e:
-        problems.append(Problem("syntax", patch.path, e.message, e.line,
+        from postgresqlpatches.redact import redact
+
+        problems.append(Problem("syntax", patch.path, redact(e.message), e.line,
                                 hint="pgpatch parses every patch before it runs any"))
         return step
     for meta in parsed.meta_commands:
@@ -265,11 +369,45 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     flags = list(step.flags)
     if any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL) for s in statements):
         flags.append(NON_TRANSACTIONAL)
+    if RESUME in flags and _done_part_changed(step, statements, problems):
+        flags.append(CHANGED)
     if not statements:  # only comments: recorded as applied, so a forgotten body is warned
         flags.append(EMPTY)
     findings = _lint(step, parsed, lint, problems)
     return Step(patch, step.action, step.reason, tuple(flags), tuple(statements), step.record,
                 step.resume_from, findings)
+
+
+def _done_part_changed(step: Step, statements: Sequence[Statement],
+                       problems: list[Problem]) -> bool:
+    """A resumed patch runs from statement ``resume_from + 1``: the statements before it ran
+    and must still be what ran, or an edit there would never run, and a statement moved past
+    the resume point would run twice. Records without statement checksums cannot tell."""
+    from postgresqlpatches.checksums import statement_checksum
+
+    recorded = step.record.statement_checksums if step.record is not None else None
+    done = step.resume_from
+    if recorded is None or not done:
+        return False
+    patch = step.patch
+    if len(statements) < done:
+        problems.append(Problem(
+            "changed", patch.path,
+            f"statements 1-{done} ran in an earlier run, but the file now has only "
+            f"{len(statements)}", hint=_DONE_PART_HINT))
+        return True
+    for number, (statement, before) in enumerate(zip(statements, recorded[:done], strict=False), 1):
+        if statement_checksum(statement.text) != before:
+            problems.append(Problem(
+                "changed", patch.path,
+                f"statement {number} ran in an earlier run (statements 1-{done} did) and has "
+                "changed since", statement.line, hint=_DONE_PART_HINT))
+            return True
+    return False
+
+
+_DONE_PART_HINT = ("restore the statements that ran as they were; fix only the failed "
+                   "statement and those after it")
 
 
 def _lint(step: Step, parsed: ParsedSql, mode: str, problems: list[Problem]) -> tuple[Finding, ...]:

@@ -262,7 +262,7 @@ def step_json(step: Step) -> dict[str, Any]:
         "database": n.database, "major": n.major, "minor": n.minor, "version": n.version,
         "user": n.user, "description": n.description, "path": step.patch.path,
         "action": step.action.value, "reason": step.reason, "flags": list(step.flags),
-        "checksum": step.patch.checksum,
+        "checksum": step.checksum,
         "installed": rec.installed.isoformat() if rec and rec.installed else None,
         "findings": [finding_json(f) for f in step.findings],
     }
@@ -413,6 +413,10 @@ def print_status(st: Status, stream: IO[str] | None = None) -> None:
             write_columns(stream, STATUS_HEADERS, rows)
         if any(r.duration_ms is None for r in st.records):
             stream.write(NOT_TIMED_NOTE + "\n")
+    for p in st.problems:
+        stream.write(f"problem: {_problem_text(p)}\n")
+        if p.hint:
+            stream.write(f"  hint: {p.hint}\n")
     if st.plan is not None:
         pending = [s for s in st.plan.steps if s.pending or "changed" in s.flags]
         if pending:
@@ -432,6 +436,7 @@ def status_json(st: Status) -> dict[str, Any]:
             {"database": r.database, "major": r.major, "minor": r.minor, "version": r.version,
              "name": r.name, "user": r.user, "installed": r.installed.isoformat()
              if r.installed else None, "duration_ms": r.duration_ms, "checksum": r.checksum,
+             "checksum_version": (r.checksum_version or 1) if r.checksum else None,
              "state": record_state(r), "path": r.path, "run_by": r.run_by,
              "pgpatch_version": r.pgpatch_version}
             for r in st.records
@@ -439,4 +444,8 @@ def status_json(st: Status) -> dict[str, Any]:
     }
     if st.plan is not None:
         data["plan"] = plan_json(st.plan)
+    else:
+        data["problems"] = [
+            {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
+             "hint": p.hint} for p in st.problems]
     return data

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.discovery import Patch, Problem, discover
@@ -39,11 +39,15 @@ class Options:
     lock_timeout_ms: int | None = None
     statement_timeout_ms: int | None = None
     lint: str = "warn"
+    strict_passwords: bool = False
+    adopt: bool = False
+    """Apply to databases that hold objects but have no record (else a problem)."""
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
                       lock_timeout_ms=self.lock_timeout_ms,
-                      statement_timeout_ms=self.statement_timeout_ms)
+                      statement_timeout_ms=self.statement_timeout_ms,
+                      strict=self.strict_passwords)
 
 
 class Reporter(Protocol):
@@ -94,15 +98,26 @@ def _state_store(server: Server, state_db: str, existing: set[str]) -> StateStor
 
 
 def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
-                store: StateStore | None) -> ServerFacts:
+                store: StateStore | None, patches: Sequence[Patch] = (),
+                adopt: bool = False) -> ServerFacts:
     """The records and the fate of unsettled transactions, from what the caller opened: a
-    state database that exists without a store is one whose bootstrap was cut short."""
+    state database that exists without a store is one whose bootstrap was cut short. The
+    roles only when a baseline may run (the password check needs them, see _make_plan).
+    Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
+    from postgresqlpatches.planner import unrecorded_candidates
+
     half_made = state_db in existing and store is None
     records = store.records() if store is not None else []
     xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
     present = existing - {state_db} if half_made else existing
+    built = {p.name.database for p in patches if p.name.is_baseline}
+    may_build = bool(built - present) or any(
+        r.database in built and r.major == "00000000" and not r.settled for r in records)
+    unrecorded = {} if adopt else maint.objects_of_their_own(
+        unrecorded_candidates(patches, present, records, state_db))
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
-                       frozenset({state_db}) if half_made else frozenset())
+                       frozenset({state_db}) if half_made else frozenset(),
+                       frozenset(maint.roles()) if may_build else None, unrecorded)
 
 
 STATE_PROBE = """
@@ -146,23 +161,62 @@ def open_state(server: Server, state_db: str, *,
     return conn
 
 
-def _make_plan(options: Options, patches: Sequence[Patch], facts: ServerFacts,
-               problems: Sequence[Problem] = ()) -> Plan:
-    """The one planner call, with the options every command passes alike."""
-    return make_plan(patches, facts, state_db=options.state_db, problems=problems,
-                     allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
+               facts: ServerFacts, problems: Sequence[Problem] = (), *,
+               online: bool = True) -> Plan:
+    """The one planner call, with the options every command passes alike, and the password
+    check of what it will run."""
+    the_plan = make_plan(patches, facts, state_db=options.state_db, problems=problems,
+                         allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+    return _check_passwords(server, the_plan, facts.roles, online=online)
 
 
-def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
+def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None, *,
+                     online: bool) -> Plan:
+    """Every fallback to the user name, found before anything runs: one warning line per
+    role, or with --strict-passwords a problem each (kind ``password``).
+
+    Who needs a password: every user a pending step logs in as, postgres and patches
+    (online, they always log in), and every role a pending baseline names a password
+    variable of and that does not exist yet (``roles``; unknown offline: all of them)."""
+    from postgresqlpatches.server import baseline_variables, fallback_problem
+
+    created: dict[str, Patch] = {}  # role: the first baseline that names it
+    logins: dict[str, Patch | None] = dict.fromkeys((SUPERUSER, STATE_USER)) if online else {}
+    for step in the_plan.pending:
+        patch = step.patch
+        if step.via_psql:
+            for role in baseline_variables(patch.text, server.prefix,
+                                           patch.name.database).values():
+                if roles is None or role not in roles:
+                    created.setdefault(role, patch)
+        logins.setdefault(patch.name.user, patch)
+    problems: list[Problem] = []
+    for role in [*created, *(r for r in logins if r not in created)]:
+        if server.has_password(role):
+            continue
+        first = created.get(role) or logins[role]
+        if not server.strict:
+            server.warn_fallback(role, first.name.filename if role in created and first
+                                 else None)
+            continue
+        message, hint = fallback_problem(server.prefix, role, role in created)
+        problems.append(Problem("password", first.path if first else None, message,
+                                hint=hint))
+    if not problems:
+        return the_plan
+    return replace(the_plan, problems=(*the_plan.problems, *problems))
+
+
+def _read_server(options: Options, server: Server, patches: Sequence[Patch]) -> ServerFacts:
     """Read-only: one maintenance session and, if it exists, one state session."""
-    server = options.server()
     maint = Maintenance(server)
     store: StateStore | None = None
     try:
         existing = maint.existing_databases(
             {p.name.database for p in patches} | {options.state_db})
         store = _state_store(server, options.state_db, existing)
-        return _read_facts(maint, options.state_db, existing, store)
+        return _read_facts(maint, options.state_db, existing, store, patches, options.adopt)
     finally:
         if store is not None:
             store.close()
@@ -172,7 +226,9 @@ def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
 def plan(options: Options) -> Plan:
     """Read-only: never creates anything, not even the state database."""
     patches, problems = discover(options.globs, state_db=options.state_db)
-    return _make_plan(options, patches, _read_server(options, patches), problems)
+    server = options.server()
+    return _make_plan(options, server, patches, _read_server(options, server, patches),
+                      problems)
 
 
 def plan_offline(options: Options) -> Plan:
@@ -184,7 +240,7 @@ def plan_offline(options: Options) -> Plan:
     patches, problems = discover(options.globs, state_db=options.state_db)
     built_here = {p.name.database for p in patches if p.name.is_baseline}
     facts = ServerFacts(frozenset(p.name.database for p in patches) - built_here)
-    return _make_plan(options, patches, facts, problems)
+    return _make_plan(options, options.server(), patches, facts, problems, online=False)
 
 
 def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
@@ -224,8 +280,7 @@ class _Run:
         self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
-        self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
-        self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
+        self.fill_later: list[tuple[int, Patch]] = []  # state bootstrap records, pre-upgrade
 
     def close(self) -> None:
         """Settle this run's records; if the server is gone, the next run settles them."""
@@ -249,8 +304,9 @@ class _Run:
         self.store = _state_store(self.server, self.state_db, existing)
         if self.store is not None:
             self._settle()
-        facts = _read_facts(self.maint, self.state_db, existing, self.store)
-        plan = _make_plan(self.options, self.patches, facts)
+        facts = _read_facts(self.maint, self.state_db, existing, self.store, self.patches,
+                            self.options.adopt)
+        plan = _make_plan(self.options, self.server, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)
         reporter.planned(plan)
@@ -283,14 +339,15 @@ class _Run:
         return result
 
     def _fill_checksums(self, plan: Plan) -> None:
-        """Records made before checksums existed get the checksum of today's file."""
-        from postgresqlpatches.planner import NO_CHECKSUM
+        """Records of unchanged patches made before checksums, or with an older checksum
+        version, or before a comment was edited, get the checksums of today's file."""
+        from postgresqlpatches.planner import record_is_current
 
-        pairs = [(s.record.id, s.patch.checksum) for s in plan.steps
-                 if NO_CHECKSUM in s.flags and s.record is not None] + self.fill_later
+        pairs = [(s.record.id, s.patch) for s in plan.steps
+                 if s.record is not None and not record_is_current(s)] + self.fill_later
         if pairs and self.store is not None:
             self.store.refresh_columns()
-            self.store.fill_checksums(pairs)
+            self.store.write_checksums(pairs)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -416,26 +473,36 @@ class _Run:
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
         from postgresqlpatches.executor import run_statements
+        from postgresqlpatches.server import pin_search_path
         from postgresqlpatches.state import insert_record, record_columns
 
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
         t0 = time.monotonic()
         try:
+            if patch.builtin:  # pgpatch's own patch: its tables, not the caller's PGOPTIONS'
+                pin_search_path(conn)
             run_statements(conn, patch, step.statements)
-            insert_record(conn, record_columns(conn), patch, xid=None, settled=True,
-                          non_transactional=False, duration_ms=(time.monotonic() - t0) * 1000,
-                          statements_done=None, run_by=self.store.run_by if self.store else "")
+            if not patch.builtin:
+                pin_search_path(conn)  # the record is pgpatch's own query
+            columns = record_columns(conn)
+            record_id = insert_record(
+                conn, columns, patch, xid=None, settled=True, non_transactional=False,
+                duration_ms=(time.monotonic() - t0) * 1000, statements_done=None,
+                run_by=self.store.run_by if self.store else "")
             conn.commit()
         except BaseException:
             _rollback(conn)
             raise
+        if "checksum_version" not in columns:  # a version 1 record, before its column exists
+            self.fill_later.append((record_id, patch))
         if self.store is None:
             self.store = self._open_store()
         self.store.refresh_columns()
 
     def _apply_non_transactional(self, step: Step) -> None:
         """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
+        from postgresqlpatches.checksums import statement_checksum
         from postgresqlpatches.executor import run_statements
 
         assert self.store is not None
@@ -451,25 +518,27 @@ class _Run:
         conn.autocommit = True
         t0 = time.monotonic()
         done = step.resume_from
+        # what each done statement was, so that a resume can tell an edited done part
+        checksums = [statement_checksum(s.text) for s in step.statements[:done]]
         try:
             def progress(n: int) -> None:
                 nonlocal done
                 done = n
-                store.set_progress(record_id, n)
+                checksums.append(statement_checksum(step.statements[n - 1].text))
+                store.set_progress(record_id, n, statement_checksums=checksums)
 
-            run_statements(conn, patch, step.statements, progress, start=step.resume_from)
+            run_statements(conn, patch, step.statements, progress, start=step.resume_from,
+                           drop_invalid_index=True)
         except PatchFailed as e:
-            total = len(step.statements)
-            e.message += (f"; statements 1-{done} of {total} ran and stay done, the next run "
-                          f"resumes at statement {done + 1}" if done else
-                          "; no statement of it ran")
-            if not done:  # nothing of it happened: no record either
+            e.message += _what_ran(e, done, len(step.statements))
+            if not done:  # nothing of it stays: no record either
                 store.delete([record_id])
             raise
         finally:
             conn.autocommit = False
         store.set_progress(record_id, len(step.statements), settled=True,
-                           duration_ms=(time.monotonic() - t0) * 1000)
+                           duration_ms=(time.monotonic() - t0) * 1000,
+                           statement_checksums=checksums)
 
     def _bootstrap(self, group: list[Step], reporter: Reporter, result: ApplyResult) -> None:
         """Create a database from its 00000000 scripts; on failure remove what this run made."""
@@ -501,7 +570,7 @@ class _Run:
                         marks.append(self.store.insert(patch, settled=False,
                                                        statements_done=0))
                 if step.via_psql:
-                    run_psql(self.server, patch, self.usernames)
+                    run_psql(self.server, patch, self.maint.verifier)
                 else:
                     conn = self._conn(database, patch.name.user)
                     try:
@@ -521,7 +590,7 @@ class _Run:
             self.store = self._open_store(new=True)
             for step, ms in zip(group, took_ms, strict=True):
                 self.fill_later.append((self.store.insert(step.patch, duration_ms=ms),
-                                        step.patch.checksum))
+                                        step.patch))
         elif self.store is not None:
             self.store.mark_settled(marks, dict(zip(marks, took_ms, strict=True)))
 
@@ -553,6 +622,29 @@ class _Run:
                               f"{database} by hand before the next run")
 
 
+def _what_ran(error: PatchFailed, done: int, total: int) -> str:
+    """What a failed non-transactional patch leaves, for the end of its error message."""
+    failed = done + 1
+    if error.dropped_index:
+        said = (f"; statement {failed} of {total} had already made the index "
+                f"{error.dropped_index}, left invalid: pgpatch dropped it")
+        if not done:
+            return said + ", so nothing of the file is left and the next run runs it again"
+    elif error.left_index:
+        said = (f"; statement {failed} of {total} left the invalid index {error.left_index}, "
+                f"which pgpatch did not drop ({error.left_reason})")
+        error.hint = (f"drop it (DROP INDEX CONCURRENTLY {error.left_index}) before the next "
+                      "run, or the statement fails again with \"already exists\"")
+        if not done:
+            return said + "; no other statement of it ran"
+    else:
+        if not done:
+            return "; no statement of it ran"
+        said = ""
+    return (said + f"; statements 1-{done} of {total} ran and stay done, the next run resumes "
+            f"at statement {failed}")
+
+
 def _forget_record(store: StateStore, record_id: int) -> None:
     """The patch did not commit: its record goes (if the state server is gone too, the
     record stays unsettled and the next run drops it: its transaction rolled back)."""
@@ -581,16 +673,22 @@ class Status:
     records: list[Record]
     plan: Plan | None
     state_exists: bool
+    problems: list[Problem] = field(default_factory=list)
+    """Without globs: records whose outcome the server cannot tell (with globs: the plan's)."""
 
 
 def status(options: Options) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
+    server = options.server()
     if not options.globs:
-        facts = _read_server(options, ())
-        return Status(list(facts.records), None, facts.state_exists)
+        from postgresqlpatches.planner import record_problems
+
+        facts = _read_server(options, server, ())
+        return Status(list(facts.records), None, facts.state_exists,
+                      record_problems(facts, options.state_db))
     patches, problems = discover(options.globs, state_db=options.state_db)
-    facts = _read_server(options, patches)
-    return Status(list(facts.records), _make_plan(options, patches, facts, problems),
+    facts = _read_server(options, server, patches)
+    return Status(list(facts.records), _make_plan(options, server, patches, facts, problems),
                   facts.state_exists)
 
 

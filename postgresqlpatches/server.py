@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
+from postgresqlpatches.redact import is_password_variable
 
 if TYPE_CHECKING:
     import psycopg
@@ -21,6 +22,35 @@ SUPERUSER = "postgres"
 DEFAULT_PREFIX = "POSTGRESQL_"
 # pg_advisory_lock(int, int): one run at a time per server ("pgpt", 1).
 LOCK_KEY = (0x70677074, 1)
+ORIGINAL_TOOL_VARIABLE = "PATCHES_POSTGRESQL_TEMPORARY_USER_PASSWORD"
+"""The original tool's baselines read the password of the role named like the database here."""
+VERIFIER_ALGORITHM = "scram-sha-256"
+"""Always SCRAM, whatever password_encryption says: an md5 verifier in a log is as good as the
+password for md5 logins, and pg_hba's md5 method accepts SCRAM-stored passwords too."""
+XACT_FUTURE = "in the future"
+"""Maintenance.xact_status of a transaction id this server has not handed out yet."""
+OWN_SEARCH_PATH = "public"
+"""pgpatch's own sessions and patches find and make their tables here, whatever the caller's
+PGOPTIONS say: the state tables live in public (pg_catalog, not listed, is searched first)."""
+
+
+def session_options(settings: list[str], *, own: bool,
+                    environ: Mapping[str, str] | None = None) -> str | None:
+    """libpq ``options`` for a session: the caller's PGOPTIONS first, then pgpatch's settings
+    (a later ``-c`` wins). Passing ``options`` makes libpq ignore PGOPTIONS, so it is
+    repeated here: a patch session sees what a new psql session would see; pgpatch's own
+    sessions pin search_path, so that ``-c search_path=app`` cannot hide the state tables."""
+    if own:
+        settings = [*settings, f"-c search_path={OWN_SEARCH_PATH}"]
+    if not settings:
+        return None
+    caller = (environ or {}).get("PGOPTIONS", os.environ.get("PGOPTIONS", "")).strip()
+    return " ".join([caller, *settings] if caller else settings)
+
+
+def pin_search_path(conn: psycopg.Connection) -> None:
+    """For the rest of this transaction, pgpatch's own search_path (on a patch session)."""
+    conn.execute("SELECT set_config('search_path', %s, true)", [OWN_SEARCH_PATH])
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -46,11 +76,42 @@ def host_problem(host: str) -> str | None:
     return None
 
 
-def redact_passwords(text: str) -> str:
-    """A password that reached a message anyway (in a URI or ``password=...``) becomes ***."""
-    text = re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", r"\1***", text,
-                  flags=re.IGNORECASE)
+def baseline_variables(text: str, prefix: str, database: str) -> dict[str, str]:
+    """The password variables a baseline names, each with its role: psql gets these (as the
+    role's verifier) and no other. ``PGPATCH_{ROLE}_PASSWORD``, ``{PREFIX}{ROLE}_PASSWORD``,
+    and the original tool's variable for the role named like the database."""
+    found: dict[str, str] = {}
+    if ORIGINAL_TOOL_VARIABLE in text:
+        found[ORIGINAL_TOOL_VARIABLE] = database
+    heads = ["PGPATCH_"]
+    if normalise_prefix(prefix) != "PGPATCH_":
+        heads.append(normalise_prefix(prefix))
+    for head in heads:
+        pattern = rf"(?<![A-Za-z0-9_]){re.escape(head)}([A-Za-z0-9_]+)_PASSWORD(?![A-Za-z0-9_])"
+        for m in re.finditer(pattern, text):
+            found.setdefault(m.group(0), m.group(1).lower())
+        # a role whose name is no plain identifier (``crm-app``): psql reads the variable's
+        # name quoted, as `pgpatch baseline` writes it
+        quoted = rf"'({re.escape(head)}([^'\n]+?)_PASSWORD)'"
+        for m in re.finditer(quoted, text):
+            found.setdefault(m.group(1), m.group(2).lower())
+    return found
+
+
+def fallback_warning(prefix: str, role: str, created_by: str | None = None) -> str:
+    """The one line for a role that gets its own name as password (the original tool's rule)."""
+    var = password_variable(prefix, role)
+    if created_by is not None:
+        return f"{var} is not set: role {role} gets its name as password ({created_by} creates it)"
+    return f"{var} is not set: using the user name as {role}'s password"
+
+
+def fallback_problem(prefix: str, role: str, created: bool) -> tuple[str, str]:
+    """Message and hint when --strict-passwords refuses that fallback."""
+    var = password_variable(prefix, role)
+    what = (f"role {role} would get its name as password" if created else
+            f"pgpatch would log in as {role} with its name as password")
+    return f"{var} is not set: {what}", f"set {var}, or run without --strict-passwords"
 
 
 @dataclass
@@ -63,18 +124,30 @@ class Server:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     lock_timeout_ms: int | None = None
     statement_timeout_ms: int | None = None
+    strict: bool = False
+    """--strict-passwords: a fallback to the user name is an error, never a warning."""
     _warned: set[str] = field(default_factory=set)
 
+    def has_password(self, role: str) -> bool:
+        return password_variable(self.prefix, role) in self.environ
+
     def password(self, user: str) -> str:
-        """``{PREFIX}{USER}_PASSWORD``, else the user name (the original tool's rule), warned."""
-        var = password_variable(self.prefix, user)
-        value = self.environ.get(var)
+        """``{PREFIX}{USER}_PASSWORD`` to log in with, else the user name (the original tool's
+        rule): warned once per role, refused with --strict-passwords."""
+        value = self.environ.get(password_variable(self.prefix, user))
         if value is not None:
             return value
-        if user not in self._warned:
-            self._warned.add(user)
-            log.warning("%s is not set: using the user name as %s's password", var, user)
+        if self.strict:
+            message, hint = fallback_problem(self.prefix, user, created=False)
+            raise PgpatchError(message, hint=hint)
+        self.warn_fallback(user)
         return user
+
+    def warn_fallback(self, role: str, created_by: str | None = None) -> None:
+        """One warning line per role and run, whether it logs in or a baseline creates it."""
+        if role not in self._warned:
+            self._warned.add(role)
+            log.warning("%s", fallback_warning(self.prefix, role, created_by))
 
     def where(self) -> str:
         host = self.host or self.environ.get("PGHOST") or "the default host"
@@ -97,14 +170,15 @@ class Server:
         env_host = self.environ.get("PGHOST")
         if not self.host and env_host and host_problem(env_host):
             raise ConnectionFailed(f"PGHOST: expected {HOST_TAKES}")
-        options = []
+        settings = []
         if session_settings and self.lock_timeout_ms is not None:
-            options.append(f"-c lock_timeout={int(self.lock_timeout_ms)}")
+            settings.append(f"-c lock_timeout={int(self.lock_timeout_ms)}")
         if session_settings and self.statement_timeout_ms is not None:
-            options.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
+            settings.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
         kwargs: dict[str, object] = dict(self.libpq_params())
-        if options:
-            kwargs["options"] = " ".join(options)
+        options = session_options(settings, own=not session_settings, environ=self.environ)
+        if options is not None:
+            kwargs["options"] = options
         try:
             conn = psycopg.connect(
                 dbname=dbname, user=user, password=self.password(user),
@@ -136,28 +210,35 @@ class Server:
             hint = (f"no server listens on the socket {sock.group(1)}: start the server, or "
                     "give --host (or PGHOST) the folder its socket is in, or its host name, "
                     "and --port (or PGPORT)")
-        return ConnectionFailed(redact_passwords(
+        from postgresqlpatches.redact import redact
+
+        return ConnectionFailed(redact(
             f"cannot connect to database {dbname!r} as {user!r} at {self.where()}: {reason}"),
             hint=hint,
         )
 
-    def psql_environment(self, user: str, database: str, usernames: set[str]) -> dict[str, str]:
-        """Environment for psql: the password only here, never on its command line."""
-        env = dict(os.environ)
-        env.update(self.environ)
+    def psql_environment(self, user: str, variables: Mapping[str, str] | None = None,
+                         verifier: Callable[[str, str], str] | None = None, *,
+                         own: bool = False) -> dict[str, str]:
+        """Environment for psql and pg_dump: ``user``'s clear password in PGPASSWORD only (it
+        logs in with it; never on a command line), and each of ``variables`` (name: role) set
+        to the role's SCRAM verifier from ``verifier(password, role)``, never a clear
+        password. Every other password variable is left out: a baseline run as app does not
+        get the superuser's password. ``own``: pgpatch's own baseline of the state database,
+        with pgpatch's search_path.
+
+        A role without a password variable gets its name (the planner warned, or refused
+        with --strict-passwords, before anything ran: see runner)."""
+        env = {k: v for k, v in {**os.environ, **self.environ}.items()
+               if not is_password_variable(k)}
+        if own:
+            env["PGOPTIONS"] = session_options([], own=True, environ=env) or ""
         env["PGPASSWORD"] = self.password(user)
         env.pop("PGDATABASE", None)
-        prefix = normalise_prefix(self.prefix)
-        names = {n.upper() for n in usernames}
-        names.update(k[len(prefix):-len("_PASSWORD")] for k in self.environ
-                     if prefix and k.startswith(prefix) and k.endswith("_PASSWORD")
-                     and len(k) > len(prefix) + len("_PASSWORD"))
-        for name in names:
-            env[f"PGPATCH_{name}_PASSWORD"] = self.environ.get(
-                f"{prefix}{name}_PASSWORD", name.lower())
-        # the original tool's baselines read the password of the role named like the database
-        env["PATCHES_POSTGRESQL_TEMPORARY_USER_PASSWORD"] = self.environ.get(
-            password_variable(self.prefix, database), database)
+        for name, role in (variables or {}).items():
+            assert verifier is not None, "variables need a verifier"
+            clear = self.environ.get(password_variable(self.prefix, role), role)
+            env[name] = verifier(clear, role) if clear else ""
         return env
 
 
@@ -167,6 +248,49 @@ def connection_reason(e: Exception) -> str:
     text = re.sub(r'^(connection failed: |connection is bad: )?'
                   r'(connection to server (at|on) .*? failed: )+', "", text)
     return re.sub(r"^(FATAL|ERROR):\s+", "", text) or type(e).__name__
+
+
+FIRST_NORMAL_OID = 16384
+"""PostgreSQL's FirstNormalObjectId: every object initdb made has a smaller oid."""
+
+USER_OBJECTS = """
+SELECT o.classid::oid, o.objid, pg_describe_object(o.classid, o.objid, 0)
+FROM (
+    SELECT 1, 'pg_class'::regclass, oid FROM pg_class
+     WHERE oid >= %(first)s AND relpersistence <> 't'
+       AND relnamespace <> 'pg_toast'::regnamespace
+    UNION ALL SELECT 2, 'pg_proc'::regclass, oid FROM pg_proc WHERE oid >= %(first)s
+    UNION ALL SELECT 3, 'pg_type'::regclass, t.oid FROM pg_type t
+     WHERE t.oid >= %(first)s AND t.typrelid = 0
+       AND NOT EXISTS (SELECT FROM pg_type e WHERE e.typarray = t.oid)
+    UNION ALL SELECT 4, 'pg_namespace'::regclass, oid FROM pg_namespace
+     WHERE oid >= %(first)s AND nspname <> 'public' AND nspname !~ '^pg_(toast_)?temp_'
+    UNION ALL SELECT 5, 'pg_extension'::regclass, oid FROM pg_extension
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 6, 'pg_event_trigger'::regclass, oid FROM pg_event_trigger
+    UNION ALL SELECT 6, 'pg_publication'::regclass, oid FROM pg_publication
+    UNION ALL SELECT 6, 'pg_foreign_data_wrapper'::regclass, oid FROM pg_foreign_data_wrapper
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 6, 'pg_foreign_server'::regclass, oid FROM pg_foreign_server
+    UNION ALL SELECT 6, 'pg_language'::regclass, oid FROM pg_language WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_collation'::regclass, oid FROM pg_collation
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_conversion'::regclass, oid FROM pg_conversion
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_operator'::regclass, oid FROM pg_operator WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_opfamily'::regclass, oid FROM pg_opfamily WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_cast'::regclass, oid FROM pg_cast WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_ts_config'::regclass, oid FROM pg_ts_config
+     WHERE oid >= %(first)s
+    UNION ALL SELECT 7, 'pg_ts_dict'::regclass, oid FROM pg_ts_dict WHERE oid >= %(first)s
+    UNION ALL SELECT 8, 'pg_largeobject_metadata'::regclass, oid
+     FROM pg_largeobject_metadata
+) AS o(rank, classid, objid)
+ORDER BY o.rank, 3
+"""
+"""Objects a database holds beyond what initdb made, most telling first (tables, functions,
+types, schemas, ...): a temporary table's schema, an empty public schema made anew, a table's
+row type and the array types that come with types are not counted."""
 
 
 class Maintenance:
@@ -185,8 +309,42 @@ class Maintenance:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def objects_of_their_own(self, databases: Iterable[str]) -> dict[str, list[str]]:
+        """The databases that hold objects beyond what CREATE DATABASE copies from template1,
+        each with the objects' descriptions ("table public.ledger"): one short session per
+        database asked, plus one on template1 when a database holds anything at all."""
+        found: dict[str, list[str]] = {}
+        template: set[tuple[int, int]] | None = None
+        for database in sorted(databases):
+            rows = self._user_objects(database)
+            if rows and template is None:
+                try:  # a copy keeps template1's oids: only what differs is the database's
+                    template = {(c, o) for c, o, _ in self._user_objects("template1")}
+                except ConnectionFailed as e:
+                    log.debug("template1 not read (%s): every object counts", e)
+                    template = set()
+            own = [d for c, o, d in rows if (c, o) not in (template or set())]
+            if own:
+                found[database] = own
+        return found
+
+    def _user_objects(self, database: str) -> list[tuple[int, int, str]]:
+        conn = self.server.connect(database, SUPERUSER)
+        try:
+            rows = conn.execute(USER_OBJECTS, {"first": FIRST_NORMAL_OID}).fetchall()
+        finally:
+            conn.close()
+        return [(int(c), int(o), str(d)) for c, o, d in rows]
+
     def roles(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+
+    def verifier(self, password: str, role: str) -> str:
+        """The SCRAM verifier of ``password``, computed by libpq on this side (as psql's
+        \\password does): CREATE ROLE ... PASSWORD stores it as it is, so no clear password
+        is ever in a statement, and so never in the server's log or pg_stat_statements."""
+        return self.conn.pgconn.encrypt_password(
+            password.encode(), role.encode(), VERIFIER_ALGORITHM.encode()).decode("ascii")
 
     def server_version(self) -> int:
         return int(self.conn.info.server_version)
@@ -224,10 +382,17 @@ class Maintenance:
         return f" (server pid {row[0]}, started {row[2]:%Y-%m-%d %H:%M:%S})"
 
     def xact_status(self, xids: list[int]) -> dict[int, str | None]:
-        """pg_xact_status of target transactions: committed, aborted, in progress, or None."""
+        """pg_xact_status of target transactions: committed, aborted, in progress, None (too
+        old to look up), or XACT_FUTURE.
+
+        pg_xact_status raises an error for an id the server has not handed out yet (a state
+        database restored onto another cluster, an edited record), which would fail the
+        whole query: such an id is answered from the snapshot's xmax instead, never asked."""
         if not xids:
             return {}
         rows = self.conn.execute(
-            "SELECT x, pg_xact_status(x::text::xid8) FROM unnest(%s::bigint[]) AS x", [xids]
+            """SELECT x, CASE WHEN x::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot())
+                              THEN %s ELSE pg_xact_status(x::text::xid8) END
+               FROM unnest(%s::bigint[]) AS x""", [XACT_FUTURE, xids]
         ).fetchall()
         return {int(x): s for x, s in rows}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import getpass
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from postgresqlpatches import __version__
+from postgresqlpatches.checksums import CHECKSUM_VERSION
 from postgresqlpatches.discovery import Patch
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ class Record:
     statements_done: int | None = None
     duration_ms: float | None = None
     run_by: str | None = None
+    checksum_version: int | None = None
+    """None (records made before versions existed) means 1: the text's sha256."""
+    text_checksum: str | None = None
+    statement_checksums: tuple[str, ...] | None = None
+    """A non-transactional patch: the checksum of each statement done."""
     pgpatch_version: str | None = None
 
     @property
@@ -49,7 +55,8 @@ class Record:
 
 
 OPTIONAL_COLUMNS = ("user_name", "path", "checksum", "xid", "settled", "non_transactional",
-                    "statements_done", "duration_ms", "run_by", "pgpatch_version")
+                    "statements_done", "duration_ms", "run_by", "checksum_version",
+                    "text_checksum", "statement_checksums", "pgpatch_version")
 """Columns the original tool's schema lacks; read as NULL where they do not exist."""
 
 READ_RECORDS = """
@@ -63,12 +70,16 @@ ORDER BY d.name, 3, 4
 
 def _record(row: tuple[Any, ...]) -> Record:
     (id_, database, major, minor, name, installed, user, path, checksum_, xid, settled,
-     non_transactional, statements_done, duration_ms, run_by, pgpatch_version) = row
+     non_transactional, statements_done, duration_ms, run_by, checksum_version, text_checksum_,
+     statement_checksums, pgpatch_version) = row
     return Record(
         id=id_, database=database, major=major, minor=minor, name=name, installed=installed,
         user=user, path=path, checksum=checksum_, xid=int(xid) if xid is not None else None,
         settled=settled is not False, non_transactional=bool(non_transactional),
         statements_done=statements_done, duration_ms=duration_ms, run_by=run_by,
+        checksum_version=checksum_version, text_checksum=text_checksum_,
+        statement_checksums=tuple(statement_checksums) if statement_checksums is not None
+        else None,
         pgpatch_version=pgpatch_version,
     )
 
@@ -178,7 +189,16 @@ class StateStore:
                 "UPDATE installed_patches SET settled = true WHERE id = ANY(%s)", [ids])
 
     def set_progress(self, record_id: int, statements_done: int, *, settled: bool = False,
-                     duration_ms: float | None = None) -> None:
+                     duration_ms: float | None = None,
+                     statement_checksums: Sequence[str] | None = None) -> None:
+        """``statement_checksums``: of the statements done, so a resume can tell an edit."""
+        if statement_checksums is not None and "statement_checksums" in self.columns:
+            self.conn.execute(
+                """UPDATE installed_patches SET statements_done = %s, settled = %s,
+                          duration_ms = coalesce(%s, duration_ms), statement_checksums = %s
+                   WHERE id = %s""",
+                [statements_done, settled, duration_ms, list(statement_checksums), record_id])
+            return
         self.conn.execute(
             """UPDATE installed_patches SET statements_done = %s, settled = %s,
                       duration_ms = coalesce(%s, duration_ms) WHERE id = %s""",
@@ -186,21 +206,29 @@ class StateStore:
 
     def set_file(self, record_id: int, patch: Patch) -> None:
         """A record carried over to a resumed or redone run takes today's file's checksum."""
-        self.conn.execute("UPDATE installed_patches SET checksum = %s, path = %s WHERE id = %s",
-                          [patch.checksum, patch.path, record_id])
+        self.write_checksums([(record_id, patch)], path=True)
 
     def delete(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         if ids:
             self.conn.execute("DELETE FROM installed_patches WHERE id = ANY(%s)", [ids])
 
-    def fill_checksums(self, pairs: list[tuple[int, str]]) -> None:
-        """Records made before checksums existed get theirs from today's file, once."""
-        if pairs and "checksum" in self.columns:
-            with self.conn.cursor() as cur:
-                cur.executemany(
-                    "UPDATE installed_patches SET checksum = %s WHERE id = %s AND checksum IS NULL",
-                    [(c, i) for i, c in pairs])
+    def write_checksums(self, items: Sequence[tuple[int, Patch]], *, path: bool = False) -> None:
+        """Records take today's file's checksums (``path``: and its path): a record without a
+        checksum or with an older version, once the planner found it matching."""
+        if not items or "checksum" not in self.columns:
+            return
+        from psycopg import sql
+
+        rows = [{**checksum_values(patch, self.columns), "id": i, "path": patch.path}
+                for i, patch in items]
+        cols = [c for c in rows[0]
+                if c != "id" and c in self.columns and (path or c != "path")]
+        query = sql.SQL("UPDATE installed_patches SET {} WHERE id = %(id)s").format(
+            sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c))
+                               for c in cols))
+        with self.conn.cursor() as cur:
+            cur.executemany(query, rows)
 
     def forget_database(self, database: str) -> int:
         cur = self.conn.execute(
@@ -265,6 +293,16 @@ def _insert_query(conn: psycopg.Connection, cols: tuple[str, ...], flush: bool) 
     return query
 
 
+def checksum_values(patch: Patch, columns: frozenset[str]) -> dict[str, Any]:
+    """The checksum columns of a record: version 2 where the schema can say so; in a schema
+    without ``checksum_version`` (before its patch ran) the version 1 checksum, which is what
+    an unversioned checksum means there."""
+    if "checksum_version" not in columns:
+        return {"checksum": patch.text_checksum}
+    return {"checksum": patch.checksum, "checksum_version": CHECKSUM_VERSION,
+            "text_checksum": patch.text_checksum}
+
+
 def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patch, *,
                   xid: int | None, settled: bool, non_transactional: bool,
                   duration_ms: float | None, statements_done: int | None, run_by: str,
@@ -278,7 +316,7 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
     values: dict[str, Any] = {
         "major": name.major, "minor": name.minor, "name": name.filename,
         "user_name": name.user, "description": name.description, "path": patch.path,
-        "checksum": patch.checksum, "xid": str(xid) if xid is not None else None,
+        **checksum_values(patch, columns), "xid": str(xid) if xid is not None else None,
         "settled": settled, "non_transactional": non_transactional,
         "duration_ms": duration_ms, "statements_done": statements_done,
         "run_by": run_by, "pgpatch_version": __version__,

@@ -322,6 +322,7 @@ _COMMAND_NAME = re.compile(r"\\(?:[A-Za-z][\w]*\+?|[^\s\w])?")
 
 _COPY_FROM_STDIN = re.compile(r"copy\b.*\bfrom\s+stdin\b", re.IGNORECASE | re.DOTALL)
 _END_OF_COPY_DATA = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
+_META_COPY_FROM_STDIN = re.compile(r"\\copy\b.*\bfrom\s+stdin\b", re.IGNORECASE)
 
 
 def _scan_psql(text: str) -> tuple[list[tuple[int, int, int, str]], list[tuple[int, int]]]:
@@ -359,6 +360,12 @@ def _scan_psql(text: str) -> tuple[list[tuple[int, int, int, str]], list[tuple[i
             meta.append((start, end, line, name))
             pos = end  # psql reads the rest of the line as the command's arguments
             statement_start = end
+            copy_in = name == "\\copy" and _META_COPY_FROM_STDIN.match(text, start, end)
+            if copy_in and end < len(text):
+                stop = _END_OF_COPY_DATA.search(text, end + 1)
+                stop_at = stop.end() if stop else len(text)
+                data.append((end + 1, stop_at))
+                pos = statement_start = stop_at
         elif what == "line_comment":
             end = text.find("\n", m.end())
             pos = len(text) if end < 0 else end
@@ -381,3 +388,26 @@ def _blank(text: str, spans: list[tuple[int, int]]) -> str:
         pos = end
     parts.append(text[pos:])
     return "".join(parts)
+
+
+# --- a psql script, as psql reads it ---------------------------------------------------------
+
+
+def psql_script_parts(text: str) -> Iterator[tuple[str, str]]:
+    """A script for psql as ("sql", text), ("meta", line) and ("data", rows) parts, in order.
+
+    A meta-command runs from its backslash to the end of the line; after a `COPY ... FROM
+    STDIN;` (or `\\copy ... from stdin`) psql reads the lines that follow as rows, up to a
+    line `\\.`. Backslashes in strings, quoted identifiers, comments and rows do not count.
+    """
+    meta, data = _scan_psql(text)
+    spans = sorted([(start, end, "meta") for start, end, _, _ in meta]
+                   + [(start, end, "data") for start, end in data])
+    pos = 0
+    for start, end, kind in spans:
+        if pos < start:
+            yield "sql", text[pos:start]
+        yield kind, text[start:end]
+        pos = end
+    if pos < len(text):
+        yield "sql", text[pos:]

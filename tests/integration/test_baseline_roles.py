@@ -227,16 +227,26 @@ def test_baseline_runs_where_some_roles_exist_and_leaves_them_as_they_are(
     assert ("crm", "dbset_user", ["work_mem=8MB"]) in rebuilt["settings"]
 
 
-def test_baseline_stops_on_a_login_role_without_a_password_and_keeps_nothing(
+def test_a_login_role_without_its_password_is_warned_and_strict_passwords_stops_the_run(
         pg: Pg, target: ScratchServer) -> None:
     crm_source(pg)
     out = pg.tree / "crm"
     assert pg.cli("baseline", "crm", "--output-dir", str(out), env=PASSWORDS).exit_code == 0
     before = {r[0] for r in query(target, ROLE_FACTS)}
 
-    built = apply_on(pg, target, out, without="POSTGRESQL_CRM-APP_PASSWORD")
-    assert built.exit_code == 1
-    assert "no password for role crm-app: set POSTGRESQL_CRM-APP_PASSWORD" in built.stderr
-    assert "app-Pw-3" not in built.stderr + built.stdout
+    env: dict[str, str | None] = {"PGHOST": target.host, "PGPORT": str(target.port),
+                                  "POSTGRESQL_POSTGRES_PASSWORD": target.password, **PASSWORDS,
+                                  "POSTGRESQL_CRM-APP_PASSWORD": None}
+    strict = pg.cli("apply", "--strict-passwords", str(out / "*.sql"), env=env)
+    assert strict.exit_code == 1
+    assert ("POSTGRESQL_CRM-APP_PASSWORD is not set: role crm-app would get its name"
+            in strict.stderr)
     assert query(target, "SELECT count(*) FROM pg_database WHERE datname = 'crm'") == [(0,)]
-    assert {r[0] for r in query(target, ROLE_FACTS)} - before <= {"patches"}
+    assert {r[0] for r in query(target, ROLE_FACTS)} == before
+
+    built = pg.cli("apply", str(out / "*.sql"), env=env)
+    assert built.exit_code == 0, built.stderr
+    assert built.stderr.count(
+        "warning: POSTGRESQL_CRM-APP_PASSWORD is not set: role crm-app gets its name as "
+        "password") == 1
+    assert "app-Pw-3" not in built.stderr + built.stdout

@@ -104,8 +104,8 @@ def test_three_concurrent_applies_run_each_patch_once(pg: Pg) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0], [o[1] for o in outs]
     assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 41)}
     summaries = sorted(o[0].splitlines()[-1].split(" in ")[0] for o in outs)
-    assert summaries == ["applied 43 patches to 2 databases"] + [
-        "nothing to do: 43 patches already applied"] * 2
+    assert summaries == ["applied 44 patches to 2 databases"] + [
+        "nothing to do: 44 patches already applied"] * 2
 
 
 def test_a_run_gives_up_waiting_for_the_lock_with_a_clear_message(pg: Pg) -> None:

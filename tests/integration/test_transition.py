@@ -53,10 +53,11 @@ def test_original_state_database_is_upgraded_in_place(pg: Pg) -> None:
     plan = json.loads(planned.stdout)
     assert [(p["database"], p["version"], p["action"]) for p in plan["patches"]] == [
         ("patches", "00000000.0000", "applied"), ("patches", "20261126.0001", "apply"),
+        ("patches", "20261201.0003", "apply"),
         ("app", "00000000.0000", "applied"), ("app", "20240101.0001", "applied"),
         ("app", "20240102.0001", "apply")]
     assert plan["ok"], plan["problems"]
-    assert "no-checksum" in plan["patches"][3]["flags"]
+    assert "no-checksum" in plan["patches"][4]["flags"]
 
     result = pg.cli("apply", pg.glob())
     assert result.exit_code == 0, result.stderr
@@ -69,12 +70,13 @@ def test_original_state_database_is_upgraded_in_place(pg: Pg) -> None:
         ("app", "20240101", "0001", "2021-06-01", True),
         ("app", "20240102", "0001", rows[2][3], True),
         ("patches", "00000000", "0000", "2021-06-01", True),
-        ("patches", "20261126", "0001", rows[4][3], True)]
+        ("patches", "20261126", "0001", rows[4][3], True),
+        ("patches", "20261201", "0003", rows[5][3], True)]
     owner = pg.query("SELECT tableowner FROM pg_tables WHERE tablename = 'installed_patches'",
                      "patches")
     assert owner == [("patches",)]
     second = pg.cli("apply", pg.glob())
-    assert second.stdout.strip() == "nothing to do: 5 patches already applied"
+    assert second.stdout.strip() == "nothing to do: 6 patches already applied"
 
 
 def test_baseline_recreates_the_database_on_an_empty_server(pg: Pg) -> None:
@@ -216,9 +218,9 @@ def test_demo_runs_the_example_on_its_own_server() -> None:
                             capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "3 to bootstrap, 2 to apply, 0 applied, 0 skipped, 0 problems" in out
-    assert "applied 5 patches to 2 databases" in out
-    assert "nothing to do: 5 patches already applied" in out
+    assert "3 to bootstrap, 3 to apply, 0 applied, 0 skipped, 0 problems" in out
+    assert "applied 6 patches to 2 databases" in out
+    assert "nothing to do: 6 patches already applied" in out
     assert "Astrid | 2021 | 1200.00" in out
     assert "throwaway server stopped and removed" in out
     assert "Traceback" not in result.stderr

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from postgresqlpatches.discovery import Patch, read_patch
-from postgresqlpatches.planner import Action, ServerFacts, make_plan
+from postgresqlpatches.planner import (
+    Action,
+    ServerFacts,
+    make_plan,
+    record_problems,
+    unrecorded_candidates,
+)
+from postgresqlpatches.server import XACT_FUTURE
 from postgresqlpatches.state import Record
 
 STATE = "patches"
@@ -20,7 +29,8 @@ def record(p: Patch, *, checksum: str | None = "same", rid: int = 1, settled: bo
     n = p.name
     return Record(id=rid, database=n.database, major=n.major, minor=n.minor, name=n.filename,
                   installed=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), user=n.user,
-                  checksum=p.checksum if checksum == "same" else checksum, xid=xid,
+                  checksum=p.checksum if checksum == "same" else checksum, checksum_version=2,
+                  text_checksum=p.text_checksum if checksum == "same" else None, xid=xid,
                   settled=settled, statements_done=done, non_transactional=done is not None)
 
 
@@ -99,6 +109,18 @@ def test_unsettled_record_counts_as_what_its_transaction_became() -> None:
     assert actions(committed) == [("20240101.0001", "applied")]
     assert actions(aborted) == [("20240101.0001", "apply")]
     assert kinds(running) == ["unsettled"]
+
+
+def test_status_reports_only_records_whose_outcome_the_server_cannot_tell() -> None:
+    records = tuple(record(P, settled=False, xid=x, rid=x)
+                    for P, x in [(P1, 1), (P2, 2), (SEED, 3), (BASE, 4)])
+    fate = {1: "committed", 2: "in progress", 3: XACT_FUTURE, 4: None}
+    found = record_problems(ServerFacts(frozenset({"app"}), records, fate), STATE)
+    assert [(p.kind, p.message.split(": its")[0]) for p in found] == [
+        ("unsettled", "the outcome of app 00000000.0001 is unknown"),
+        ("unsettled", "the outcome of app 00000000.0000 is unknown")]
+    assert "in the future of this server" in found[0].message
+    assert "WHERE id = 3" in (found[0].hint or "") and "too old" in found[1].message
 
 
 def test_interrupted_non_transactional_patch_resumes() -> None:
@@ -192,3 +214,28 @@ def test_copy_with_inline_rows_is_one_copy_stdin_problem_at_the_copy() -> None:
               "2\tx\n\\.\nSELECT 1;\n")
     plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
     assert [(q.kind, q.line) for q in plan.problems] == [("copy-stdin", 3)]
+@pytest.mark.parametrize("patches, existing, recorded, expected", [
+    ([BASE, P1], {"app"}, [], {"app"}),  # exists, no record, a patch to run: looked into
+    ([BASE, P1], {"app"}, [BASE], set()),  # has a record: the common case, nothing to ask
+    ([BASE, SEED], {"app"}, [], set()),  # only its bootstrap, which is skipped
+    ([BASE, P1], set(), [], set()),  # bootstrapped by this run
+    ([patch("patches.20270101.0001.postgres.mine.sql")], {"patches"}, [], set()),
+])
+def test_only_databases_without_any_record_are_looked_into(
+        patches: list[Patch], existing: set[str], recorded: list[Patch],
+        expected: set[str]) -> None:
+    records = [record(p) for p in recorded]
+    assert unrecorded_candidates(patches, existing, records, STATE) == expected
+
+
+def test_a_database_with_objects_of_its_own_and_no_record_is_a_problem() -> None:
+    facts = ServerFacts(frozenset({"app"}),
+                        unrecorded={"app": ["table a", "table b", "view c", "function d()"]})
+    plan = make_plan([P1, P2], facts, state_db=STATE)
+    assert [(p.kind, p.path, p.message) for p in plan.problems] == [(
+        "unrecorded-database", None,
+        "database app holds objects of its own (table a, table b, view c and 1 more) but the "
+        "state database patches has no record of it: its patches would all run on it again")]
+    assert "pgpatch baseline app" in (plan.problems[0].hint or "")
+    assert actions(make_plan([P1, P2], ServerFacts(frozenset({"app"})), state_db=STATE)) == [
+        ("20240101.0001", "apply"), ("20240102.0001", "apply")]

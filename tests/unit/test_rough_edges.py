@@ -13,7 +13,8 @@ from postgresqlpatches import cli
 
 def _invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
     clean: dict[str, str | None] = {"PGHOST": None, "PGPORT": None, "PGCONNECT_TIMEOUT": "5",
-                                    "POSTGRESQL_POSTGRES_PASSWORD": "x"}
+                                    **{f"POSTGRESQL_{role}_PASSWORD": f"pw-{role}"
+                                       for role in ("POSTGRES", "PATCHES", "APP")}}
     return CliRunner().invoke(cli.main, list(args), env={**clean, **(env or {})},
                               prog_name="pgpatch")
 
@@ -45,14 +46,14 @@ def test_a_connection_uri_in_pghost_is_refused_without_echoing_it(tmp_path: Path
     assert "s3cret-pw" not in result.output
 
 
-def test_a_password_that_reaches_a_connection_error_is_masked() -> None:
-    from postgresqlpatches.server import redact_passwords
+def test_a_password_in_a_uri_or_conninfo_is_masked_wherever_it_is_printed() -> None:
+    from postgresqlpatches.redact import redact
 
-    assert redact_passwords("at postgresql://u:s3cret@h:5432/db: refused") == \
+    assert redact("at postgresql://u:s3cret@h:5432/db: refused", ()) == \
         "at postgresql://u:***@h:5432/db: refused"
-    assert redact_passwords("host=h password='a b' port=1 PASSWORD=x") == \
+    assert redact("host=h password='a b' port=1 PASSWORD=x", ()) == \
         "host=h password=*** port=1 PASSWORD=***"
-    assert redact_passwords("at db.example.org:5432: password authentication failed") == \
+    assert redact("at db.example.org:5432: password authentication failed", ()) == \
         "at db.example.org:5432: password authentication failed"
 
 
@@ -206,7 +207,7 @@ def test_a_sql_glob_names_the_files_it_skips_for_the_case_of_their_extension(
         path.write_text("select 2;\n")
     (tmp_path / "notes.txt").write_text("not a patch\n")
     glob = str(tmp_path / "**" / "*.sql")
-    result = CliRunner().invoke(cli.main, ["plan", "--offline", glob])
+    result = _invoke("plan", "--offline", glob)
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
         f"warning: {mixed}: skipped: the glob '{glob}' matches names ending in .sql, and this "
@@ -214,5 +215,5 @@ def test_a_sql_glob_names_the_files_it_skips_for_the_case_of_their_extension(
         f"warning: {upper}: skipped: the glob '{glob}' matches names ending in .sql, and this "
         "one ends in .SQL (rename it to .sql)"]
     assert "two" not in result.stdout and "three" not in result.stdout
-    exact = CliRunner().invoke(cli.main, ["plan", "--offline", str(mixed)])
+    exact = _invoke("plan", "--offline", str(mixed))
     assert exact.exit_code == 1 and "does not end in .sql" in exact.stdout  # named: a problem

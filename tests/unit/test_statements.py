@@ -255,3 +255,8 @@ def test_statement_tree_is_not_part_of_equality() -> None:
     b = parse_sql("create table t (a int);").statements[0]
     assert a == b and hash(a) == hash(b)
     assert "relation" in a.tree
+
+
+def test_rows_after_a_psql_copy_meta_command_are_data_too() -> None:
+    text = "\\copy t (a) from stdin\n1\n\\N\n\\.\nselect 1;\n"
+    assert find_meta_commands(text) == (MetaCommand(1, "\\copy"),)
