@@ -40,7 +40,7 @@ PROBLEM_KINDS = (
     "no-match", "bad-name", "unreadable", "duplicate",  # discovery
     "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "copy-stdin",
     "no-baseline",
-    "state-mismatch", "unsettled", "lint", "unrecorded-database",  # planner
+    "state-mismatch", "unsettled", "lint", "unrecorded-database", "interrupted-bootstrap",
     "password",  # runner, with --strict-passwords
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
@@ -110,6 +110,18 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Leftover:
+    """What the server says of a database that an interrupted or failed bootstrap may have
+    left: enough to tell whether that bootstrap made it and whether anyone else used it."""
+
+    oid: int
+    connected: int
+    """Sessions connected to it now (autovacuum aside)."""
+    sessions: int | None
+    """Sessions ever opened to it (pg_stat_database.sessions, PostgreSQL 14+; None: unknown)."""
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     """What the server said: which databases exist, the records, and unsettled xids' fate."""
 
@@ -123,6 +135,8 @@ class ServerFacts:
     unrecorded: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Databases of unrecorded_candidates() that hold objects of their own (their
     descriptions); not asked with --adopt."""
+    leftovers: Mapping[str, Leftover] = field(default_factory=dict)
+    """The databases that exist and whose bootstrap records say it was interrupted."""
 
 
 def unrecorded_candidates(patches: Iterable[Patch], existing: Iterable[str],
@@ -147,6 +161,55 @@ def unrecorded_problem(database: str, objects: Sequence[str], state_db: str) -> 
         hint=f"if the state database was lost, restore it (or correct --state-db); else "
              f"`pgpatch baseline {database}` to move an existing database over, or --adopt "
              "to apply the pending patches to it anyway (recorded from then on)")
+
+
+def foreign_use(leftover: Leftover,
+                marks: Sequence[tuple[int | None, int | None]]) -> str | None:
+    """Why ``leftover`` is not provably the database a bootstrap made and nobody else used
+    since, or None. ``marks``: (oid_horizon, session_budget) of each step that began, in
+    order."""
+    return made_elsewhere(leftover, marks) or used_elsewhere(leftover, marks)
+
+
+def made_elsewhere(leftover: Leftover,
+                   marks: Sequence[tuple[int | None, int | None]]) -> str | None:
+    """Why the bootstrap did not provably make ``leftover``, or None.
+
+    It made it when its oid is above the largest database oid at the time the first step
+    began (it did not exist then; oids only grow, and a database renamed into the name keeps
+    its older oid), and not above the horizon of any later step (it is the database those
+    steps ran on)."""
+    if not marks or any(horizon is None for horizon, _ in marks):
+        return ("its bootstrap left no mark to prove that it made this database (an older "
+                "pgpatch began it)")
+    first = marks[0][0]
+    assert first is not None
+    if leftover.oid <= first:
+        return "the database existed before that bootstrap began: another one made it"
+    if any(horizon is not None and leftover.oid > horizon for horizon, _ in marks[1:]):
+        return "the database was made again after that bootstrap began: another one made it"
+    return None
+
+
+def used_elsewhere(leftover: Leftover,
+                   marks: Sequence[tuple[int | None, int | None]]) -> str | None:
+    """Why someone else may have used ``leftover`` since its bootstrap began, or None: someone
+    is connected now, or more sessions were ever opened to it than the steps may open."""
+    if leftover.connected:
+        return (f"{leftover.connected} session{'s' * (leftover.connected > 1)} "
+                f"{'are' if leftover.connected > 1 else 'is'} connected to it")
+    if leftover.sessions is None:
+        return None  # PostgreSQL 13 counts no sessions
+    budgets = [budget for _, budget in marks]
+    if any(budget is None for budget in budgets):
+        return ("its baseline may open sessions pgpatch cannot count (\\i or \\!), so "
+                "pgpatch cannot tell its own sessions from someone else's")
+    allowed = sum(b for b in budgets if b is not None)
+    if leftover.sessions > allowed:
+        return (f"{leftover.sessions} session{'s' * (leftover.sessions > 1)} "
+                f"{'were' if leftover.sessions > 1 else 'was'} opened to it, its bootstrap "
+                f"opens at most {allowed}: someone else used it")
+    return None
 
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
@@ -180,13 +243,20 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
         exists = database in facts.existing
         if database in facts.unrecorded:
             problems.append(unrecorded_problem(database, facts.unrecorded[database], state_db))
-        redo = database in facts.half_made or exists and any(
-            r.database == database and r.major == "00000000" and not r.settled
-            and r.xid is None for r in records.values())
+        marks = sorted((r for r in records.values() if r.database == database
+                        and r.major == "00000000" and not r.settled and r.xid is None),
+                       key=lambda r: r.minor)
+        redo = database in facts.half_made or exists and bool(marks)
         if redo:
-            # a bootstrap that pgpatch began and never finished: nothing else ran on that
-            # database (later patches come after the bootstrap is settled), so make it anew
+            # a bootstrap that pgpatch began and never finished: made anew, if provably the
+            # database it made and nobody else used it since (docs/safety.md)
             exists = False
+            leftover = facts.leftovers.get(database)
+            refusal = None if leftover is None or database in facts.half_made else foreign_use(
+                leftover, [(r.oid_horizon, r.session_budget) for r in marks])
+            if refusal is not None:
+                baseline = next((p for p in group if p.name.is_bootstrap), group[0])
+                problems.append(interrupted_problem(database, refusal, baseline.path))
         if not exists and not any(p.name.is_baseline for p in group):
             first = group[0]
             problems.append(Problem(
@@ -207,6 +277,21 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
         steps = [_parse_step(s, problems, lint) if s.pending and not s.via_psql else s
                  for s in steps]
     return Plan(tuple(steps), tuple(problems), lint=lint)
+
+
+def interrupted_problem(database: str, reason: str, path: str | None) -> Problem:
+    """The last bootstrap of ``database`` was interrupted and its leftover may not be dropped."""
+    busy = reason.endswith(("is connected to it", "are connected to it"))
+    hint = ("wait for them to end (a killed run's last statement may still be running), then "
+            "run again" if busy else
+            f"if it is the half-made one and nothing in it is needed, drop it by hand (DROP "
+            f"DATABASE {database}) and run again; to keep it as it is, settle its bootstrap's "
+            f"records by hand (UPDATE installed_patches SET settled = true WHERE NOT settled "
+            f"AND major = '00000000' AND database_id = (SELECT id FROM databases WHERE name = "
+            f"'{database}'))")
+    return Problem("interrupted-bootstrap", path,
+                   f"the last bootstrap of {database} was interrupted, and the database "
+                   f"{database} is not provably its own leftover: {reason}", hint=hint)
 
 
 def _effective_records(facts: ServerFacts, problems: list[Problem],

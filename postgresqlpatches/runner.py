@@ -115,9 +115,12 @@ def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
         r.database in built and r.major == "00000000" and not r.settled for r in records)
     unrecorded = {} if adopt else maint.objects_of_their_own(
         unrecorded_candidates(patches, present, records, state_db))
+    interrupted = {r.database for r in records
+                   if r.major == "00000000" and not r.settled and r.xid is None}
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
                        frozenset({state_db}) if half_made else frozenset(),
-                       frozenset(maint.roles()) if may_build else None, unrecorded)
+                       frozenset(maint.roles()) if may_build else None, unrecorded,
+                       maint.leftovers(interrupted & present - {state_db}))
 
 
 STATE_PROBE = """
@@ -132,33 +135,44 @@ FROM pg_class WHERE relkind IN ('r', 'v', 'p') AND relnamespace = 'public'::regn
 
 def open_state(server: Server, state_db: str, *,
                allow_empty: bool = False) -> psycopg.Connection | None:
-    """The state database's connection, or None when its bootstrap was cut short (our tables
-    missing or empty, nothing else in it: it is made anew).
+    """The state database's connection, or None when it is what a first run whose bootstrap
+    was cut short left (state.half_made_state: it is made anew).
 
     As role patches; as postgres while the tables are not patches' yet (the original tool's
-    layout, until our first upgrade patch hands them over). A database of the same name with
-    other content is an error, never touched."""
+    layout, until our first upgrade patch hands them over). A database of the same name in
+    any other shape is an error, never touched; one with our tables but no record is used."""
+    from postgresqlpatches.state import half_made_state
+
     conn = server.connect(state_db, STATE_USER)
     row = conn.execute(STATE_PROBE).fetchone()
     assert row is not None
-    has_table, others, writable = row
-    if not has_table:
-        conn.close()
-        if others:
-            raise PgpatchError(
-                f"the database {state_db} exists but is not a pgpatch state database",
-                hint="name another state database with --state-db")
-        return None
-    if not writable:
+    has_table, _, writable = row
+    if has_table and not writable:
         conn.close()
         log.info("role %s may not write the state tables yet: using %s", STATE_USER, SUPERUSER)
         conn = server.connect(state_db, SUPERUSER)
-    if not others and not allow_empty:
+    if has_table and allow_empty:
+        return conn
+    if has_table:
         empty = conn.execute("SELECT NOT EXISTS (SELECT FROM installed_patches)").fetchone()
-        if empty and empty[0]:
-            conn.close()
-            return None
-    return conn
+        if not (empty and empty[0]):
+            return conn
+    reason, connected = half_made_state(conn)
+    if reason is not None and has_table:
+        return conn  # our tables, no record yet, made by someone else: used as they are
+    conn.close()
+    if reason is not None:
+        raise PgpatchError(
+            f"the database {state_db} exists but is not a pgpatch state database",
+            hint="name another state database with --state-db")
+    if connected:
+        raise PgpatchError(
+            f"the database {state_db} is what an interrupted first run of pgpatch left, "
+            f"but {connected} other session{'s' * (connected > 1)} "
+            f"{'are' if connected > 1 else 'is'} connected to it",
+            hint="pgpatch makes it anew only while nobody uses it: wait for them to end, "
+                 "then run again")
+    return None
 
 
 def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
@@ -541,20 +555,26 @@ class _Run:
                            statement_checksums=checksums)
 
     def _bootstrap(self, group: list[Step], reporter: Reporter, result: ApplyResult) -> None:
-        """Create a database from its 00000000 scripts; on failure remove what this run made."""
-        from psycopg import sql
+        """Create a database from its 00000000 scripts; on failure remove what this run made.
 
-        from postgresqlpatches.executor import run_psql, run_statements
+        Before each step its mark is recorded (when the state database exists): the largest
+        database oid then and the sessions the step may open, so that the next run can prove
+        a database it finds is this bootstrap's and nobody else's (planner.foreign_use)."""
+        from postgresqlpatches.executor import crash_point, run_psql, run_statements
         from postgresqlpatches.planner import REDO
+        from postgresqlpatches.statements import connect_budget, created_role_names
 
         database = group[0].patch.name.database
         is_state = database == self.state_db
         if any(REDO in s.flags for s in group):
-            log.warning("the last bootstrap of %s was interrupted: dropping the database it "
-                        "left and making it again", database)
-            self.maint.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(database)))
+            self._drop_leftover(database, group)
+        stale = [s.record.id for s in group if s.record is not None]
+        if self.store is not None and stale:
+            self.store.delete(stale)  # an earlier attempt's marks: new ones follow, step by step
         roles_before = self.maint.roles()
+        role_names: set[str] = set()
+        begun: list[tuple[int, int | None]] = []  # each begun step's (oid horizon, budget)
+        users: set[str] = set()
         marks: list[int] = []
         took_ms: list[float] = []  # status shows how long each bootstrap script took
         try:
@@ -562,13 +582,16 @@ class _Run:
                 t0 = time.monotonic()
                 reporter.step_started(step)
                 patch = step.patch
+                if step.via_psql:
+                    budget = connect_budget(patch.text)
+                else:  # one session per user, kept for the whole run (_conn)
+                    budget = int(patch.name.user not in users)
+                    users.add(patch.name.user)
+                begun.append((self.maint.largest_database_oid(), budget))
+                role_names |= created_role_names(patch.text)
                 if self.store is not None and not is_state:
-                    if step.record is not None:  # a redo: the file may have changed since
-                        marks.append(step.record.id)
-                        self.store.set_file(step.record.id, patch)
-                    else:
-                        marks.append(self.store.insert(patch, settled=False,
-                                                       statements_done=0))
+                    marks.append(self.store.insert(patch, settled=False, statements_done=0,
+                                                   mark=begun[-1]))
                 if step.via_psql:
                     run_psql(self.server, patch, self.maint.verifier)
                 else:
@@ -584,8 +607,9 @@ class _Run:
                 reporter.step_done(step, seconds)
                 result.done.append((step, seconds))
         except BaseException as e:
-            self._undo_bootstrap(database, roles_before, marks, e)
+            self._undo_bootstrap(database, begun, roles_before, role_names, marks, e)
             raise
+        crash_point("after-bootstrap")  # every step ran, none is recorded as done yet
         if is_state:
             self.store = self._open_store(new=True)
             for step, ms in zip(group, took_ms, strict=True):
@@ -594,26 +618,68 @@ class _Run:
         elif self.store is not None:
             self.store.mark_settled(marks, dict(zip(marks, took_ms, strict=True)))
 
-    def _undo_bootstrap(self, database: str, roles_before: set[str], marks: list[int],
+    def _drop_leftover(self, database: str, group: list[Step]) -> None:
+        """An interrupted bootstrap is made anew: its database goes, once more checked to be
+        its own and unused (the plan checked it too; other steps may have run since)."""
+        from postgresqlpatches.planner import foreign_use, interrupted_problem
+
+        records = sorted((s.record for s in group if s.record is not None),
+                         key=lambda r: r.minor)
+        leftover = self.maint.leftover_when_idle(database)
+        if leftover is not None and database != self.state_db:
+            refusal = foreign_use(leftover, [(r.oid_horizon, r.session_budget) for r in records])
+            if refusal is not None:
+                problem = interrupted_problem(database, refusal, group[0].patch.path)
+                raise PgpatchError(problem.message, path=problem.path, hint=problem.hint)
+        log.warning("the last bootstrap of %s was interrupted: dropping the database it "
+                    "left and making it again", database)
+        self.maint.drop_database(database)
+
+    def _undo_bootstrap(self, database: str, begun: list[tuple[int, int | None]],
+                        roles_before: set[str], role_names: set[str], marks: list[int],
                         error: BaseException) -> None:
-        """The database did not exist before this run: drop it and the roles it created."""
+        """Remove what this bootstrap made, and only that: its database, if provably the one
+        it made (it did not exist when the bootstrap began) and nobody else used it; the
+        roles that are new and that its files create by name (someone else's new role is
+        not among them)."""
         import psycopg
         from psycopg import sql
 
+        from postgresqlpatches.planner import made_elsewhere, used_elsewhere
+
         for key in [k for k in self.conns if k[0] == database]:
             self.conns.pop(key).close()
+        message = error.message if isinstance(error, PgpatchError) else ""
         try:
-            self.maint.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(database)))
-            for role in sorted(self.maint.roles() - roles_before):
-                self.maint.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-            if self.store is not None:
-                self.store.delete(marks)
-            if isinstance(error, PgpatchError) and error.sqlstate == "42710":
+            leftover = self.maint.leftover_when_idle(database)  # our own sessions end
+            not_ours = kept = None
+            if leftover is not None:
+                not_ours = made_elsewhere(leftover, begun) or (
+                    "another one made it" if f'database "{database}" already exists' in message
+                    else None)
+                kept = not_ours or used_elsewhere(leftover, begun)
+            if kept is None:
+                try:
+                    self.maint.drop_database(database)
+                except PgpatchError as e:
+                    kept = e.message
+            roles = sorted((self.maint.roles() - roles_before) & role_names)
+            if kept is None:
+                for role in roles:
+                    self.maint.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+            if self.store is not None and (kept is None or not_ours is not None):
+                self.store.delete(marks)  # a database someone else made is not our leftover
+            if not isinstance(error, PgpatchError):
+                return
+            if kept is not None:
+                error.hint = (f"pgpatch left database {database} as it is ({kept}), and the "
+                              f"roles its bootstrap created ({', '.join(roles) or 'none'}): "
+                              "drop them by hand if they are this bootstrap's, then run again")
+            elif error.sqlstate == "42710":
                 error.hint = ("it exists already (made by hand, or left by an interrupted "
                               "bootstrap): drop it, or create it only where missing, as the "
                               "baselines of `pgpatch baseline` do")
-            elif isinstance(error, PgpatchError) and not error.hint:
+            elif not error.hint:
                 error.hint = (f"nothing of {database} was kept: pgpatch dropped the database "
                               "and the roles its bootstrap created; fix the file and run again")
         except psycopg.Error as e:

@@ -15,6 +15,8 @@ from postgresqlpatches.redact import is_password_variable
 if TYPE_CHECKING:
     import psycopg
 
+    from postgresqlpatches.planner import Leftover
+
 log = logging.getLogger("pgpatch")
 
 MAINTENANCE_DB = "postgres"
@@ -345,6 +347,61 @@ class Maintenance:
         is ever in a statement, and so never in the server's log or pg_stat_statements."""
         return self.conn.pgconn.encrypt_password(
             password.encode(), role.encode(), VERIFIER_ALGORITHM.encode()).decode("ascii")
+    def largest_database_oid(self) -> int:
+        """A bootstrap's mark: a database made later has a larger oid (the oid counter only
+        grows; after a wraparound a new database may look older, never the other way)."""
+        row = self.conn.execute("SELECT max(oid::bigint) FROM pg_database").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def leftovers(self, names: set[str]) -> dict[str, Leftover]:
+        """Oid, sessions connected now and sessions ever opened, of each database named."""
+        from psycopg import sql
+
+        from postgresqlpatches.planner import Leftover
+
+        if not names:
+            return {}
+        # pg_stat_database.sessions is new in PostgreSQL 14
+        sessions = sql.SQL("s.sessions" if self.server_version() >= 140000 else "NULL::bigint")
+        rows = self.conn.execute(sql.SQL(
+            """SELECT d.datname, d.oid::bigint,
+                      (SELECT count(*) FROM pg_stat_activity a
+                       WHERE a.datid = d.oid AND a.pid <> pg_backend_pid()
+                         AND a.backend_type IS DISTINCT FROM 'autovacuum worker'),
+                      {}
+               FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid
+               WHERE d.datname = ANY(%s)""").format(sessions), [sorted(names)]).fetchall()
+        return {name: Leftover(int(oid), int(connected),
+                               int(count) if count is not None else None)
+                for name, oid, connected, count in rows}
+
+    def leftover_when_idle(self, name: str, wait_seconds: float = 5.0) -> Leftover | None:
+        """The database's facts once nobody is connected (or the wait is over): a session
+        counts in pg_stat_database before it leaves pg_stat_activity, so none is missed."""
+        import time
+
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            leftover = self.leftovers({name}).get(name)
+            if leftover is None or not leftover.connected or time.monotonic() > deadline:
+                return leftover
+            time.sleep(0.05)
+
+    def drop_database(self, name: str) -> None:
+        """Without FORCE: a session of someone else's is never killed; the server waits a few
+        seconds for the ones ending (a run's own), then refuses."""
+        import psycopg
+        from psycopg import sql
+
+        try:
+            self.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
+                sql.Identifier(name)))
+        except psycopg.errors.ObjectInUse as e:
+            raise PgpatchError(
+                f"cannot drop database {name}: other sessions are connected to it",
+                hint="pgpatch never ends someone else's session: wait for them to end, or "
+                     "end them yourself, and run again", sqlstate="55006") from e
 
     def server_version(self) -> int:
         return int(self.conn.info.server_version)

@@ -96,6 +96,61 @@ def find_meta_commands(text: str) -> tuple[MetaCommand, ...]:
     return tuple(MetaCommand(line, command) for _, _, line, command in found)
 
 
+# --- what a bootstrap script may do outside its own statements --------------------------------
+
+_INCLUDES = frozenset({"\\i", "\\ir", "\\include", "\\include_relative", "\\!"})
+_MAY_PIPE = frozenset({"\\o", "\\out", "\\w", "\\write", "\\g", "\\gx", "\\copy"})
+
+
+def connect_budget(text: str) -> int | None:
+    """How many sessions psql may open while running ``text``, beyond its first one: one per
+    \\connect; None when it may run more than the file shows (an include or a shell command).
+
+    A bootstrap's marks keep this, so the next run can tell the sessions its interrupted
+    baseline opened from someone else's (docs/safety.md)."""
+    count = 0
+    for start, end, _, name in _scan_psql(text)[0]:
+        line = text[start:end]
+        if name in _INCLUDES or (name in _MAY_PIPE and ("|" in line
+                                                        or "program" in line.lower())):
+            return None
+        if name in ("\\c", "\\connect"):
+            count += 1
+    return count
+
+
+_NAME_KEYWORDS = ("UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD")
+
+
+def created_role_names(text: str) -> frozenset[str]:
+    """The roles a script creates by name (CREATE ROLE/USER/GROUP name), as PostgreSQL folds
+    them; a role whose name is computed (a psql variable, EXECUTE format(...)) is not among
+    them. A failed bootstrap drops only roles that are both new and named here."""
+    import pglast.parser
+
+    meta, data = _scan_psql(text)  # rows after COPY ... FROM STDIN are no SQL either
+    blanked = _blank(text, sorted([(start, end) for start, end, _, _ in meta] + data))
+    try:
+        tokens = pglast.parser.scan(blanked)
+    except pglast.parser.ParseError:
+        return frozenset()
+    words = [t for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+    names = set()
+    for i, first in enumerate(words[:-2]):
+        what, name = words[i + 1], words[i + 2]
+        if first.name != "CREATE" or what.name not in ("ROLE", "USER", "GROUP_P"):
+            continue
+        if what.name == "USER" and name.name == "MAPPING" and i + 3 < len(words) \
+                and words[i + 3].name in ("FOR", "IF_P"):
+            continue  # CREATE USER MAPPING
+        word = blanked[name.start:name.end + 1]
+        if name.name == "IDENT" and word.startswith('"'):
+            names.add(word[1:-1].replace('""', '"'))
+        elif name.name == "IDENT" or name.kind in _NAME_KEYWORDS:
+            names.add(word.lower())
+    return frozenset(names)
+
+
 # --- statements ---------------------------------------------------------------------------
 
 

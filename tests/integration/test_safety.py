@@ -342,15 +342,22 @@ def test_kill_at_random_moments_never_runs_a_patch_twice(pg: Pg) -> None:
 
 # -- failed and interrupted bootstrap ----------------------------------------------------
 
+def wait_for_sleep(pg: Pg) -> None:
+    """Until a session of the server runs pg_sleep: a baseline got that far."""
+    deadline = time.monotonic() + 60
+    while not pg.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"):
+        assert time.monotonic() < deadline, "the baseline never reached its pg_sleep"
+        time.sleep(0.05)
+
+
 def test_interrupted_bootstrap_is_made_again_not_taken_for_done(pg: Pg) -> None:
+    # the baseline's own half: a session of anyone else's would make the leftover theirs
     slow = pg.write("slow.00000000.0000.postgres.baseline.sql",
-                    "CREATE DATABASE slow;\nSELECT pg_sleep(30);\n")
+                    "CREATE DATABASE slow;\n\\connect slow\nCREATE TABLE half_made ();\n"
+                    "\\connect postgres\nSELECT pg_sleep(30);\n")
     pg.write("slow.20240101.0001.postgres.t.sql", "CREATE TABLE t ();\n")
     proc = popen(pg, "apply", pg.glob())
-    deadline = time.monotonic() + 60
-    while "slow" not in pg.databases() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    pg.query("CREATE TABLE half_made ()", "slow")
+    wait_for_sleep(pg)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     plan = pg.cli("plan", pg.glob())

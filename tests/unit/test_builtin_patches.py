@@ -15,6 +15,9 @@ SHIPPED = {  # file: (version 1, version 2)
     "patches.20261126.0001.postgres.checksums_and_xids.sql": (
         "3e65b1f9b2ede94e30c2b38a6227ebbdedbf26bcf2942d25aa64373f6acb52a5",
         "ae0e58400b5e3f0e53972611e7939c3b1ef78100a921d43072d63b12784ad9ea"),
+    "patches.20261201.0001.postgres.bootstrap_marks.sql": (
+        "c1bc09dd71e53c261801c4a50393a3f46a51b39471fec93cd8773db29399d96e",
+        "74c1c7239c01a2984efd9f8e00bab1f20f8ad1924a92e58d01e08a6dbbd409f1"),
     "patches.20261201.0003.postgres.token_checksums.sql": (
         "5a729df05348be99a2ce16f477a134a88daa40c572a1be1af9e87bf311b9dde7",
         "c97f1d1e3a87612f6cb29b7f5fcd7fa0600b6476c36cdfe753d29afe01928b4f"),
