@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
-from postgresqlpatches.redact import is_password_variable
+from postgresqlpatches.redact import is_password_variable, redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -212,8 +212,6 @@ class Server:
             hint = (f"no server listens on the socket {sock.group(1)}: start the server, or "
                     "give --host (or PGHOST) the folder its socket is in, or its host name, "
                     "and --port (or PGPORT)")
-        from postgresqlpatches.redact import redact
-
         return ConnectionFailed(redact(
             f"cannot connect to database {dbname!r} as {user!r} at {self.where()}: {reason}"),
             hint=hint,
