@@ -65,14 +65,18 @@ class PatchGroup(click.Group):
         first = rest[0]
         if first in self.commands:
             command = self.commands[first]
-            return super().parse_args(ctx, [first, *_fit_leading(command, first, leading),
+            return super().parse_args(ctx, [first, *_fit_leading(command, first, leading,
+                                                                 ctx.resilient_parsing),
                                             *rest[1:]])
+        # shell completion (resilient parsing) never raises: a half-typed line is no error
         if first.startswith("-"):
             later = next((a for a in rest[1:] if a in self.commands), None)
-            if later is not None:
+            if later is not None and not ctx.resilient_parsing:
                 raise click.UsageError(
                     f"{first} goes after the command: pgpatch {later} {first} ...", ctx)
         elif not _looks_like_a_glob(first):
+            if ctx.resilient_parsing:
+                return super().parse_args(ctx, args)
             import difflib
 
             close = difflib.get_close_matches(first, list(self.commands), n=1)
@@ -83,15 +87,26 @@ class PatchGroup(click.Group):
         return super().parse_args(ctx, ["apply", *leading, *rest])
 
 
-def _fit_leading(command: click.Command, name: str, leading: list[str]) -> list[str]:
-    """The common options given before the command name, for a command that takes them."""
+def _fit_leading(command: click.Command, name: str, leading: list[str],
+                 completing: bool = False) -> list[str]:
+    """The common options given before the command name, for a command that takes them
+    (while completing a line, the others are left out instead of refused)."""
     takes = {opt for param in command.params for opt in getattr(param, "opts", ())}
-    for arg in leading:
+    fitting: list[str] = []
+    i = 0
+    while i < len(leading):
+        arg = leading[i]
+        # "--host db" came as two items, "--host=db" and "-ldebug" as one
+        size = 2 if arg in PatchGroup.VALUE_OPTIONS else 1
         option = arg.split("=", 1)[0]
         option = option[:2] if option[:2] in ("-l", "-p") else option
         if option.startswith("-") and option not in takes:
-            raise click.UsageError(f"{option} does not apply to pgpatch {name}")
-    return leading
+            if not completing:
+                raise click.UsageError(f"{option} does not apply to pgpatch {name}")
+        else:
+            fitting += leading[i:i + size]
+        i += size
+    return fitting
 
 
 def _looks_like_a_glob(arg: str) -> bool:
@@ -103,18 +118,24 @@ def _looks_like_a_glob(arg: str) -> bool:
             or os.path.exists(arg))
 
 
+LOG_LEVEL = click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                         default="warning", show_default=True, help="How much to log on stderr.")
+
+
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes after its name; PGHOST/PGPORT etc. work as in libpq."""
     options = [
-        click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-                     default="warning", show_default=True, help="How much to log on stderr."),
+        LOG_LEVEL,
         click.option("-p", "--prefix", default="POSTGRESQL_", show_default=True,
                      metavar="PREFIX",
                      help="Passwords come from {PREFIX}{USER}_PASSWORD (a missing _ is added)."),
-        click.option("--host", metavar="HOST", help="Server host (default: PGHOST, libpq's)."),
+        click.option("--host", metavar="HOST", callback=_checked_host,
+                     help="Server host name, IP address or socket folder (default: PGHOST, "
+                          "libpq's); not a connection URI."),
         click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
                      help="Server port (default: PGPORT, libpq's)."),
         click.option("--state-db", default="patches", show_default=True, metavar="NAME",
+                     callback=_identifier("state database"),
                      help="The database that records what ran."),
         click.option("--strict-passwords", is_flag=True,
                      help="A role without its {PREFIX}{ROLE}_PASSWORD is a problem that stops "
@@ -133,6 +154,17 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             _fail(e, kwargs["log_level"])
 
     return wrapper
+
+
+def _checked_host(_ctx: click.Context, _param: click.Parameter,
+                  value: str | None) -> str | None:
+    """A URI given as --host would reach error lines with its password: refused, unechoed."""
+    from postgresqlpatches.server import host_problem
+
+    reason = host_problem(value) if value is not None else None
+    if reason:
+        raise click.BadParameter(f"expected {reason}")
+    return value
 
 
 def _setup_logging(level: str) -> None:
@@ -190,24 +222,29 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
     from postgresqlpatches.runner import Options
 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
-                   prefix=kwargs["prefix"], state_db=_checked_state_db(kwargs["state_db"]),
+                   prefix=kwargs["prefix"], state_db=kwargs["state_db"],
                    strict_passwords=kwargs["strict_passwords"], **extra)
 
 
-def _checked_state_db(name: str) -> str:
-    from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.naming import check_identifier
+def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], str]:
+    """A parameter that names a database: a bad name is a usage error (exit 2), as click's."""
 
-    reason = check_identifier(name, "state database")
-    if reason:
-        raise PgpatchError(f"--state-db: {reason}")
-    return name
+    def check(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+        from postgresqlpatches.naming import check_identifier
+
+        reason = check_identifier(value, what)
+        if reason:
+            raise click.BadParameter(reason)
+        return value
+
+    return check
 
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True,
                       help="table: rich on a terminal, plain text when piped; json: for scripts.")
-GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...")
+# a Path type only for shell completion: the shell offers files and folders; pgpatch expands
+GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...", type=click.Path())
 ADOPT = click.option(
     "--adopt", is_flag=True,
     help="Take a database that holds objects but has no record in the state database as it "
@@ -408,11 +445,11 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
 
 
 @main.command()
-@GLOBS
+@click.argument("globs", nargs=-1, metavar="[GLOB]...", type=click.Path())
 @FORMAT
 @common_options
 def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
-    """What the state database says ran: when, as whom, how long.
+    """What the state database says ran: when, as whom, how long, run by whom, which pgpatch.
 
     With GLOBs also what is pending or changed (exit 1 when the plan has problems).
     """
@@ -427,7 +464,7 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
 
 
 @main.command()
-@click.argument("database")
+@click.argument("database", callback=_identifier("database"))
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="Where to write DATABASE.00000000.0000.postgres.baseline.sql.")
 @click.option("--schema-only", is_flag=True, help="The schema without any rows.")
@@ -460,8 +497,7 @@ def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[
 @click.argument("description")
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False), help="The folder to write the file in.")
-@click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-              default="warning", show_default=True, help="How much to log on stderr.")
+@LOG_LEVEL
 def new(database: str, user: str, description: str, directory: str, log_level: str) -> None:
     """Create the next correctly named patch file and print its path.
 
@@ -480,7 +516,7 @@ def new(database: str, user: str, description: str, directory: str, log_level: s
 
 
 @main.command()
-@click.argument("database")
+@click.argument("database", callback=_identifier("database"))
 @click.option("--lock-wait", type=click.FloatRange(0), default=600, show_default=True,
               metavar="SECONDS", help="How long to wait for another run's lock.")
 @common_options
@@ -490,24 +526,26 @@ def forget(database: str, lock_wait: float, **kw: Any) -> None:
     Refused while the database exists.
     """
     from postgresqlpatches import runner
-    from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.naming import check_identifier
 
-    reason = check_identifier(database, "database")
-    if reason:
-        raise PgpatchError(f"forget: {reason}")
     n = runner.forget(_options(kw, lock_wait=lock_wait), database)
     click.echo(f"forgot {n} record{'s' * (n != 1)} of {database}")
 
 
 @main.command()
 @click.option("--keep", is_flag=True, help="Leave the server running and print how to reach it.")
-@common_options
-def demo(keep: bool, **kw: Any) -> None:
-    """Run the example end to end on a throwaway server: plan, apply, status, stop."""
+@LOG_LEVEL
+def demo(keep: bool, log_level: str) -> None:
+    """Run the example end to end on a throwaway server: plan, apply, status, stop.
+
+    The server is the demo's own, so it takes no connection options.
+    """
     from postgresqlpatches import demo as demo_module
 
-    demo_module.run(keep=keep)
+    _setup_logging(log_level)
+    try:
+        demo_module.run(keep=keep)
+    except Exception as e:
+        _fail(e, log_level)
 
 
 def _require_globs(globs: tuple[str, ...]) -> None:

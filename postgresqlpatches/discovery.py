@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import logging
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -15,6 +16,7 @@ from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.naming import PatchName, parse_name
 
 BUILTIN_PREFIX = "<pgpatch>/"
+log = logging.getLogger("pgpatch")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
     seen: set[str] = set()
     real_dirs: dict[str, str] = {}
     for pattern in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+        matches = _glob_telling_case(os.path.expanduser(pattern))
         files = []
         special = 0
         for m in matches:
@@ -97,6 +99,29 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
                 seen.add(real)
                 paths.append(m)
     return paths, problems
+
+
+def _glob_telling_case(pattern: str) -> list[str]:
+    """The glob's matches; a file that a ``*.sql`` glob misses only by the case of its
+    extension (``.SQL``, ``.Sql``) is named in a warning instead of being skipped silently.
+
+    One walk of the folders either way: the extension is matched in any case, and only the
+    case of the extension tells the two apart (where glob ignores case, as on Windows, the
+    glob matched them all already).
+    """
+    folder, last = os.path.split(pattern)
+    if not last.endswith(".sql"):
+        return sorted(glob.glob(pattern, recursive=True))
+    any_case = os.path.join(folder, last[:-len(".sql")] + ".[sS][qQ][lL]")
+    case_blind = os.path.normcase("A") == "a"
+    matches = []
+    for m in sorted(glob.glob(any_case, recursive=True)):
+        if case_blind or m.endswith(".sql"):
+            matches.append(m)
+        else:
+            log.warning("%s: skipped: the glob '%s' matches names ending in .sql, and this one "
+                        "ends in %s (rename it to .sql)", m, pattern, m[-len(".sql"):])
+    return matches
 
 
 SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),

@@ -32,7 +32,9 @@ RESUME = "resume"
 UNSETTLED = "unsettled"
 NO_CHECKSUM = "no-checksum"
 REDO = "redo"
-FLAGS = (NON_TRANSACTIONAL, OUT_OF_ORDER, CHANGED, PSQL, RESUME, UNSETTLED, NO_CHECKSUM, REDO)
+EMPTY = "empty"
+FLAGS = (NON_TRANSACTIONAL, OUT_OF_ORDER, CHANGED, PSQL, RESUME, UNSETTLED, NO_CHECKSUM, REDO,
+         EMPTY)
 
 PROBLEM_KINDS = (
     "no-match", "bad-name", "unreadable", "duplicate",  # discovery
@@ -467,6 +469,8 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
                      "statement in a file of its own"))
     if RESUME in flags and _done_part_changed(step, statements, problems):
         flags.append(CHANGED)
+    if not statements:  # only comments: recorded as applied, so a forgotten body is warned
+        flags.append(EMPTY)
     findings = _lint(step, parsed, lint, problems)
     return Step(patch, step.action, step.reason, tuple(flags), tuple(statements), step.record,
                 step.resume_from, findings, transaction=modes)

@@ -24,6 +24,10 @@ _SCRAM_START = re.compile(r"SCRAM-SHA-256\$[^\s']*")
 # ... or its end (StoredKey:ServerKey, each the base64 of 32 bytes); and md5 verifiers
 _SCRAM_END = re.compile(r"[A-Za-z0-9+/]*={0,2}:[A-Za-z0-9+/]{43}=")
 _MD5 = re.compile(r"\bmd5[0-9a-f]{32}\b")
+# a connection URI's password (postgresql://user:secret@host) and conninfo's password=secret
+_URI_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)",
+                                re.IGNORECASE)
 # psql's context line of a long statement: "LINE 3: ...text..." cut at either end
 _CONTEXT = re.compile(r"^(\s*(?:psql: )?LINE \d+: )(.*)$", re.MULTILINE)
 
@@ -55,6 +59,8 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     text = _SCRAM_START.sub(MASK, text)
     text = _SCRAM_END.sub(MASK, text)
     text = _MD5.sub(MASK, text)
+    text = _URI_PASSWORD.sub(rf"\1{MASK}@", text)
+    text = _CONNINFO_PASSWORD.sub(rf"\1{MASK}", text)
     return _CONTEXT.sub(_cut_context, text)
 
 

@@ -628,6 +628,7 @@ class _Run:
         begun: list[tuple[int, int | None]] = []  # each begun step's (oid horizon, budget)
         users: set[str] = set()
         marks: list[int] = []
+        took_ms: list[float] = []  # status shows how long each bootstrap script took
         try:
             for step in group:
                 if step is not group[0]:
@@ -664,6 +665,7 @@ class _Run:
                         if step.non_transactional and not conn.closed:
                             conn.autocommit = False
                 seconds = time.monotonic() - t0
+                took_ms.append(seconds * 1000)
                 reporter.step_done(step, seconds)
                 result.done.append((step, seconds))
         except BaseException as e:
@@ -673,10 +675,11 @@ class _Run:
         crash_point("after-bootstrap")  # every step ran, none is recorded as done yet
         if is_state:
             self.store = self._open_store(new=True)
-            for step in group:
-                self.fill_later.append((self.store.insert(step.patch), step.patch))
+            for step, ms in zip(group, took_ms, strict=True):
+                self.fill_later.append((self.store.insert(step.patch, duration_ms=ms),
+                                        step.patch))
         elif self.store is not None:
-            self.store.mark_settled(marks)
+            self.store.mark_settled(marks, dict(zip(marks, took_ms, strict=True)))
 
     def _drop_leftover(self, database: str, group: list[Step]) -> None:
         """An interrupted bootstrap is made anew: its database goes, once more checked to be

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
-from postgresqlpatches.redact import is_password_variable
+from postgresqlpatches.redact import is_password_variable, redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -78,6 +78,20 @@ def normalise_prefix(prefix: str) -> str:
 
 def password_variable(prefix: str, user: str) -> str:
     return f"{normalise_prefix(prefix)}{user.upper()}_PASSWORD"
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+HOST_TAKES = ("a host name, an IP address or a socket folder, not a connection URI or "
+              "conninfo string (split it: the host to --host or PGHOST, the port to --port or "
+              "PGPORT, passwords to {PREFIX}{USER}_PASSWORD)")
+
+
+def host_problem(host: str) -> str | None:
+    """Why a --host or PGHOST value is not a host: a URI or a conninfo string may carry a
+    password, so the value itself is never echoed."""
+    if _URI.match(host.strip()) or "=" in host:
+        return HOST_TAKES
+    return None
 
 
 def baseline_variables(text: str, prefix: str, database: str) -> dict[str, str]:
@@ -174,6 +188,9 @@ class Server:
         """One way to open a connection; login failures become one clear line."""
         import psycopg
 
+        env_host = self.environ.get("PGHOST")
+        if not self.host and env_host and host_problem(env_host):
+            raise ConnectionFailed(f"PGHOST: expected {HOST_TAKES}")
         settings = []
         if session_settings and self.lock_timeout_ms is not None:
             settings.append(f"-c lock_timeout={int(self.lock_timeout_ms)}")
@@ -207,10 +224,18 @@ class Server:
             hint = f"set {password_variable(self.prefix, user)} to {user}'s password"
         elif "does not exist" in reason and "role" in reason:
             hint = f"create the role {user} (usually in the database's 0000 baseline)"
-        elif "Connection refused" in reason or "could not translate" in reason:
+        elif "Connection refused" in reason:
             hint = "check PGHOST/PGPORT (or --host/--port) and that the server is running"
-        return ConnectionFailed(
-            f"cannot connect to database {dbname!r} as {user!r} at {self.where()}: {reason}",
+        elif unresolved := re.search(r"""(?:failed to resolve host|could not translate host """
+                                     r"""name) ['"]([^'"]*)['"]""", reason):
+            hint = (f"the host name {unresolved.group(1)} does not resolve to an address: "
+                    "check --host or PGHOST for a typo")
+        elif sock := re.search(r'on socket "([^"]*)" failed: No such file', str(e)):
+            hint = (f"no server listens on the socket {sock.group(1)}: start the server, or "
+                    "give --host (or PGHOST) the folder its socket is in, or its host name, "
+                    "and --port (or PGPORT)")
+        return ConnectionFailed(redact(
+            f"cannot connect to database {dbname!r} as {user!r} at {self.where()}: {reason}"),
             hint=hint,
         )
 
@@ -243,8 +268,8 @@ class Server:
 def connection_reason(e: Exception) -> str:
     """libpq's message without its "connection to server at ... failed:" prefixes, one line."""
     text = " ".join(part.strip() for part in str(e).split("\n") if part.strip())
-    text = re.sub(r'^(connection failed: )?(connection to server (at|on) .*? failed: )+', "",
-                  text)
+    text = re.sub(r'^(connection failed: |connection is bad: )?'
+                  r'(connection to server (at|on) .*? failed: )+', "", text)
     return re.sub(r"^(FATAL|ERROR):\s+", "", text) or type(e).__name__
 
 

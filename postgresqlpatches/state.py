@@ -47,6 +47,7 @@ class Record:
     """A bootstrap step's mark: the largest database oid when the step began."""
     session_budget: int | None = None
     """A bootstrap step's mark: how many sessions it may open to its database (None: any)."""
+    pgpatch_version: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -59,7 +60,8 @@ class Record:
 
 OPTIONAL_COLUMNS = ("user_name", "path", "checksum", "xid", "settled", "non_transactional",
                     "statements_done", "duration_ms", "run_by", "checksum_version",
-                    "text_checksum", "statement_checksums", "oid_horizon", "session_budget")
+                    "text_checksum", "statement_checksums", "oid_horizon", "session_budget",
+                    "pgpatch_version")
 """Columns the original tool's schema lacks; read as NULL where they do not exist."""
 
 READ_RECORDS = """
@@ -74,7 +76,7 @@ ORDER BY d.name, 3, 4
 def _record(row: tuple[Any, ...]) -> Record:
     (id_, database, major, minor, name, installed, user, path, checksum_, xid, settled,
      non_transactional, statements_done, duration_ms, run_by, checksum_version, text_checksum_,
-     statement_checksums, oid_horizon, session_budget) = row
+     statement_checksums, oid_horizon, session_budget, pgpatch_version) = row
     return Record(
         id=id_, database=database, major=major, minor=minor, name=name, installed=installed,
         user=user, path=path, checksum=checksum_, xid=int(xid) if xid is not None else None,
@@ -83,7 +85,7 @@ def _record(row: tuple[Any, ...]) -> Record:
         checksum_version=checksum_version, text_checksum=text_checksum_,
         statement_checksums=tuple(statement_checksums) if statement_checksums is not None
         else None,
-        oid_horizon=oid_horizon, session_budget=session_budget,
+        oid_horizon=oid_horizon, session_budget=session_budget, pgpatch_version=pgpatch_version,
     )
 
 

@@ -246,7 +246,7 @@ def test_state_db_option_keeps_the_record_elsewhere(pg: Pg) -> None:
     assert result.exit_code == 0, result.stderr
     assert pg.databases() == {"pgpatch_state", "app"}
     bad = pg.cli("apply", "--state-db", "Bad-Name", pg.glob())
-    assert bad.exit_code == 1 and "--state-db" in bad.stderr
+    assert bad.exit_code == 2 and "Invalid value for '--state-db'" in bad.stderr
 
 
 def test_password_never_appears_in_debug_output(pg: Pg) -> None:
