@@ -252,7 +252,7 @@ class Bench:
     def seed_records(self, n: int, d: Path, database: str, state_db: str) -> None:
         """n files and n records: the first file applied by pgpatch (which creates the state
         database), the other records written straight into it, as pgpatch writes them."""
-        from postgresqlpatches.discovery import checksum
+        from postgresqlpatches.checksums import text_checksum
 
         self.admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         self.admin.execute(f"DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")
@@ -263,7 +263,7 @@ class Bench:
         for f in files[1:]:
             _, major, minor, user, description, _ = f.name.split(".")
             rows.append((major, minor, f.name, user, description, str(f),
-                         checksum(f.read_text())))
+                         text_checksum(f.read_text())))
         with self.srv.connect(state_db) as conn, conn.cursor() as cur:
             db_id = conn.execute("SELECT id FROM databases WHERE name = %s",
                                  [database]).fetchone()[0]

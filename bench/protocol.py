@@ -22,7 +22,8 @@ variant's chunk is compared with the others' chunks of the same round.
 - `reconnect-1-in-10`: no DISCARD ALL, a new connection after one patch in ten instead (the
   alternative: reconnect only after a patch that changes its session, when one in ten does)
 - `pgpatch`: pgpatch's own code as the runner calls it (executor.run_transaction with the
-  runner's record write, the next patch sent behind each COMMIT, DISCARD ALL behind it)
+  runner's record write, the next patch sent behind each COMMIT, DISCARD ALL behind it, and
+  the runner's look at the lock's session before each record)
 
 Only the loop is timed (ms per patch); per round the difference to `pgpatch` is taken, and
 the median and mean ± 2 standard errors of those differences are printed (and written to
@@ -59,17 +60,19 @@ VARIANTS = ("one-transaction", "commit-each", "record-after", "unchained", "no-r
 def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
     text = patch_sql(i)
     name = f"{DB}.{20300101 + (i - 1) // 9999}.{(i - 1) % 9999 + 1:04d}.postgres.t_{i}.sql"
-    patch = Patch(name=parse_name(name), path=name, text=text, checksum=f"{i:064x}")
+    patch = Patch(name=parse_name(name), path=name, text=text, text_checksum=f"{i:064x}")
     return patch, parse_sql(text).statements
 
 
 class Protocols:
     def __init__(self, srv: ScratchServer, env: dict[str, str]) -> None:
         from postgresqlpatches.runner import open_state
-        from postgresqlpatches.server import Server
+        from postgresqlpatches.server import Maintenance, Server
         from postgresqlpatches.state import StateStore, cluster_identity
 
         server = Server(host=srv.host, port=srv.port, environ=env)
+        self.maint = Maintenance(server)
+        self.maint.lock(10)
         conn = open_state(server, "patches")
         assert conn is not None
         self.server = server
@@ -108,6 +111,8 @@ class Protocols:
                 reconnect_every: int = 0) -> None:
         for k, (patch, statements) in enumerate(chunk):
             def record(xid: int, patch: Patch = patch) -> None:
+                lost = self.maint.lock_lost()
+                assert lost is None, lost
                 self.records.append(self.store.insert(patch, xid=xid, settled=False,
                                                       flush=self.flush))
             new = bool(reconnect_every) and k % reconnect_every == reconnect_every - 1

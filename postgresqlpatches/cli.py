@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import functools
 import gc
+import io
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
-
-
-def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    """``--version``: the installed build's version, looked up only when asked."""
-    if not value or ctx.resilient_parsing:
-        return
-    from postgresqlpatches import installed_version
-
-    click.echo(f"pgpatch {installed_version()}")
-    ctx.exit()
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 log = logging.getLogger("pgpatch")
@@ -44,6 +36,7 @@ class PatchGroup(click.Group):
     common options given before the command name are moved after it."""
 
     VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db"}
+    FLAG_OPTIONS = {"--strict-passwords"}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         leading: list[str] = []
@@ -55,6 +48,9 @@ class PatchGroup(click.Group):
             if arg in self.VALUE_OPTIONS and i + 1 < len(args):
                 leading += args[i:i + 2]
                 i += 2
+            elif arg in self.FLAG_OPTIONS:
+                leading.append(arg)
+                i += 1
             elif arg.startswith("-") and arg.split("=", 1)[0] in self.VALUE_OPTIONS:
                 leading.append(arg)
                 i += 1
@@ -66,24 +62,85 @@ class PatchGroup(click.Group):
         rest = args[i:]
         if not rest:
             return super().parse_args(ctx, args)
-        if rest[0] in self.commands:
-            return super().parse_args(ctx, [rest[0], *leading, *rest[1:]])
+        first = rest[0]
+        if first in self.commands:
+            command = self.commands[first]
+            return super().parse_args(ctx, [first, *_fit_leading(command, first, leading,
+                                                                 ctx.resilient_parsing),
+                                            *rest[1:]])
+        # shell completion (resilient parsing) never raises: a half-typed line is no error
+        if first.startswith("-"):
+            later = next((a for a in rest[1:] if a in self.commands), None)
+            if later is not None and not ctx.resilient_parsing:
+                raise click.UsageError(
+                    f"{first} goes after the command: pgpatch {later} {first} ...", ctx)
+        elif not _looks_like_a_glob(first):
+            if ctx.resilient_parsing:
+                return super().parse_args(ctx, args)
+            import difflib
+
+            close = difflib.get_close_matches(first, list(self.commands), n=1)
+            raise click.UsageError(
+                f"no such command {first!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                 " (a GLOB of patch files means apply: "
+                                                 "quote it, e.g. 'db/**/*.sql')"), ctx)
         return super().parse_args(ctx, ["apply", *leading, *rest])
+
+
+def _fit_leading(command: click.Command, name: str, leading: list[str],
+                 completing: bool = False) -> list[str]:
+    """The common options given before the command name, for a command that takes them
+    (while completing a line, the others are left out instead of refused)."""
+    takes = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    fitting: list[str] = []
+    i = 0
+    while i < len(leading):
+        arg = leading[i]
+        # "--host db" came as two items, "--host=db" and "-ldebug" as one
+        size = 2 if arg in PatchGroup.VALUE_OPTIONS else 1
+        option = arg.split("=", 1)[0]
+        option = option[:2] if option[:2] in ("-l", "-p") else option
+        if option.startswith("-") and option not in takes:
+            if not completing:
+                raise click.UsageError(f"{option} does not apply to pgpatch {name}")
+        else:
+            fitting += leading[i:i + size]
+        i += size
+    return fitting
+
+
+def _looks_like_a_glob(arg: str) -> bool:
+    """The seed's form names files: a path, a pattern, or a .sql file; a bare word is a
+    mistyped command (``pgpatch aply ...``), never taken for a glob."""
+    import os
+
+    return (any(c in arg for c in "/*?[" + os.sep) or arg.lower().endswith(".sql")
+            or os.path.exists(arg))
+
+
+LOG_LEVEL = click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                         default="warning", show_default=True, help="How much to log on stderr.")
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes after its name; PGHOST/PGPORT etc. work as in libpq."""
     options = [
-        click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-                     default="warning", show_default=True, help="How much to log on stderr."),
+        LOG_LEVEL,
         click.option("-p", "--prefix", default="POSTGRESQL_", show_default=True,
                      metavar="PREFIX",
                      help="Passwords come from {PREFIX}{USER}_PASSWORD (a missing _ is added)."),
-        click.option("--host", metavar="HOST", help="Server host (default: PGHOST, libpq's)."),
+        click.option("--host", metavar="HOST", callback=_checked_host,
+                     help="Server host name, IP address or socket folder (default: PGHOST, "
+                          "libpq's); not a connection URI."),
         click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
                      help="Server port (default: PGPORT, libpq's)."),
         click.option("--state-db", default="patches", show_default=True, metavar="NAME",
+                     callback=_identifier("state database"),
                      help="The database that records what ran."),
+        click.option("--strict-passwords", is_flag=True,
+                     help="A role without its {PREFIX}{ROLE}_PASSWORD is a problem that stops "
+                          "the run before anything runs (default: a warning, and the role's "
+                          "name is its password)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -97,6 +154,17 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             _fail(e, kwargs["log_level"])
 
     return wrapper
+
+
+def _checked_host(_ctx: click.Context, _param: click.Parameter,
+                  value: str | None) -> str | None:
+    """A URI given as --host would reach error lines with its password: refused, unechoed."""
+    from postgresqlpatches.server import host_problem
+
+    reason = host_problem(value) if value is not None else None
+    if reason:
+        raise click.BadParameter(f"expected {reason}")
+    return value
 
 
 def _setup_logging(level: str) -> None:
@@ -114,31 +182,37 @@ def _setup_logging(level: str) -> None:
 
 
 class _LevelFormatter(logging.Formatter):
+    """Every log line, at every level, without a password (psql and the server quote
+    statements back)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        from postgresqlpatches.redact import redact
+
+        return f"{record.levelname.lower()}: {redact(record.getMessage())}"
 
 
 def _fail(e: Exception, level: str) -> None:
     from postgresqlpatches.errors import PgpatchError
+    from postgresqlpatches.redact import redact
 
     if isinstance(e, click.exceptions.Exit | click.ClickException | click.Abort):
         raise e
     if isinstance(e, PgpatchError):
-        click.echo(f"error: {e}", err=True)
+        click.echo(redact(f"error: {e}"), err=True)
         if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+            click.echo(redact(f"hint: {e.hint}"), err=True)
         if level == "debug":
             log.debug("traceback", exc_info=e)
         sys.exit(e.exit_code)
     if type(e).__module__.startswith("psycopg"):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        click.echo(f"error: the server failed: {first}", err=True)
+        click.echo(redact(f"error: the server failed: {first}"), err=True)
     else:
-        click.echo(f"error: unexpected {type(e).__name__}: {e}", err=True)
+        click.echo(redact(f"error: unexpected {type(e).__name__}: {e}"), err=True)
     if level == "debug":
         import traceback
 
-        traceback.print_exception(e, file=sys.stderr)
+        click.echo(redact("".join(traceback.format_exception(e))).rstrip("\n"), err=True)
     else:
         click.echo("hint: run with -l debug for the traceback", err=True)
     sys.exit(1)
@@ -148,24 +222,35 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
     from postgresqlpatches.runner import Options
 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
-                   prefix=kwargs["prefix"], state_db=_checked_state_db(kwargs["state_db"]),
-                   **extra)
+                   prefix=kwargs["prefix"], state_db=kwargs["state_db"],
+                   strict_passwords=kwargs["strict_passwords"], **extra)
 
 
-def _checked_state_db(name: str) -> str:
-    from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.naming import check_identifier
+def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], str]:
+    """A parameter that names a database: a bad name is a usage error (exit 2), as click's."""
 
-    reason = check_identifier(name, "state database")
-    if reason:
-        raise PgpatchError(f"--state-db: {reason}")
-    return name
+    def check(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+        from postgresqlpatches.naming import check_identifier
+
+        reason = check_identifier(value, what)
+        if reason:
+            raise click.BadParameter(reason)
+        return value
+
+    return check
 
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True,
                       help="table: rich on a terminal, plain text when piped; json: for scripts.")
-GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...")
+# a Path type only for shell completion: the shell offers files and folders; pgpatch expands
+GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...", type=click.Path())
+ADOPT = click.option(
+    "--adopt", is_flag=True,
+    help="Take a database that holds objects but has no record in the state database as it "
+         "is: its pending patches run, recorded from then on. Without it that is a problem "
+         "(unrecorded-database): a lost or mistyped state database would run everything "
+         "again.")
 
 
 @click.group(cls=PatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,10 +283,67 @@ def run() -> None:
     runs). main() itself, as tests and other in-process callers use it, leaves the
     collector alone."""
     gc.disable()
+    restore = _guard_std_streams()
     try:
         main()
     finally:
+        restore()
         gc.freeze()
+
+
+class _DroppingFile(io.FileIO):
+    """fd 1 or 2 for a reader that may go away (``pgpatch apply | head -1``): the first write
+    that finds the pipe closed points the fd at /dev/null, so the run goes on to its own end
+    and exit code, and what cannot be written is dropped."""
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            _point_at_devnull(self.fileno())
+            return memoryview(data).nbytes
+
+
+def _point_at_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull != fd:
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+def _guard_std_streams() -> Callable[[], None]:
+    """stdout and stderr of the process, made safe from a closed reader; returns the undo.
+
+    A closed fd 1 or 2 (``>&-``) gets /dev/null first: else the next connection's socket
+    would take its number, and whatever is written "to stdout" would go to the server. Streams
+    a caller has replaced (a test's capture) are left alone.
+    """
+    saved: list[tuple[str, Any, io.TextIOWrapper]] = []
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        if old is not getattr(sys, f"__{name}__"):
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            _point_at_devnull(fd)
+        raw = _DroppingFile(fd, "w", closefd=False)
+        buffered = old is None or isinstance(getattr(old, "buffer", None), io.BufferedWriter)
+        new = io.TextIOWrapper(
+            io.BufferedWriter(raw) if buffered else raw,  # type: ignore[arg-type]
+            encoding=getattr(old, "encoding", None) or "utf-8",
+            errors=getattr(old, "errors", None) or "backslashreplace",
+            line_buffering=getattr(old, "line_buffering", False),
+            write_through=getattr(old, "write_through", False))
+        setattr(sys, name, new)
+        saved.append((name, old, new))
+
+    def restore() -> None:
+        for name, old, new in saved:
+            new.flush()  # a closed reader costs nothing here either
+            setattr(sys, name, old)
+
+    return restore
 
 
 EXIT_OK = 0
@@ -231,9 +373,10 @@ def lint_option(what: str) -> Callable[..., Any]:
                    f"{EXIT_OK} only when there is nothing to do.")
 @click.option("--allow-out-of-order", is_flag=True,
               help="Plan patches older than the newest applied one instead of refusing them.")
+@ADOPT
 @common_options
 def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
-         allow_out_of_order: bool, **kw: Any) -> None:
+         allow_out_of_order: bool, adopt: bool, **kw: Any) -> None:
     """Show what apply would do, in order. Read-only: creates nothing, not even the state database.
 
     With --offline no server is needed: a database with a 0000 baseline in the tree is taken
@@ -250,7 +393,8 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
     from postgresqlpatches import render, runner
 
     _require_globs(globs)
-    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint)
+    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
+                       adopt=adopt)
     the_plan = runner.plan_offline(options) if offline else runner.plan(options)
     if fmt == "json":
         render.dump_json(render.plan_json(the_plan, offline=offline))
@@ -274,10 +418,11 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="json: the applied patches as JSON on stdout.")
 @lint_option("apply anyway")
+@ADOPT
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int | None, statement_timeout: int | None, fmt: str, lint: str,
-          **kw: Any) -> None:
+          adopt: bool, **kw: Any) -> None:
     """Apply every pending patch, each exactly once, in name order.
 
     Lint findings are printed on stderr before anything runs.
@@ -287,7 +432,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
-                       lint=lint)
+                       lint=lint, adopt=adopt)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         result = runner.apply(options, reporter)
@@ -300,11 +445,11 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
 
 
 @main.command()
-@GLOBS
+@click.argument("globs", nargs=-1, metavar="[GLOB]...", type=click.Path())
 @FORMAT
 @common_options
 def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
-    """What the state database says ran: when, as whom, how long.
+    """What the state database says ran: when, as whom, how long, run by whom, which pgpatch.
 
     With GLOBs also what is pending or changed (exit 1 when the plan has problems).
     """
@@ -319,19 +464,31 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
 
 
 @main.command()
-@click.argument("database")
+@click.argument("database", callback=_identifier("database"))
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="Where to write DATABASE.00000000.0000.postgres.baseline.sql.")
+@click.option("--schema-only", is_flag=True, help="The schema without any rows.")
+@click.option("--data-for", "data_for", multiple=True, metavar="PATTERN",
+              help="The schema, and the rows of the tables PATTERN matches only (a pattern as "
+                   "pg_dump's --table; repeatable).")
 @common_options
-def baseline(database: str, output_dir: str, **kw: Any) -> None:
+def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[str, ...],
+             **kw: Any) -> None:
     """Write a baseline of a live database from pg_dump and record it as applied.
 
-    Empty servers are then built from the file; this server goes on from here.
+    Empty servers are then built from the file; this server goes on from here. By default
+    the file holds every row (pg_dump --create); a production database's rows and personal
+    data rarely belong in a repository: use --schema-only or --data-for. The roles the
+    database refers to come first, each created only where missing, with their attributes,
+    memberships and settings; passwords are read from the environment when the file runs.
     """
     from postgresqlpatches import baseline as baseline_module
 
-    path = baseline_module.write_baseline(_options(kw), database, output_dir)
-    click.echo(f"wrote {path} and recorded it as applied")
+    if schema_only and data_for:
+        raise click.UsageError("--schema-only and --data-for exclude each other")
+    written = baseline_module.write_baseline(_options(kw), database, output_dir,
+                                             schema_only=schema_only, data_for=data_for)
+    click.echo(written.summary())
 
 
 @main.command()
@@ -340,7 +497,8 @@ def baseline(database: str, output_dir: str, **kw: Any) -> None:
 @click.argument("description")
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False), help="The folder to write the file in.")
-def new(database: str, user: str, description: str, directory: str) -> None:
+@LOG_LEVEL
+def new(database: str, user: str, description: str, directory: str, log_level: str) -> None:
     """Create the next correctly named patch file and print its path.
 
     The name is DATABASE.<today>.<next free minor>.USER.DESCRIPTION.sql. Today is the
@@ -350,14 +508,15 @@ def new(database: str, user: str, description: str, directory: str) -> None:
     from postgresqlpatches.errors import PgpatchError
     from postgresqlpatches.scaffold import create_patch
 
+    _setup_logging(log_level)
     try:
         click.echo(create_patch(database, user, description, directory))
     except PgpatchError as e:
-        _fail(e, "warning")
+        _fail(e, log_level)
 
 
 @main.command()
-@click.argument("database")
+@click.argument("database", callback=_identifier("database"))
 @click.option("--lock-wait", type=click.FloatRange(0), default=600, show_default=True,
               metavar="SECONDS", help="How long to wait for another run's lock.")
 @common_options
@@ -367,24 +526,26 @@ def forget(database: str, lock_wait: float, **kw: Any) -> None:
     Refused while the database exists.
     """
     from postgresqlpatches import runner
-    from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.naming import check_identifier
 
-    reason = check_identifier(database, "database")
-    if reason:
-        raise PgpatchError(f"forget: {reason}")
     n = runner.forget(_options(kw, lock_wait=lock_wait), database)
     click.echo(f"forgot {n} record{'s' * (n != 1)} of {database}")
 
 
 @main.command()
 @click.option("--keep", is_flag=True, help="Leave the server running and print how to reach it.")
-@common_options
-def demo(keep: bool, **kw: Any) -> None:
-    """Run the example end to end on a throwaway server: plan, apply, status, stop."""
+@LOG_LEVEL
+def demo(keep: bool, log_level: str) -> None:
+    """Run the example end to end on a throwaway server: plan, apply, status, stop.
+
+    The server is the demo's own, so it takes no connection options.
+    """
     from postgresqlpatches import demo as demo_module
 
-    demo_module.run(keep=keep)
+    _setup_logging(log_level)
+    try:
+        demo_module.run(keep=keep)
+    except Exception as e:
+        _fail(e, log_level)
 
 
 def _require_globs(globs: tuple[str, ...]) -> None:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import glob
-import hashlib
+import logging
 import os
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from postgresqlpatches.checksums import text_checksum, token_checksum
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.naming import PatchName, parse_name
 
 BUILTIN_PREFIX = "<pgpatch>/"
+log = logging.getLogger("pgpatch")
 
 
 @dataclass(frozen=True)
@@ -29,19 +32,21 @@ class Problem:
 
 @dataclass(frozen=True)
 class Patch:
-    """One patch file: its parsed name, where it was found, its text and checksum."""
+    """One patch file: its parsed name, where it was found, its text and checksums."""
 
     name: PatchName
     path: str
     text: str = field(repr=False)
-    checksum: str
+    text_checksum: str
+    """Checksum version 1, of the text: cheap, so an unchanged file costs no scan."""
     builtin: bool = False
 
+    @functools.cached_property
+    def checksum(self) -> str:
+        """Checksum version 2, of PostgreSQL's tokens (what records keep); scanned on first use.
 
-def checksum(text: str) -> str:
-    """sha256 of the text with line endings normalised: a CRLF checkout is not a change."""
-    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
-    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+        A 0000 baseline runs through psql: its meta-commands and COPY rows count as well."""
+        return token_checksum(self.text, psql=self.name.is_baseline)
 
 
 def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
@@ -51,8 +56,9 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
     seen: set[str] = set()
     real_dirs: dict[str, str] = {}
     for pattern in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+        matches = _glob_telling_case(os.path.expanduser(pattern))
         files = []
+        special = 0
         for m in matches:
             # one lstat per file, realpath once per folder: 10,000 realpath calls cost 0.17 s
             try:
@@ -61,7 +67,11 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
                 continue
             if stat.S_ISLNK(mode):
                 real = os.path.realpath(m)
-                if os.path.isdir(real):
+                try:
+                    mode = os.stat(real).st_mode
+                except OSError:  # a dangling link: read_patch names it
+                    mode = stat.S_IFREG
+                if stat.S_ISDIR(mode):
                     continue
             elif stat.S_ISDIR(mode):
                 continue
@@ -71,8 +81,15 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
                 if real_dir is None:
                     real_dir = real_dirs[head] = os.path.realpath(head or ".")
                 real = os.path.join(real_dir, tail)
+            if not stat.S_ISREG(mode):
+                # opening a FIFO waits for a writer forever; a device may act on open
+                special += 1
+                if real not in seen:
+                    seen.add(real)
+                    problems.append(_not_a_file(m, mode))
+                continue
             files.append((m, real))
-        if not files:
+        if not files and not special:
             problems.append(
                 Problem("no-match", pattern, "the glob matches no file", hint="check the path; "
                         "quote globs so that pgpatch, not the shell, expands them")
@@ -82,6 +99,40 @@ def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:
                 seen.add(real)
                 paths.append(m)
     return paths, problems
+
+
+def _glob_telling_case(pattern: str) -> list[str]:
+    """The glob's matches; a file that a ``*.sql`` glob misses only by the case of its
+    extension (``.SQL``, ``.Sql``) is named in a warning instead of being skipped silently.
+
+    One walk of the folders either way: the extension is matched in any case, and only the
+    case of the extension tells the two apart (where glob ignores case, as on Windows, the
+    glob matched them all already).
+    """
+    folder, last = os.path.split(pattern)
+    if not last.endswith(".sql"):
+        return sorted(glob.glob(pattern, recursive=True))
+    any_case = os.path.join(folder, last[:-len(".sql")] + ".[sS][qQ][lL]")
+    case_blind = os.path.normcase("A") == "a"
+    matches = []
+    for m in sorted(glob.glob(any_case, recursive=True)):
+        if case_blind or m.endswith(".sql"):
+            matches.append(m)
+        else:
+            log.warning("%s: skipped: the glob '%s' matches names ending in .sql, and this one "
+                        "ends in %s (rename it to .sql)", m, pattern, m[-len(".sql"):])
+    return matches
+
+
+SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file(path: str, mode: int) -> Problem:
+    """A match that is not a regular file is refused from its lstat/stat alone, unopened."""
+    what = next((word for test, word in SPECIAL_FILES if test(mode)), "a special file")
+    return Problem("unreadable", path, f"the file is {what}, not a regular file: pgpatch "
+                   "does not open it", hint="remove it, or narrow the glob to patch files")
 
 
 def read_patch(path: str, *, builtin: bool = False, text: str | None = None) -> Patch:
@@ -103,7 +154,8 @@ def read_patch(path: str, *, builtin: bool = False, text: str | None = None) -> 
             ) from e
     if text.startswith("\ufeff"):
         text = text[1:]
-    return Patch(name=name, path=path, text=text, checksum=checksum(text), builtin=builtin)
+    return Patch(name=name, path=path, text=text, text_checksum=text_checksum(text),
+                 builtin=builtin)
 
 
 def builtin_patches(state_db: str) -> list[Patch]:
@@ -116,7 +168,7 @@ def builtin_patches(state_db: str) -> list[Patch]:
         if state_db != patch.name.database:
             name = PatchName(state_db, *patch.name.key[1:], patch.name.user,
                              patch.name.description)
-            patch = Patch(name, patch.path, patch.text, patch.checksum, builtin=True)
+            patch = Patch(name, patch.path, patch.text, patch.text_checksum, builtin=True)
         patches.append(patch)
     return patches
 

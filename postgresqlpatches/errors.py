@@ -41,6 +41,12 @@ class ConnectionFailed(PgpatchError):
 class PatchFailed(PgpatchError):
     """A patch raised an error on the server; it was rolled back."""
 
+    dropped_index: str | None = None
+    """A failed CREATE INDEX CONCURRENTLY had made this (invalid) index; pgpatch dropped it."""
+    left_index: str | None = None
+    """... had made this invalid index, and pgpatch could not drop it (``left_reason``)."""
+    left_reason: str | None = None
+
 
 class LockTimeout(PgpatchError):
     """Another pgpatch run held the lock longer than --lock-wait."""
@@ -48,3 +54,7 @@ class LockTimeout(PgpatchError):
 
 class SqlSyntaxError(PgpatchError):
     """A patch file does not parse as PostgreSQL SQL; ``line`` says where."""
+
+
+class LockLost(PgpatchError):
+    """The run's lock ended under it (its session was ended): the run stopped."""

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.errors import PatchFailed, PgpatchError
+from postgresqlpatches.redact import known_passwords, redact
 from postgresqlpatches.server import MAINTENANCE_DB, Server
 
 if TYPE_CHECKING:
@@ -38,31 +39,110 @@ def failure(e: Exception, patch: Patch, statement: Statement | None,
         line = line_of(text if text is not None else patch.text, offset)
     hint = getattr(diag, "message_hint", None)
     detail = getattr(diag, "message_detail", None)
-    message = primary + (f" ({detail})" if detail else "")
-    return PatchFailed(message, path=patch.path, line=line, sqlstate=sqlstate, hint=hint)
+    message = redact(primary + (f" ({detail})" if detail else ""))
+    return PatchFailed(message, path=patch.path, line=line, sqlstate=sqlstate,
+                       hint=redact(hint) if hint else None)
 
 
 def run_statements(conn: psycopg.Connection, patch: Patch,
                    statements: Sequence[Statement],
-                   after_each: Callable[[int], None] | None = None, start: int = 0) -> None:
-    """Run statements in order; on error raise PatchFailed (the caller rolls back)."""
+                   after_each: Callable[[int], None] | None = None, start: int = 0, *,
+                   drop_invalid_index: bool = False) -> None:
+    """Run statements in order; on error raise PatchFailed (the caller rolls back).
+
+    ``drop_invalid_index`` (autocommit only): a CREATE INDEX CONCURRENTLY that fails after
+    its first phase committed leaves an invalid index, and the next run's same statement
+    would fail with "already exists"; that index, and only that one, is dropped
+    (PatchFailed.dropped_index says which).
+    """
     import psycopg
 
     cur = conn.cursor()
     for index in range(start, len(statements)):
         statement = statements[index]
+        table = _concurrent_index_table(conn, statement) if drop_invalid_index else None
+        before = _invalid_indexes(conn, table) if table is not None else None
         try:
             cur.execute(statement.text)
         except psycopg.Error as e:
-            raise failure(e, patch, statement) from e
+            error = failure(e, patch, statement)
+            if table is not None and before is not None:
+                _drop_index_left_by(conn, statement, table, before, error)
+            raise error from e
         if after_each is not None:
             after_each(index + 1)
+
+
+_INVALID_INDEXES = """
+SELECT c.oid::int8, n.nspname::text, c.relname::text
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+     JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indrelid = to_regclass(%s) AND NOT i.indisvalid
+"""
+
+
+def _concurrent_index_table(conn: psycopg.Connection, statement: Statement) -> str | None:
+    """The table of a CREATE INDEX CONCURRENTLY, as text for to_regclass (quoted)."""
+    from psycopg import sql
+
+    if statement.kind != "IndexStmt" or not statement.tree.get("concurrent"):
+        return None
+    relation = statement.tree.get("relation") or {}
+    names = [n for n in (relation.get("schemaname"), relation.get("relname")) if n]
+    return sql.Identifier(*names).as_string(conn) if names else None
+
+
+def _invalid_indexes(conn: psycopg.Connection,
+                     table: str) -> dict[int, tuple[str, str]] | None:
+    """The table's invalid indexes by oid (schema, name); None when they cannot be read."""
+    import psycopg
+
+    try:
+        rows = conn.execute(_INVALID_INDEXES, [table]).fetchall()
+    except psycopg.Error as e:
+        log.debug("cannot read the invalid indexes of %s: %s", table, e)
+        return None
+    return {int(oid): (schema, name) for oid, schema, name in rows}
+
+
+def _drop_index_left_by(conn: psycopg.Connection, statement: Statement, table: str,
+                        before: dict[int, tuple[str, str]], error: PatchFailed) -> None:
+    """Drop the invalid index that the failed statement made: one that was not there just
+    before it, on its table, with the name it gave (if it gave one), and the only such one.
+    While the statement runs it holds the table's SHARE UPDATE EXCLUSIVE lock, which every
+    other index build on that table waits for. Anything else is reported, never dropped."""
+    import psycopg
+    from psycopg import sql
+
+    if conn.closed:
+        return
+    after = _invalid_indexes(conn, table)
+    if after is None:
+        return
+    made = [after[oid] for oid in sorted(after) if oid not in before]
+    if not made:
+        return  # it failed before making the index: nothing is left
+    wanted = statement.tree.get("idxname")
+    if len(made) != 1 or wanted and made[0][1] != wanted:
+        error.left_index = ", ".join(f"{schema}.{name}" for schema, name in made)
+        error.left_reason = "it cannot tell which index the statement made"
+        return
+    schema, name = made[0]
+    try:
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            sql.Identifier(schema, name)))
+    except psycopg.Error as e:
+        error.left_index = f"{schema}.{name}"
+        error.left_reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return
+    error.dropped_index = f"{schema}.{name}"
 
 
 def run_transaction(conn: psycopg.Connection, patch: Patch,
                     statements: Sequence[Statement], record: Callable[[int], None],
                     following: tuple[Patch, Sequence[Statement]] | None = None, *,
-                    sent: bool = False, reset: bool = True) -> int:
+                    sent: bool = False, modes: Sequence[str] = (),
+                    following_modes: Sequence[str] = (), reset: bool = True) -> int:
     """Run a patch in one transaction and commit it, its record written in between; returns
     the transaction id.
 
@@ -83,6 +163,8 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     no wait), so the next patch starts with the session state of a new connection: settings,
     role, temp tables, prepared statements, cursors, LISTEN, session advisory locks. The
     caller passes False only when it closes the connection after this patch anyway.
+    ``modes`` (and ``following_modes``): the patch's own transaction modes, sent with its
+    BEGIN: set later, after the transaction id's query, isolation and deferrability fail.
 
     PatchFailed means the server answered with an error: the transaction did not commit.
     Any other exception once ``record`` has returned (a lost connection, an interrupt)
@@ -106,7 +188,7 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     try:
         if not sent:
             pg.enter_pipeline_mode()
-            _send_patch(pg, statements, encoding)
+            _send_patch(pg, statements, encoding, begin_statement(conn, modes))
             _flush(pg)
         for index in (0, 1):  # BEGIN, the id
             result = _next_result(pg, encoding)
@@ -125,7 +207,7 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
             pg.send_query_params(b"DISCARD ALL", None)
         if chained:
             assert following is not None
-            _send_patch(pg, following[1], encoding)
+            _send_patch(pg, following[1], encoding, begin_statement(conn, following_modes))
         else:
             pg.pipeline_sync()
         _flush(pg)
@@ -162,9 +244,35 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     return xid
 
 
+def begin_statement(conn: psycopg.Connection, modes: Sequence[str]) -> bytes:
+    """BEGIN with a patch's transaction modes, which come from TRANSACTION_MODES only."""
+    if not modes:
+        return b"BEGIN"
+    return _with_modes(conn, "BEGIN", modes)
+
+
+def set_transaction(conn: psycopg.Connection, modes: Sequence[str]) -> None:
+    """The modes as the first query of a transaction psycopg began (BEGIN has no options
+    there)."""
+    if modes:
+        conn.execute(_with_modes(conn, "SET TRANSACTION", modes))
+
+
+def _with_modes(conn: psycopg.Connection, command: str, modes: Sequence[str]) -> bytes:
+    from psycopg import sql
+
+    from postgresqlpatches.statements import TRANSACTION_MODES
+
+    unknown = set(modes) - TRANSACTION_MODES
+    if unknown:
+        raise ValueError(f"not a transaction mode: {sorted(unknown)}")
+    return sql.SQL("{} {}").format(
+        sql.SQL(command), sql.SQL(", ").join(sql.SQL(m) for m in modes)).as_bytes(conn)
+
+
 def _send_patch(pg: psycopg.pq.abc.PGconn, statements: Sequence[Statement],
-                encoding: str) -> None:
-    pg.send_query_params(b"BEGIN", None)
+                encoding: str, begin: bytes = b"BEGIN") -> None:
+    pg.send_query_params(begin, None)
     pg.send_query_params(b"SELECT pg_current_xact_id()::text", None)
     pg.send_flush_request()
     for statement in statements:
@@ -262,8 +370,13 @@ def find_psql() -> str:
         hint="install the PostgreSQL client (psql) or set PGPATCH_PSQL to its path")
 
 
-def run_psql(server: Server, patch: Patch, usernames: set[str]) -> None:
-    """Run a baseline through psql on the maintenance database as the file's user."""
+def run_psql(server: Server, patch: Patch, verifier: Callable[[str, str], str]) -> None:
+    """Run a baseline through psql on the maintenance database as the file's user.
+
+    psql gets the clear password of the file's user only (PGPASSWORD) and, for each password
+    variable the file names, the role's verifier from ``verifier(password, role)``."""
+    from postgresqlpatches.server import baseline_variables
+
     psql = find_psql()
     args = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
             "-v", f"database={patch.name.database}", "-d", MAINTENANCE_DB,
@@ -272,13 +385,15 @@ def run_psql(server: Server, patch: Patch, usernames: set[str]) -> None:
         args += ["-h", server.host]
     if server.port:
         args += ["-p", str(server.port)]
-    names = usernames | {patch.name.user, patch.name.database}
-    names |= {m.lower() for m in re.findall(r"PGPATCH_([A-Za-z0-9_]+)_PASSWORD", patch.text)}
-    env = server.psql_environment(patch.name.user, patch.name.database, names)
+    variables = baseline_variables(patch.text, server.prefix, patch.name.database)
+    env = server.psql_environment(patch.name.user, variables, verifier, own=patch.builtin)
     log.debug("running %s through psql", patch.path)
     proc = subprocess.run(args, input=patch.text.encode(), env=env, capture_output=True,
                           check=False, preexec_fn=_die_with_parent)
-    stderr = proc.stderr.decode(errors="replace")
+    # psql quotes failed statements back (LINE 1: ... PASSWORD '...'): mask what it was given
+    # (a password that is the user's own name is no secret: its fallback is not masked)
+    secrets = {env[name] for name in variables} | known_passwords(server.environ)
+    stderr = redact(proc.stderr.decode(errors="replace"), secrets)
     for text in stderr.splitlines():
         log.debug("psql: %s", text)
     if proc.returncode == 0:

@@ -175,6 +175,23 @@ def _check_add_column_volatile_default(kind: str, node: Node, ctx: _FileContext)
     )
 
 
+def _not_null_without_value(column: Node) -> bool:
+    """NOT NULL with nothing to fill the existing rows: no default, identity or generation."""
+    contypes = {c.get("contype") for c in _column_constraints(column)}
+    names = column.get("typeName", {}).get("names") or [{}]
+    if names[-1].get("String", {}).get("sval") in _SERIAL_TYPES:
+        return False  # serial brings DEFAULT nextval(...)
+    return ("CONSTR_NOTNULL" in contypes or "CONSTR_PRIMARY" in contypes) and not contypes & {
+        "CONSTR_DEFAULT", "CONSTR_IDENTITY", "CONSTR_GENERATED"}
+
+
+def _check_add_column_not_null(kind: str, node: Node, ctx: _FileContext) -> bool:
+    return any(
+        _not_null_without_value(at.get("def", {}).get("ColumnDef", {}))
+        for at in _cmds(kind, node, "AT_AddColumn")
+    )
+
+
 def _check_alter_column_type(kind: str, node: Node, ctx: _FileContext) -> bool:
     return any(True for _ in _cmds(kind, node, "AT_AlterColumnType"))
 
@@ -279,7 +296,8 @@ RULES: tuple[Rule, ...] = (
         "done, which on a large table can be minutes.",
         lock="SHARE (writes wait; reads go on)",
         safer="CREATE INDEX CONCURRENTLY, in a patch of its own (pgpatch runs it outside a "
-        "transaction). If it fails it leaves an INVALID index: drop it and run again.",
+        "transaction). If it fails with an error, pgpatch drops the INVALID index it left; fix "
+        "the cause and run again.",
         bad="CREATE INDEX orders_customer_id ON orders (customer_id);",
         good="CREATE INDEX CONCURRENTLY orders_customer_id ON orders (customer_id);",
         check=_check_create_index,
@@ -300,6 +318,20 @@ RULES: tuple[Rule, ...] = (
         "-- then backfill: UPDATE orders SET token = gen_random_uuid()\n"
         "--   WHERE id BETWEEN ... AND ... AND token IS NULL;",
         check=_check_add_column_volatile_default,
+    ),
+    Rule(
+        id="add-column-not-null-without-default",
+        title="ADD COLUMN ... NOT NULL without a default",
+        why="The existing rows get NULL in the new column, so the statement fails with "
+        "\"column contains null values\" on any table that has rows: it passes on an empty "
+        "development database and fails in production.",
+        lock="ACCESS EXCLUSIVE (reads and writes wait) until it fails",
+        safer="Give the column a constant default (stored once since PostgreSQL 11, no "
+        "rewrite), or add it nullable, backfill it in batches, then add a validated "
+        "CHECK (column IS NOT NULL) and SET NOT NULL (see set-not-null).",
+        bad="ALTER TABLE orders ADD COLUMN currency text NOT NULL;",
+        good="ALTER TABLE orders ADD COLUMN currency text NOT NULL DEFAULT 'EUR';",
+        check=_check_add_column_not_null,
     ),
     Rule(
         id="alter-column-type",
@@ -560,7 +592,10 @@ def _allowed(statements: tuple[Statement, ...], text: str) -> tuple[frozenset[st
 
 
 def _excerpt(statement: Statement, width: int = 100) -> str:
-    flat = " ".join(statement.text.split())
+    """The statement on one line, shortened, with any password in it masked (it is printed)."""
+    from postgresqlpatches.redact import redact
+
+    flat = redact(" ".join(statement.text.split()))
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 

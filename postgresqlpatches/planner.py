@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from postgresqlpatches.checksums import CHECKSUM_VERSION
 from postgresqlpatches.discovery import Patch, Problem
 from postgresqlpatches.state import Record
 
@@ -31,13 +32,16 @@ RESUME = "resume"
 UNSETTLED = "unsettled"
 NO_CHECKSUM = "no-checksum"
 REDO = "redo"
-FLAGS = (NON_TRANSACTIONAL, OUT_OF_ORDER, CHANGED, PSQL, RESUME, UNSETTLED, NO_CHECKSUM, REDO)
+EMPTY = "empty"
+FLAGS = (NON_TRANSACTIONAL, OUT_OF_ORDER, CHANGED, PSQL, RESUME, UNSETTLED, NO_CHECKSUM, REDO,
+         EMPTY)
 
 PROBLEM_KINDS = (
     "no-match", "bad-name", "unreadable", "duplicate",  # discovery
     "changed", "out-of-order", "meta-command", "syntax", "transaction-control", "copy-stdin",
     "no-baseline",
-    "state-mismatch", "unsettled", "lint",  # planner
+    "state-mismatch", "unsettled", "lint", "unrecorded-database", "interrupted-bootstrap",
+    "password",  # runner, with --strict-passwords
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
 
@@ -58,6 +62,9 @@ class Step:
     resume_from: int = 0
     findings: tuple[Finding, ...] = ()
     """Lint findings of a pending, non-bootstrap step (a database being created has no users)."""
+    transaction: tuple[str, ...] = ()
+    """The modes its transaction begins with (statements.TRANSACTION_MODES), as the file
+    wrote them: its BEGIN ... COMMIT wrapper's, or a leading SET TRANSACTION's."""
 
     @property
     def pending(self) -> bool:
@@ -70,6 +77,15 @@ class Step:
     @property
     def non_transactional(self) -> bool:
         return NON_TRANSACTIONAL in self.flags
+
+    @property
+    def checksum(self) -> str:
+        """The file's checksum (version 2); an applied patch whose record is current has it
+        in the record already (same text, same tokens), which spares scanning the file."""
+        if self.record is not None and self.record.checksum and record_is_current(self) \
+                and self.action is Action.APPLIED:
+            return self.record.checksum
+        return self.patch.checksum
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,18 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Leftover:
+    """What the server says of a database that an interrupted or failed bootstrap may have
+    left: enough to tell whether that bootstrap made it and whether anyone else used it."""
+
+    oid: int
+    connected: int
+    """Sessions connected to it now (autovacuum aside)."""
+    sessions: int | None
+    """Sessions ever opened to it (pg_stat_database.sessions, PostgreSQL 14+; None: unknown)."""
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     """What the server said: which databases exist, the records, and unsettled xids' fate."""
 
@@ -105,6 +133,86 @@ class ServerFacts:
     xact_status: Mapping[int, str | None] = field(default_factory=dict)
     state_exists: bool = False
     half_made: frozenset[str] = frozenset()
+    roles: frozenset[str] | None = None
+    """The server's roles, read when a baseline may run (None: not read, or offline)."""
+    unrecorded: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Databases of unrecorded_candidates() that hold objects of their own (their
+    descriptions); not asked with --adopt."""
+    leftovers: Mapping[str, Leftover] = field(default_factory=dict)
+    """The databases that exist and whose bootstrap records say it was interrupted."""
+
+
+def unrecorded_candidates(patches: Iterable[Patch], existing: Iterable[str],
+                          records: Iterable[Record], state_db: str) -> set[str]:
+    """Databases that exist, have no record at all, and would get patches other than their
+    bootstrap: only these are looked into (none when every database has records), because
+    a state database that is lost or mistyped would otherwise run everything on them again."""
+    present = set(existing)
+    recorded = {r.database for r in records}
+    return {p.name.database for p in patches
+            if not p.name.is_bootstrap and p.name.database != state_db
+            and p.name.database in present and p.name.database not in recorded}
+
+
+def unrecorded_problem(database: str, objects: Sequence[str], state_db: str) -> Problem:
+    shown = ", ".join(objects[:3]) + (f" and {len(objects) - 3} more" if len(objects) > 3
+                                      else "")
+    return Problem(
+        "unrecorded-database", None,
+        f"database {database} holds objects of its own ({shown}) but the state database "
+        f"{state_db} has no record of it: its patches would all run on it again",
+        hint=f"if the state database was lost, restore it (or correct --state-db); else "
+             f"`pgpatch baseline {database}` to move an existing database over, or --adopt "
+             "to apply the pending patches to it anyway (recorded from then on)")
+
+
+def foreign_use(leftover: Leftover,
+                marks: Sequence[tuple[int | None, int | None]]) -> str | None:
+    """Why ``leftover`` is not provably the database a bootstrap made and nobody else used
+    since, or None. ``marks``: (oid_horizon, session_budget) of each step that began, in
+    order."""
+    return made_elsewhere(leftover, marks) or used_elsewhere(leftover, marks)
+
+
+def made_elsewhere(leftover: Leftover,
+                   marks: Sequence[tuple[int | None, int | None]]) -> str | None:
+    """Why the bootstrap did not provably make ``leftover``, or None.
+
+    It made it when its oid is above the largest database oid at the time the first step
+    began (it did not exist then; oids only grow, and a database renamed into the name keeps
+    its older oid), and not above the horizon of any later step (it is the database those
+    steps ran on)."""
+    if not marks or any(horizon is None for horizon, _ in marks):
+        return ("its bootstrap left no mark to prove that it made this database (an older "
+                "pgpatch began it)")
+    first = marks[0][0]
+    assert first is not None
+    if leftover.oid <= first:
+        return "the database existed before that bootstrap began: another one made it"
+    if any(horizon is not None and leftover.oid > horizon for horizon, _ in marks[1:]):
+        return "the database was made again after that bootstrap began: another one made it"
+    return None
+
+
+def used_elsewhere(leftover: Leftover,
+                   marks: Sequence[tuple[int | None, int | None]]) -> str | None:
+    """Why someone else may have used ``leftover`` since its bootstrap began, or None: someone
+    is connected now, or more sessions were ever opened to it than the steps may open."""
+    if leftover.connected:
+        return (f"{leftover.connected} session{'s' * (leftover.connected > 1)} "
+                f"{'are' if leftover.connected > 1 else 'is'} connected to it")
+    if leftover.sessions is None:
+        return None  # PostgreSQL 13 counts no sessions
+    budgets = [budget for _, budget in marks]
+    if any(budget is None for budget in budgets):
+        return ("its baseline may open sessions pgpatch cannot count (\\i or \\!), so "
+                "pgpatch cannot tell its own sessions from someone else's")
+    allowed = sum(b for b in budgets if b is not None)
+    if leftover.sessions > allowed:
+        return (f"{leftover.sessions} session{'s' * (leftover.sessions > 1)} "
+                f"{'were' if leftover.sessions > 1 else 'was'} opened to it, its bootstrap "
+                f"opens at most {allowed}: someone else used it")
+    return None
 
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
@@ -117,7 +225,7 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     if lint not in LINT_MODES:
         raise ValueError(f"lint must be one of {LINT_MODES}, not {lint!r}")
     problems = list(problems)
-    records = _effective_records(facts, problems)
+    records = _effective_records(facts, problems, state_db)
     steps: list[Step] = []
     by_db: dict[str, list[Patch]] = {}
     for patch in patches:
@@ -136,13 +244,22 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
             break
     for database, group in by_db.items():
         exists = database in facts.existing
-        redo = database in facts.half_made or exists and any(
-            r.database == database and r.major == "00000000" and not r.settled
-            and r.xid is None for r in records.values())
+        if database in facts.unrecorded:
+            problems.append(unrecorded_problem(database, facts.unrecorded[database], state_db))
+        marks = sorted((r for r in records.values() if r.database == database
+                        and r.major == "00000000" and not r.settled and r.xid is None),
+                       key=lambda r: r.minor)
+        redo = database in facts.half_made or exists and bool(marks)
         if redo:
-            # a bootstrap that pgpatch began and never finished: nothing else ran on that
-            # database (later patches come after the bootstrap is settled), so make it anew
+            # a bootstrap that pgpatch began and never finished: made anew, if provably the
+            # database it made and nobody else used it since (docs/safety.md)
             exists = False
+            leftover = facts.leftovers.get(database)
+            refusal = None if leftover is None or database in facts.half_made else foreign_use(
+                leftover, [(r.oid_horizon, r.session_budget) for r in marks])
+            if refusal is not None:
+                baseline = next((p for p in group if p.name.is_bootstrap), group[0])
+                problems.append(interrupted_problem(database, refusal, baseline.path))
         if not exists and not any(p.name.is_baseline for p in group):
             first = group[0]
             problems.append(Problem(
@@ -165,7 +282,23 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
     return Plan(tuple(steps), tuple(problems), lint=lint)
 
 
-def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tuple, Record]:
+def interrupted_problem(database: str, reason: str, path: str | None) -> Problem:
+    """The last bootstrap of ``database`` was interrupted and its leftover may not be dropped."""
+    busy = reason.endswith(("is connected to it", "are connected to it"))
+    hint = ("wait for them to end (a killed run's last statement may still be running), then "
+            "run again" if busy else
+            f"if it is the half-made one and nothing in it is needed, drop it by hand (DROP "
+            f"DATABASE {database}) and run again; to keep it as it is, settle its bootstrap's "
+            f"records by hand (UPDATE installed_patches SET settled = true WHERE NOT settled "
+            f"AND major = '00000000' AND database_id = (SELECT id FROM databases WHERE name = "
+            f"'{database}'))")
+    return Problem("interrupted-bootstrap", path,
+                   f"the last bootstrap of {database} was interrupted, and the database "
+                   f"{database} is not provably its own leftover: {reason}", hint=hint)
+
+
+def _effective_records(facts: ServerFacts, problems: list[Problem],
+                       state_db: str) -> dict[tuple, Record]:
     """Unsettled records count as what their target transaction became."""
     out: dict[tuple, Record] = {}
     for r in facts.records:
@@ -178,14 +311,41 @@ def _effective_records(facts: ServerFacts, problems: list[Problem]) -> dict[tupl
         elif status == "aborted":
             continue
         else:
-            problems.append(Problem(
-                "unsettled", r.path,
-                f"the outcome of {r.database} {r.version} is unknown: its transaction "
-                f"{r.xid} is {status or 'too old to look up'}",
-                hint="wait for the other session to end and run again" if status
-                else "check the database by hand, then fix the record in the state database"))
+            problems.append(unsettled_problem(r, status, state_db))
             out[r.key] = r
     return out
+
+
+def unsettled_problem(r: Record, status: str | None, state_db: str) -> Problem:
+    """A record whose target transaction did not end yet, or whose end the server cannot tell:
+    named (database, version, path, record id), with what to do."""
+    from postgresqlpatches.server import XACT_FUTURE
+
+    where = f"{r.database} {r.version}"  # and r.path, the problem's path
+    if status == "in progress":
+        return Problem(
+            "unsettled", r.path,
+            f"the outcome of {where} is unknown: its transaction {r.xid} is in progress",
+            hint="wait for the other session to end and run again")
+    why = ("in the future of this server: the state database was restored from another "
+           "cluster or an older backup, or the record was edited" if status == XACT_FUTURE
+           else "too old to look up")
+    return Problem(
+        "unsettled", r.path, f"the outcome of {where} is unknown: its transaction {r.xid} is "
+        f"{why}",
+        hint=f"check by hand whether the patch took effect in database {r.database}; then, in "
+             f"the state database {state_db}, settle its record if it did (UPDATE "
+             f"installed_patches SET settled = true WHERE id = {r.id}) or delete it so that "
+             f"the patch runs again if it did not (DELETE FROM installed_patches WHERE id = "
+             f"{r.id})")
+
+
+def record_problems(facts: ServerFacts, state_db: str) -> list[Problem]:
+    """What `status` without globs reports: records whose outcome the server cannot tell
+    (a transaction in progress is a concurrent run, not a problem of the records)."""
+    return [unsettled_problem(r, facts.xact_status.get(r.xid), state_db)
+            for r in facts.records if not r.settled and r.xid is not None
+            and facts.xact_status.get(r.xid) not in ("committed", "aborted", "in progress")]
 
 
 def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
@@ -204,12 +364,12 @@ def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
             flags.append(UNSETTLED)
         if record.checksum is None:
             flags.append(NO_CHECKSUM)
-        elif record.checksum != patch.checksum:
+        elif not _unchanged(record, patch):
             flags.append(CHANGED)
             problems.append(Problem(
                 "changed", patch.path,
                 f"the file changed after it was applied on {_when(record)}",
-                hint="never edit an applied patch: restore it and put the change in a new patch"))
+                hint=_CHANGED_HINTS.get(record.checksum_version or 1, _CHANGED_HINT)))
         return Step(patch, Action.APPLIED, flags=tuple(flags), record=record)
     if name.is_bootstrap:
         if exists:
@@ -228,6 +388,38 @@ def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
     return Step(patch, Action.APPLY)
 
 
+_CHANGED_HINT = "never edit an applied patch: restore it and put the change in a new patch"
+_CHANGED_HINTS = {
+    1: "never edit an applied patch: restore it and put the change in a new patch (its record "
+       "predates token checksums, so even a comment counts until `apply` upgrades it)",
+    CHECKSUM_VERSION: _CHANGED_HINT,
+}
+
+
+def _unchanged(record: Record, patch: Patch) -> bool:
+    """Whether today's file is the one on record, in the checksum version of the record.
+
+    Version 1 records compare the text (a comment edit cannot be told from a real change);
+    version 2 ones the tokens, after the cheap text comparison that spares the scan.
+    """
+    version = record.checksum_version or 1
+    if version == 1:
+        return record.checksum == patch.text_checksum
+    if record.text_checksum is not None and record.text_checksum == patch.text_checksum:
+        return True
+    return version == CHECKSUM_VERSION and record.checksum == patch.checksum
+
+
+def record_is_current(step: Step) -> bool:
+    """The record of an applied, unchanged patch already holds today's checksums; `apply`
+    rewrites the others (no checksum, version 1, an edited comment) without running it.
+    (True for steps without such a record: there is nothing to rewrite.)"""
+    record = step.record
+    return (record is None or step.action is not Action.APPLIED or CHANGED in step.flags
+            or record.checksum is not None and record.checksum_version == CHECKSUM_VERSION
+            and record.text_checksum == step.patch.text_checksum)
+
+
 def _when(record: Record) -> str:
     return f"{record.installed:%Y-%m-%d %H:%M}" if record.installed else "an earlier run"
 
@@ -241,7 +433,9 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     try:
         parsed = parse_sql(patch.text)
     except PgpatchError as e:
-        problems.append(Problem("syntax", patch.path, e.message, e.line,
+        from postgresqlpatches.redact import redact
+
+        problems.append(Problem("syntax", patch.path, redact(e.message), e.line,
                                 hint="pgpatch parses every patch before it runs any"))
         return step
     for meta in parsed.meta_commands:
@@ -252,7 +446,8 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
                  "write plain SQL here"))
     if parsed.meta_commands:
         return step
-    statements = _strip_wrapping_transaction(parsed.statements, patch, problems)
+    statements, modes, modes_line = _strip_wrapping_transaction(parsed.statements, patch,
+                                                                problems)
     for s in statements:
         if s.kind == "CopyStmt" and s.tree is not None and not s.tree.get("filename") \
                 and not s.tree.get("is_program"):
@@ -261,11 +456,56 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
                 "COPY ... FROM STDIN / TO STDOUT needs psql's data stream", s.line,
                 hint="load the rows with INSERT, or in the database's 0000 baseline (psql)"))
     flags = list(step.flags)
-    if any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL) for s in statements):
+    outside = [s for s in statements
+               if s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL)]
+    if outside:
         flags.append(NON_TRANSACTIONAL)
+        if modes:
+            problems.append(Problem(
+                "transaction-control", patch.path,
+                "transaction options in a file that runs outside a transaction "
+                f"({outside[0].non_transactional})", modes_line,
+                hint="such a file runs statement by statement: drop the options, or put the "
+                     "statement in a file of its own"))
+    if RESUME in flags and _done_part_changed(step, statements, problems):
+        flags.append(CHANGED)
+    if not statements:  # only comments: recorded as applied, so a forgotten body is warned
+        flags.append(EMPTY)
     findings = _lint(step, parsed, lint, problems)
     return Step(patch, step.action, step.reason, tuple(flags), tuple(statements), step.record,
-                step.resume_from, findings)
+                step.resume_from, findings, transaction=modes)
+
+
+def _done_part_changed(step: Step, statements: Sequence[Statement],
+                       problems: list[Problem]) -> bool:
+    """A resumed patch runs from statement ``resume_from + 1``: the statements before it ran
+    and must still be what ran, or an edit there would never run, and a statement moved past
+    the resume point would run twice. Records without statement checksums cannot tell."""
+    from postgresqlpatches.checksums import statement_checksum
+
+    recorded = step.record.statement_checksums if step.record is not None else None
+    done = step.resume_from
+    if recorded is None or not done:
+        return False
+    patch = step.patch
+    if len(statements) < done:
+        problems.append(Problem(
+            "changed", patch.path,
+            f"statements 1-{done} ran in an earlier run, but the file now has only "
+            f"{len(statements)}", hint=_DONE_PART_HINT))
+        return True
+    for number, (statement, before) in enumerate(zip(statements, recorded[:done], strict=False), 1):
+        if statement_checksum(statement.text) != before:
+            problems.append(Problem(
+                "changed", patch.path,
+                f"statement {number} ran in an earlier run (statements 1-{done} did) and has "
+                "changed since", statement.line, hint=_DONE_PART_HINT))
+            return True
+    return False
+
+
+_DONE_PART_HINT = ("restore the statements that ran as they were; fix only the failed "
+                   "statement and those after it")
 
 
 def _lint(step: Step, parsed: ParsedSql, mode: str, problems: list[Problem]) -> tuple[Finding, ...]:
@@ -291,19 +531,105 @@ def lint_problem(path: str, finding: Finding) -> Problem:
                    hint=f"{rule.safer} Or silence it: -- pgpatch: allow {rule.id}")
 
 
-def _strip_wrapping_transaction(statements: Sequence[Statement], patch: Patch,
-                                problems: list[Problem]) -> list[Statement]:
-    """A file wrapped in BEGIN ... COMMIT runs as is; other transaction control is refused."""
+def _strip_wrapping_transaction(
+        statements: Sequence[Statement], patch: Patch,
+        problems: list[Problem]) -> tuple[list[Statement], tuple[str, ...], int | None]:
+    """A file wrapped in BEGIN ... COMMIT runs as is, and so does a leading SET TRANSACTION:
+    their transaction modes become those of the patch's own BEGIN (returned, with the line
+    they were written on). Other transaction control, and what pgpatch could only run
+    otherwise than written, is refused."""
+    from postgresqlpatches.statements import EXPLICIT_TRANSACTION_CONTROL, transaction_modes
+
     stmts = list(statements)
+    modes: dict[str, str] = {}  # per setting, the last one written wins (as in PostgreSQL)
+    line: int | None = None
     if (len(stmts) >= 2 and stmts[0].kind == "TransactionStmt"
             and stmts[-1].kind == "TransactionStmt"
             and stmts[0].text.split()[0].upper() in ("BEGIN", "START")
-            and stmts[-1].text.split()[0].upper() in ("COMMIT", "END")):
+            and stmts[-1].text.split()[0].upper() in ("COMMIT", "END")
+            and not stmts[-1].tree.get("chain")
+            and not any(s.kind == "TransactionStmt" and s.tree.get("kind") in _BLOCK_KINDS
+                        for s in stmts[1:-1])):
+        written = transaction_modes(stmts[0]) or ()
+        modes.update(written)
+        line = stmts[0].line if written else None
         stmts = stmts[1:-1]
+    while stmts and stmts[0].kind == "VariableSetStmt" \
+            and (written := transaction_modes(stmts[0])) is not None:
+        modes.update(written)  # right after BEGIN: before pgpatch's first query
+        line = line or stmts[0].line
+        stmts = stmts[1:]
+    stmts, inner = _without_inner_blocks(stmts)
+    if inner and any(s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL)
+                     for s in stmts):
+        problems.append(Problem(
+            "transaction-control", patch.path,
+            "transaction control (BEGIN) in a file that runs outside a transaction", inner[0].line,
+            hint="such a file runs statement by statement: put the block in a file of its own"))
     for s in stmts:
-        if s.kind == "TransactionStmt":
-            problems.append(Problem(
-                "transaction-control", patch.path,
-                f"transaction control ({s.text.split()[0].upper()}) inside a patch", s.line,
-                hint="pgpatch runs each patch in its own transaction; remove it"))
-    return stmts
+        refused = _refused_transaction_statement(s)
+        if refused:
+            message, hint = refused
+            problems.append(Problem("transaction-control", patch.path, message, s.line,
+                                    hint=hint))
+    return stmts, tuple(modes.values()), line
+
+
+_BLOCK_KINDS = ("TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK")
+
+
+def _without_inner_blocks(stmts: list[Statement]) -> tuple[list[Statement], list[Statement]]:
+    """A plain ``BEGIN; ... COMMIT;`` block inside a patch (as Prisma writes its enum changes)
+    is part of the patch's one transaction: its BEGIN and COMMIT go (returned apart). The
+    whole file then commits or rolls back as one, which is at least as atomic as the block
+    asked for. A block with modes or AND CHAIN, a ROLLBACK, or a BEGIN without its COMMIT
+    stays, and is refused."""
+    from postgresqlpatches.statements import transaction_modes
+
+    kept: list[Statement] = []
+    dropped: list[Statement] = []
+    index = 0
+    while index < len(stmts):
+        s = stmts[index]
+        if s.kind == "TransactionStmt" and s.tree.get("kind") in (
+                "TRANS_STMT_BEGIN", "TRANS_STMT_START") and not transaction_modes(s):
+            end = next((j for j in range(index + 1, len(stmts))
+                        if stmts[j].kind == "TransactionStmt"), None)
+            if end is not None and stmts[end].tree.get("kind") == "TRANS_STMT_COMMIT" \
+                    and not stmts[end].tree.get("chain"):
+                dropped += [s, stmts[end]]
+                kept += stmts[index + 1:end]
+                index = end + 1
+                continue
+        kept.append(s)
+        index += 1
+    return kept, dropped
+
+
+_LEADING_SET_TRANSACTION = ("pgpatch begins the patch's transaction with the modes of a "
+                            "SET TRANSACTION that comes first: move it to the top")
+
+
+def _refused_transaction_statement(s: Statement) -> tuple[str, str] | None:
+    """Why a statement inside a patch cannot run as written, with a hint; None if it can.
+
+    Isolation level and deferrability can only be set before the transaction's first query,
+    and pgpatch's own first query (the transaction id) comes before the file's statements.
+    """
+    if s.kind == "TransactionStmt":
+        return (f"transaction control ({s.text.split()[0].upper()}) inside a patch",
+                "pgpatch runs each patch in its own transaction; remove it")
+    if s.kind != "VariableSetStmt":
+        return None
+    name = s.tree.get("name", "")
+    if name == "TRANSACTION":
+        return "SET TRANSACTION after the first statement of a patch", _LEADING_SET_TRANSACTION
+    if name == "TRANSACTION SNAPSHOT":
+        return ("SET TRANSACTION SNAPSHOT in a patch",
+                "a patch cannot import another session's snapshot; remove it")
+    if name in ("transaction_isolation", "transaction_deferrable") \
+            and s.tree.get("kind") != "VAR_SET_MULTI":
+        return (f"SET {name} inside a patch",
+                "write it as SET TRANSACTION ... (ISOLATION LEVEL ..., [NOT] DEFERRABLE); "
+                + _LEADING_SET_TRANSACTION)
+    return None

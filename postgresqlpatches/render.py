@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from postgresqlpatches.planner import Action, Plan, Step
+from postgresqlpatches.planner import EMPTY, Action, Plan, Step
 
 if TYPE_CHECKING:
     from postgresqlpatches.lint import Finding
@@ -80,6 +80,13 @@ def finding_lines(path: str, finding: Finding, severity: str) -> list[str]:
             f"  silence: -- pgpatch: allow {rule.id}"]
 
 
+def empty_warnings(plan: Plan) -> list[str]:
+    """A pending patch with no statement is most likely a file whose body was forgotten."""
+    return [f"warning: {s.patch.path}: the file holds no SQL statement (only comments or "
+            "blank lines): apply records it as applied and runs nothing [empty]"
+            for s in plan.steps if s.pending and EMPTY in s.flags]
+
+
 def plan_rows(plan: Plan) -> list[list[str]]:
     return [[s.patch.name.database, s.patch.name.version, s.patch.name.user,
              s.patch.name.description, s.patch.path, s.action.value, step_note(s)]
@@ -87,6 +94,62 @@ def plan_rows(plan: Plan) -> list[list[str]]:
 
 
 HEADERS = ["database", "version", "user", "description", "path", "action", "notes"]
+PATH, ACTION, NOTES = 4, 5, 6
+NOTES_ROOM = 20
+"""Columns a terminal table keeps for the notes before it shortens paths; longer notes wrap."""
+
+
+def shorten_path(path: str, width: int) -> str:
+    """A path in ``width`` characters: the file name whole while it fits, with as many of the
+    last folders (they say most) and then the first ones as fit around a ``…``, else the file
+    name alone; on a very narrow terminal the file name's middle goes."""
+    if len(path) <= width:
+        return path
+    folder, _, name = path.rpartition("/")
+    if folder and len(name) + 2 <= width:
+        parts = folder.split("/")
+        head: list[str] = []
+        tail: list[str] = []
+
+        def text() -> str:
+            return "/".join([*head, "…", *tail, name])
+
+        for part in reversed(parts):
+            if len(text()) + len(part) + 1 > width:
+                break
+            tail.insert(0, part)
+        for part in parts[:len(parts) - len(tail)]:
+            if len(text()) + len(part) + 1 > width:
+                break
+            head.append(part)
+        return text()
+    if len(name) <= width:
+        return name
+    room = max(width, 12) - 1  # even a tiny terminal shows the version and the description
+    return f"{name[:room // 2]}…{name[len(name) - (room - room // 2):]}"
+
+
+def fit_plan_columns(rows: list[list[str]], width: int) -> tuple[list[int], list[list[str]]]:
+    """Which columns a terminal of ``width`` shows, and the rows with paths shortened to fit.
+
+    All columns while the paths fit, shortened if need be to ``…/`` and the file name; on a
+    narrower terminal only path, action and notes (the file name says database, version,
+    user and description). Piped output and JSON always carry the whole path.
+    """
+    def widths(columns: list[int]) -> dict[int, int]:
+        return {i: max([len(HEADERS[i])] + [len(r[i]) for r in rows]) for i in columns}
+
+    def path_room(columns: list[int]) -> int:
+        fixed = widths([i for i in columns if i != PATH])
+        fixed[NOTES] = min(fixed[NOTES], NOTES_ROOM)
+        return width - sum(fixed.values()) - 2 * (len(columns) - 1)
+
+    every = list(range(len(HEADERS)))
+    shortest = max((len(r[PATH].rpartition("/")[2]) + 2 for r in rows), default=0)
+    columns = every if path_room(every) >= shortest else [PATH, ACTION, NOTES]
+    room = path_room(columns)
+    return columns, [[shorten_path(c, room) if i == PATH else c for i, c in enumerate(r)]
+                     for r in rows]
 
 
 def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
@@ -103,20 +166,22 @@ def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
         from rich.markup import escape
         from rich.table import Table
 
+        console = _console(stream)
+        columns, rows = fit_plan_columns(steps_rows, console.width)
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for h in HEADERS:  # a path is folded, never cut: it must stay copyable
-            table.add_column(h, no_wrap=h in ("version", "action"),
-                             overflow="fold" if h in ("path", "description") else "ellipsis")
-        for step, row in zip(plan.steps, steps_rows, strict=True):
+        for i in columns:  # only the notes wrap: each row's path and action stay on its line
+            width = max(len(HEADERS[i]), *(len(r[i]) for r in rows)) if rows else None
+            table.add_column(HEADERS[i], no_wrap=i != NOTES, overflow="fold",
+                             min_width=width if i != NOTES else None)
+        for step, row in zip(plan.steps, rows, strict=True):
             row = [escape(c) for c in row]
             style = ACTION_STYLE[step.action]
-            row[5] = f"[{style}]{row[5]}[/]"
+            row[ACTION] = f"[{style}]{row[ACTION]}[/]"
             if any(f in ("changed", "out-of-order") for f in step.flags):
-                row[6] = f"[bold red]{row[6]}[/]"
+                row[NOTES] = f"[bold red]{row[NOTES]}[/]"
             elif step.findings:
-                row[6] = f"[yellow]{row[6]}[/]"
-            table.add_row(*row)
-        console = _console(stream)
+                row[NOTES] = f"[yellow]{row[NOTES]}[/]"
+            table.add_row(*(row[i] for i in columns))
         console.print(table)
         colour = "bold red" if severity == "error" else "bold yellow"
         for step, finding in plan.findings:
@@ -125,6 +190,9 @@ def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
             console.print(f"[{colour}]{word}[/]: {escape(text)}")
             for line in rest:
                 console.print(f"[dim]{escape(line)}[/]")
+        for line in empty_warnings(plan):
+            word, text = line.split(": ", 1)
+            console.print(f"[bold yellow]{word}[/]: {escape(text)}")
         for p in problems:
             console.print(f"[bold red]problem[/]: {escape(_problem_text(p))}")
             if p.hint:
@@ -135,6 +203,7 @@ def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
     for step, finding in plan.findings:
         stream.write("".join(line + "\n" for line in finding_lines(step.patch.path, finding,
                                                                     severity)))
+    stream.write("".join(line + "\n" for line in empty_warnings(plan)))
     for p in problems:
         stream.write(f"problem: {_problem_text(p)}\n")
         if p.hint:
@@ -193,7 +262,7 @@ def step_json(step: Step) -> dict[str, Any]:
         "database": n.database, "major": n.major, "minor": n.minor, "version": n.version,
         "user": n.user, "description": n.description, "path": step.patch.path,
         "action": step.action.value, "reason": step.reason, "flags": list(step.flags),
-        "checksum": step.patch.checksum,
+        "checksum": step.checksum,
         "installed": rec.installed.isoformat() if rec and rec.installed else None,
         "findings": [finding_json(f) for f in step.findings],
     }
@@ -238,6 +307,7 @@ class ConsoleReporter:
         for step, finding in plan.findings:  # on stderr: stdout may be JSON
             sys.stderr.write("".join(line + "\n" for line in finding_lines(
                 step.patch.path, finding, "warning")))
+        sys.stderr.write("".join(line + "\n" for line in empty_warnings(plan)))
         total = len(plan.pending)
         if total and use_rich(self.stream) and not self.quiet:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -255,7 +325,9 @@ class ConsoleReporter:
     def step_done(self, step: Step, seconds: float) -> None:
         if self.progress is not None:
             self.progress.advance(self.task)
-            self.progress.console.print(_done_line(step, seconds), highlight=False)
+            # markup=False: the notes are in brackets, which rich would take for markup tags
+            self.progress.console.print(_done_line(step, seconds), highlight=False,
+                                        markup=False)
         elif not self.quiet:
             self.stream.write(_done_line(step, seconds) + "\n")
 
@@ -274,7 +346,27 @@ def _done_line(step: Step, seconds: float) -> str:
 
 # -- status ------------------------------------------------------------------------------
 
-STATUS_HEADERS = ["database", "version", "user", "description", "installed", "ms", "state"]
+STATUS_HEADERS = ["database", "version", "user", "description", "installed", "ms", "state",
+                  "run by", "pgpatch"]
+NOT_TIMED = "-"
+NOT_TIMED_NOTE = ("ms -: not timed: the state database's own baseline (recorded before its "
+                  "table has the column), the original tool's records, baselines recorded by "
+                  "`pgpatch baseline`, bootstraps by older pgpatch versions")
+
+
+STATUS_LEAVE_OUT = ("pgpatch", "run by", "user", "description")
+"""What a narrow terminal's status table leaves out first, so that each record stays on its
+line: database, version, installed, ms and state always show."""
+
+
+def fit_status_columns(rows: list[list[str]], width: int) -> list[int]:
+    shown = list(range(len(STATUS_HEADERS)))
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(STATUS_HEADERS)]
+    for header in STATUS_LEAVE_OUT:
+        if sum(widths[i] for i in shown) + 2 * (len(shown) - 1) <= width:
+            break
+        shown.remove(STATUS_HEADERS.index(header))
+    return shown
 
 
 def record_state(r: Record) -> str:
@@ -286,7 +378,8 @@ def record_state(r: Record) -> str:
 def status_rows(records: Iterable[Record]) -> list[list[str]]:
     return [[r.database, r.version, r.user or "", _description(r),
              f"{r.installed:%Y-%m-%d %H:%M:%S}" if r.installed else "",
-             f"{r.duration_ms:.0f}" if r.duration_ms is not None else "", record_state(r)]
+             f"{r.duration_ms:.0f}" if r.duration_ms is not None else NOT_TIMED,
+             record_state(r), r.run_by or "", r.pgpatch_version or ""]
             for r in records]
 
 
@@ -304,14 +397,26 @@ def print_status(st: Status, stream: IO[str] | None = None) -> None:
         if use_rich(stream):
             from rich.table import Table
 
+            console = _console(stream)
+            shown = fit_status_columns(rows, console.width)
             table = Table(box=None, header_style="bold", pad_edge=False)
-            for h in STATUS_HEADERS:
-                table.add_column(h)
+            for i in shown:
+                table.add_column(STATUS_HEADERS[i], no_wrap=True)
             for row in rows:
-                table.add_row(*row)
-            _console(stream).print(table)
+                table.add_row(*(row[i] for i in shown))
+            console.print(table)
+            left_out = [h for i, h in enumerate(STATUS_HEADERS) if i not in shown]
+            if left_out:
+                console.print(f"left out at this width: {', '.join(left_out)} (piped output "
+                              "and --format json show every column)", style="dim")
         else:
             write_columns(stream, STATUS_HEADERS, rows)
+        if any(r.duration_ms is None for r in st.records):
+            stream.write(NOT_TIMED_NOTE + "\n")
+    for p in st.problems:
+        stream.write(f"problem: {_problem_text(p)}\n")
+        if p.hint:
+            stream.write(f"  hint: {p.hint}\n")
     if st.plan is not None:
         pending = [s for s in st.plan.steps if s.pending or "changed" in s.flags]
         if pending:
@@ -331,10 +436,16 @@ def status_json(st: Status) -> dict[str, Any]:
             {"database": r.database, "major": r.major, "minor": r.minor, "version": r.version,
              "name": r.name, "user": r.user, "installed": r.installed.isoformat()
              if r.installed else None, "duration_ms": r.duration_ms, "checksum": r.checksum,
-             "state": record_state(r), "path": r.path}
+             "checksum_version": (r.checksum_version or 1) if r.checksum else None,
+             "state": record_state(r), "path": r.path, "run_by": r.run_by,
+             "pgpatch_version": r.pgpatch_version}
             for r in st.records
         ],
     }
     if st.plan is not None:
         data["plan"] = plan_json(st.plan)
+    else:
+        data["problems"] = [
+            {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
+             "hint": p.hint} for p in st.problems]
     return data

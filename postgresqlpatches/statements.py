@@ -74,13 +74,15 @@ def parse_sql(text: str) -> ParsedSql:
     best effort (the meta-command lines blanked out; empty if the rest still does not parse).
     Otherwise a syntax error raises `SqlSyntaxError` with the line it is on.
     """
-    found = list(_scan_meta_commands(text))
+    found, data = _scan_psql(text)
     meta = tuple(MetaCommand(line, command) for _, _, line, command in found)
-    if meta:
-        blanked = _blank(text, [(start, end) for start, end, _, _ in found])
+    if meta or data:
+        blanked = _blank(text, sorted([(start, end) for start, end, _, _ in found] + data))
         try:
             statements = _parse_statements(blanked)
         except SqlSyntaxError:
+            if not meta:
+                raise
             statements = ()
         # Offsets and lines are unchanged by blanking; the text is the file's own.
         statements = tuple(_with_text_from(s, text) for s in statements)
@@ -90,7 +92,63 @@ def parse_sql(text: str) -> ParsedSql:
 
 def find_meta_commands(text: str) -> tuple[MetaCommand, ...]:
     """psql meta-commands: a backslash outside strings, quoted identifiers and comments."""
-    return tuple(MetaCommand(line, command) for _, _, line, command in _scan_meta_commands(text))
+    found, _ = _scan_psql(text)
+    return tuple(MetaCommand(line, command) for _, _, line, command in found)
+
+
+# --- what a bootstrap script may do outside its own statements --------------------------------
+
+_INCLUDES = frozenset({"\\i", "\\ir", "\\include", "\\include_relative", "\\!"})
+_MAY_PIPE = frozenset({"\\o", "\\out", "\\w", "\\write", "\\g", "\\gx", "\\copy"})
+
+
+def connect_budget(text: str) -> int | None:
+    """How many sessions psql may open while running ``text``, beyond its first one: one per
+    \\connect; None when it may run more than the file shows (an include or a shell command).
+
+    A bootstrap's marks keep this, so the next run can tell the sessions its interrupted
+    baseline opened from someone else's (docs/safety.md)."""
+    count = 0
+    for start, end, _, name in _scan_psql(text)[0]:
+        line = text[start:end]
+        if name in _INCLUDES or (name in _MAY_PIPE and ("|" in line
+                                                        or "program" in line.lower())):
+            return None
+        if name in ("\\c", "\\connect"):
+            count += 1
+    return count
+
+
+_NAME_KEYWORDS = ("UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD")
+
+
+def created_role_names(text: str) -> frozenset[str]:
+    """The roles a script creates by name (CREATE ROLE/USER/GROUP name), as PostgreSQL folds
+    them; a role whose name is computed (a psql variable, EXECUTE format(...)) is not among
+    them. A failed bootstrap drops only roles that are both new and named here."""
+    import pglast.parser
+
+    meta, data = _scan_psql(text)  # rows after COPY ... FROM STDIN are no SQL either
+    blanked = _blank(text, sorted([(start, end) for start, end, _, _ in meta] + data))
+    try:
+        tokens = pglast.parser.scan(blanked)
+    except pglast.parser.ParseError:
+        return frozenset()
+    words = [t for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+    names = set()
+    for i, first in enumerate(words[:-2]):
+        what, name = words[i + 1], words[i + 2]
+        if first.name != "CREATE" or what.name not in ("ROLE", "USER", "GROUP_P"):
+            continue
+        if what.name == "USER" and name.name == "MAPPING" and i + 3 < len(words) \
+                and words[i + 3].name in ("FOR", "IF_P"):
+            continue  # CREATE USER MAPPING
+        word = blanked[name.start:name.end + 1]
+        if name.name == "IDENT" and word.startswith('"'):
+            names.add(word[1:-1].replace('""', '"'))
+        elif name.name == "IDENT" or name.kind in _NAME_KEYWORDS:
+            names.add(word.lower())
+    return frozenset(names)
 
 
 # --- statements ---------------------------------------------------------------------------
@@ -382,6 +440,52 @@ def _sets_custom_setting(node: Any) -> bool:
             if name is None or "." in name:
                 return True
     return any(_sets_custom_setting(v) for v in node.values() if isinstance(v, (dict, list)))
+# --- transaction modes written in a file ------------------------------------------------------
+
+TRANSACTION_MODES = frozenset({
+    "ISOLATION LEVEL SERIALIZABLE", "ISOLATION LEVEL REPEATABLE READ",
+    "ISOLATION LEVEL READ COMMITTED", "ISOLATION LEVEL READ UNCOMMITTED",
+    "READ ONLY", "READ WRITE", "DEFERRABLE", "NOT DEFERRABLE",
+})
+"""Every transaction mode PostgreSQL has, as SQL: the only words pgpatch puts into a BEGIN."""
+
+_MODE_WORDS = {
+    "transaction_read_only": ("READ WRITE", "READ ONLY"),
+    "transaction_deferrable": ("NOT DEFERRABLE", "DEFERRABLE"),
+}
+
+
+def transaction_modes(statement: Statement) -> tuple[tuple[str, str], ...] | None:
+    """The modes a BEGIN / START TRANSACTION or a SET TRANSACTION sets, as (setting, mode)
+    pairs with each mode from TRANSACTION_MODES; None for any other statement.
+
+    Read from the parse tree, so ``begin isolation level serializable, read only`` and
+    ``SET TRANSACTION READ ONLY ISOLATION LEVEL SERIALIZABLE`` give the same modes.
+    """
+    node = statement.tree
+    if statement.kind == "TransactionStmt" and node.get("kind") in (
+            "TRANS_STMT_BEGIN", "TRANS_STMT_START"):
+        options = node.get("options") or ()
+    elif statement.kind == "VariableSetStmt" and node.get("kind") == "VAR_SET_MULTI" \
+            and node.get("name") == "TRANSACTION":
+        options = node.get("args") or ()
+    else:
+        return None
+    modes = []
+    for item in options:
+        elem = item.get("DefElem", {})
+        name = elem.get("defname", "")
+        const = elem.get("arg", {}).get("A_Const", {})
+        if name == "transaction_isolation":
+            mode = "ISOLATION LEVEL " + const.get("sval", {}).get("sval", "").upper()
+        elif name in _MODE_WORDS:
+            mode = _MODE_WORDS[name][bool(const.get("ival", {}).get("ival", 0))]
+        else:
+            mode = ""
+        if mode not in TRANSACTION_MODES:  # the grammar allows no other: never guess
+            raise SqlSyntaxError(f"unknown transaction mode {name}", line=statement.line)
+        modes.append((name, mode))
+    return tuple(modes)
 
 
 # --- psql meta-commands ---------------------------------------------------------------------
@@ -397,6 +501,7 @@ _OPENER = re.compile(
     | (?P<identifier>")
     | (?P<dollar>(?<![\w$])\$(?:[^\W\d]\w*)?\$)
     | (?P<backslash>\\)
+    | (?P<semicolon>;)
     """,
     re.VERBOSE,
 )
@@ -408,22 +513,52 @@ _CLOSER = {
 _COMMAND_NAME = re.compile(r"\\(?:[A-Za-z][\w]*\+?|[^\s\w])?")
 
 
-def _scan_meta_commands(text: str) -> Iterator[tuple[int, int, int, str]]:
-    """Yield (start, end of line, line, command) for each meta-command, in order."""
-    if "\\" not in text:  # the common case costs one C-speed search
-        return
-    pos, line_pos, line = 0, 0, 1
+_COPY_FROM_STDIN = re.compile(r"copy\b.*\bfrom\s+stdin\b", re.IGNORECASE | re.DOTALL)
+_END_OF_COPY_DATA = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
+_META_COPY_FROM_STDIN = re.compile(r"\\copy\b.*\bfrom\s+stdin\b", re.IGNORECASE)
+
+
+def _scan_psql(text: str) -> tuple[list[tuple[int, int, int, str]], list[tuple[int, int]]]:
+    """psql's view of a file: its meta-commands as (start, end of line, line, command), and
+    the spans of rows given inline after a ``COPY ... FROM STDIN`` (up to a ``\\.`` line or
+    the end of the file), which are data, neither SQL nor meta-commands."""
+    meta: list[tuple[int, int, int, str]] = []
+    data: list[tuple[int, int]] = []
+    if "\\" not in text and "stdin" not in text.lower():  # the common case: C-speed searches
+        return meta, data
+    pos, line_pos, line, statement_start = 0, 0, 1, 0
     while (m := _OPENER.search(text, pos)) is not None:
         what = m.lastgroup
-        if what == "backslash":
+        if what == "semicolon":
+            pos = m.end()
+            start = _skip_space_and_comments(text, statement_start, m.start())
+            statement_start = pos
+            if not _COPY_FROM_STDIN.match(text, start, m.start()):
+                continue
+            # psql sends the COPY, then reads its rows from the lines after it
+            newline = text.find("\n", pos)
+            if newline < 0:
+                continue
+            end = _END_OF_COPY_DATA.search(text, newline + 1)
+            stop = end.end() if end else len(text)
+            data.append((newline + 1, stop))
+            pos = statement_start = stop
+        elif what == "backslash":
             start = m.start()
             line += text.count("\n", line_pos, start)
             line_pos = start
             name = _COMMAND_NAME.match(text, start).group()
             end = text.find("\n", start)
             end = len(text) if end < 0 else end
-            yield start, end, line, name
+            meta.append((start, end, line, name))
             pos = end  # psql reads the rest of the line as the command's arguments
+            statement_start = end
+            copy_in = name == "\\copy" and _META_COPY_FROM_STDIN.match(text, start, end)
+            if copy_in and end < len(text):
+                stop = _END_OF_COPY_DATA.search(text, end + 1)
+                stop_at = stop.end() if stop else len(text)
+                data.append((end + 1, stop_at))
+                pos = statement_start = stop_at
         elif what == "line_comment":
             end = text.find("\n", m.end())
             pos = len(text) if end < 0 else end
@@ -435,13 +570,37 @@ def _scan_meta_commands(text: str) -> Iterator[tuple[int, int, int, str]]:
         else:
             closed = _CLOSER[what].match(text, m.end())
             pos = closed.end() if closed else len(text)
+    return meta, data
 
 
 def _blank(text: str, spans: list[tuple[int, int]]) -> str:
     """Replace each span by spaces, keeping every offset and line of the rest."""
     parts, pos = [], 0
     for start, end in spans:
-        parts += [text[pos:start], " " * (end - start)]
+        parts += [text[pos:start], re.sub(r"[^\n]", " ", text[start:end])]
         pos = end
     parts.append(text[pos:])
     return "".join(parts)
+
+
+# --- a psql script, as psql reads it ---------------------------------------------------------
+
+
+def psql_script_parts(text: str) -> Iterator[tuple[str, str]]:
+    """A script for psql as ("sql", text), ("meta", line) and ("data", rows) parts, in order.
+
+    A meta-command runs from its backslash to the end of the line; after a `COPY ... FROM
+    STDIN;` (or `\\copy ... from stdin`) psql reads the lines that follow as rows, up to a
+    line `\\.`. Backslashes in strings, quoted identifiers, comments and rows do not count.
+    """
+    meta, data = _scan_psql(text)
+    spans = sorted([(start, end, "meta") for start, end, _, _ in meta]
+                   + [(start, end, "data") for start, end in data])
+    pos = 0
+    for start, end, kind in spans:
+        if pos < start:
+            yield "sql", text[pos:start]
+        yield kind, text[start:end]
+        pos = end
+    if pos < len(text):
+        yield "sql", text[pos:]

@@ -17,6 +17,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from postgresqlpatches.cli import main
+from postgresqlpatches.discovery import builtin_patches
+
+STATE_PATCHES = len(builtin_patches("patches"))
+"""How many of the state database's own patches every first run bootstraps or applies."""
 
 PASSWORDS = {"PATCHES": "state-pw-1", "APP": "app-pw-2", "HUNDBIDRAG": "hund-pw-3"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.conftest import PASSWORDS, Pg
+from tests.integration.conftest import PASSWORDS, STATE_PATCHES, Pg
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 APP_BASELINE = """\\getenv pw PGPATCH_APP_PASSWORD
@@ -32,13 +32,13 @@ def test_example_bootstraps_and_a_second_apply_does_nothing(pg: Pg) -> None:
     glob = str(EXAMPLES / "hundbidrag" / "*.sql")
     first = pg.cli("apply", glob)
     assert first.exit_code == 0, first.stderr
-    assert "applied 5 patches to 2 databases" in first.stdout
+    assert f"applied {STATE_PATCHES + 3} patches to 2 databases" in first.stdout
     assert pg.databases() == {"patches", "hundbidrag"}
     rows = pg.query("SELECT owner, year, total FROM allowance_per_owner", "hundbidrag")
     assert [(o, y, float(t)) for o, y, t in rows] == [("Astrid", 2021, 1200.0)]
     second = pg.cli("apply", glob)
     assert second.exit_code == 0
-    assert second.stdout.strip() == "nothing to do: 5 patches already applied"
+    assert second.stdout.strip() == f"nothing to do: {STATE_PATCHES + 3} patches already applied"
 
 
 def test_plan_is_read_only_even_on_an_empty_server(pg: Pg) -> None:
@@ -49,7 +49,8 @@ def test_plan_is_read_only_even_on_an_empty_server(pg: Pg) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["database", "version", "user", "description", "path", "action",
                                 "notes"]
-    assert "2 to bootstrap, 4 to apply, 0 applied, 0 skipped, 0 problems" in result.stdout
+    assert f"2 to bootstrap, {STATE_PATCHES + 2} to apply, 0 applied, 0 skipped, 0 problems" in (
+        result.stdout)
 
 
 def test_plan_json_lists_patches_in_run_order(pg: Pg) -> None:
@@ -59,9 +60,10 @@ def test_plan_json_lists_patches_in_run_order(pg: Pg) -> None:
     assert data["version"] == 1 and data["ok"] is True and data["problems"] == []
     assert [(p["database"], p["version"], p["action"]) for p in data["patches"]] == [
         ("patches", "00000000.0000", "applied"), ("patches", "20261126.0001", "applied"),
+        ("patches", "20261201.0001", "applied"), ("patches", "20261201.0003", "applied"),
         ("app", "00000000.0000", "applied"), ("app", "20240101.0001", "apply"),
         ("app", "20240101.0002", "apply")]
-    first = data["patches"][3]
+    first = data["patches"][5]
     assert {k: first[k] for k in ("major", "minor", "user", "description")} == {
         "major": "20240101", "minor": "0001", "user": "app", "description": "p1"}
     assert first["path"].endswith("app.20240101.0001.app.p1.sql")
@@ -232,7 +234,7 @@ def test_seed_form_means_apply_and_prints_no_traceback(pg: Pg) -> None:
     app_tree(pg, 1)
     result = pg.run("-l", "debug", pg.glob())
     assert result.returncode == 0, result.stderr
-    assert "applied 4 patches" in result.stdout
+    assert f"applied {STATE_PATCHES + 2} patches" in result.stdout
     assert ledger(pg) == [("p1", "app")]
     bad = pg.run("-l", "info", str(pg.tree / "missing" / "*.sql"))
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
@@ -244,7 +246,7 @@ def test_state_db_option_keeps_the_record_elsewhere(pg: Pg) -> None:
     assert result.exit_code == 0, result.stderr
     assert pg.databases() == {"pgpatch_state", "app"}
     bad = pg.cli("apply", "--state-db", "Bad-Name", pg.glob())
-    assert bad.exit_code == 1 and "--state-db" in bad.stderr
+    assert bad.exit_code == 2 and "Invalid value for '--state-db'" in bad.stderr
 
 
 def test_password_never_appears_in_debug_output(pg: Pg) -> None:
@@ -276,7 +278,8 @@ def test_a_first_run_leaves_every_record_with_its_checksum_and_user(pg: Pg) -> N
     assert pg.cli("apply", pg.glob()).exit_code == 0
     rows = pg.query("SELECT name, user_name, checksum IS NOT NULL FROM installed_patches "
                     "ORDER BY id", "patches")
-    assert [(u, c) for _, u, c in rows] == [("postgres", True)] * 3 + [("app", True)]
+    assert [(u, c) for _, u, c in rows] == [
+        *[("postgres", True)] * (STATE_PATCHES + 1), ("app", True)]
 
 
 def test_a_baseline_whose_role_exists_already_says_what_to_do(pg: Pg) -> None:

@@ -11,7 +11,7 @@ import jsonschema
 from click.testing import CliRunner
 
 from postgresqlpatches.cli import main
-from tests.integration.conftest import Pg
+from tests.integration.conftest import STATE_PATCHES, Pg
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = ROOT / "examples" / "ci" / "clean"
@@ -80,7 +80,8 @@ def test_offline_table_names_each_problem_and_finding_and_ends_with_the_summary(
         "  statement: CREATE INDEX customers_name ON customers (name)",
         "  lock: SHARE (writes wait; reads go on)",
         "  safer: CREATE INDEX CONCURRENTLY, in a patch of its own (pgpatch runs it outside a "
-        "transaction). If it fails it leaves an INVALID index: drop it and run again.",
+        "transaction). If it fails with an error, pgpatch drops the INVALID index it left; fix the "
+        "cause and run again.",
         "  silence: -- pgpatch: allow create-index-non-concurrently",
         f"problem: {PROBLEMS / 'shop.20240303.0001.shop.psql_variable.sql'}:2: psql "
         "meta-command \\set outside a 0000 baseline [meta-command]",
@@ -88,7 +89,8 @@ def test_offline_table_names_each_problem_and_finding_and_ends_with_the_summary(
         f"problem: {PROBLEMS / 'shop.20240304.0001.shop.own_commit.sql'}:3: transaction control "
         "(COMMIT) inside a patch [transaction-control]",
         "  hint: pgpatch runs each patch in its own transaction; remove it",
-        "2 to bootstrap, 5 to apply, 0 applied, 0 skipped, 2 problems, 1 lint finding",
+        f"2 to bootstrap, {STATE_PATCHES + 3} to apply, 0 applied, 0 skipped, 2 problems, "
+        "1 lint finding",
     ]
 
 
@@ -123,7 +125,8 @@ def test_offline_gate_runs_as_a_process_with_no_server_and_no_traceback(pg: Pg) 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "\x1b[" not in result.stdout
     assert result.stdout.splitlines()[-1] == (
-        "2 to bootstrap, 5 to apply, 0 applied, 0 skipped, 2 problems, 1 lint finding")
+        f"2 to bootstrap, {STATE_PATCHES + 3} to apply, 0 applied, 0 skipped, 2 problems, "
+        "1 lint finding")
 
 
 # -- online: the staging gate ------------------------------------------------------------------
@@ -133,7 +136,7 @@ def test_online_gate_pending_then_nothing_to_do(pg: Pg) -> None:
     before = pg.cli("plan", glob, "--exit-code", "--format", "json", env=SHOP)
     assert before.exit_code == 3, before.stderr
     data = valid_json(before.stdout)
-    assert data["offline"] is False and data["summary"]["apply"] == 6
+    assert data["offline"] is False and data["summary"]["apply"] == STATE_PATCHES + 4
     assert pg.databases() == set()  # plan is read-only
     applied = pg.cli("apply", glob, env=SHOP)
     assert applied.exit_code == 0, applied.stderr
@@ -141,7 +144,7 @@ def test_online_gate_pending_then_nothing_to_do(pg: Pg) -> None:
     assert after.exit_code == 0, after.stderr
     data = valid_json(after.stdout)
     assert {p["action"] for p in data["patches"]} == {"applied"}
-    assert data["summary"] == {"bootstrap": 0, "apply": 0, "applied": 8, "skip": 0,
+    assert data["summary"] == {"bootstrap": 0, "apply": 0, "applied": STATE_PATCHES + 6, "skip": 0,
                                "problems": 0, "findings": 0}
     assert pg.cli("plan", glob, env=SHOP).exit_code == 0
 
@@ -164,7 +167,7 @@ def test_online_gate_catches_an_edited_applied_patch_and_a_late_one(pg: Pg) -> N
     glob = str(tree / "*.sql")
     assert pg.cli("apply", glob, env=SHOP).exit_code == 0
     orders = tree / "shop.20240301.0001.shop.orders.sql"
-    orders.write_text(orders.read_text() + "-- edited after it ran\n")
+    orders.write_text(orders.read_text() + "SELECT 'edited after it ran';\n")
     (tree / "shop.20240302.0002.shop.late.sql").write_text("SELECT 1;\n")
     result = pg.cli("plan", glob, "--format", "json", env=SHOP)
     assert result.exit_code == 1

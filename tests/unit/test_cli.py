@@ -61,3 +61,53 @@ def test_main_in_process_leaves_the_collector_alone(
     assert result.exit_code == 0, result.output
     assert during == [before]
     assert after is before
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli.main, list(args))
+
+
+def test_a_mistyped_command_is_a_usage_error_not_an_apply(tmp_path: Path) -> None:
+    result = _invoke("aply", "db/*.sql")
+    assert result.exit_code == 2
+    assert "no such command 'aply'; did you mean 'apply'?" in result.output
+
+
+def test_a_bare_word_that_is_no_command_is_not_taken_for_a_glob() -> None:
+    result = _invoke("frobnicate")
+    assert result.exit_code == 2
+    assert "no such command 'frobnicate'" in result.output
+
+
+def test_a_command_option_before_the_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = _invoke("--lint=off", "plan", "--offline", str(tmp_path / "*.sql"))
+    assert result.exit_code == 2
+    assert "--lint=off goes after the command: pgpatch plan --lint=off ..." in result.output
+
+
+def test_common_options_before_the_command_still_work(tmp_path: Path) -> None:
+    (tmp_path / "app.20240101.0001.app.one.sql").write_text("select 1;\n")
+    result = _invoke("-l", "info", "plan", "--offline", str(tmp_path / "*.sql"))
+    assert result.exit_code == 0, result.output
+
+
+def test_log_level_before_new_works(tmp_path: Path) -> None:
+    result = _invoke("-l", "debug", "new", "app", "app", "add_orders", "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in tmp_path.iterdir()][0].endswith(".0001.app.add_orders.sql")
+
+
+def test_an_option_a_command_does_not_take_is_named(tmp_path: Path) -> None:
+    result = _invoke("--host", "db", "new", "app", "app", "x", "--dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "--host does not apply to pgpatch new" in result.output
+
+
+def test_the_seed_form_with_a_path_still_means_apply(tmp_path: Path) -> None:
+    # no server here: apply is tried and fails to connect (exit 1), it is no usage error
+    (tmp_path / "app.20240101.0001.app.one.sql").write_text("select 1;\n")
+    result = CliRunner().invoke(cli.main, ["-l", "error", str(tmp_path / "*.sql")],
+                                env={"PGHOST": "127.0.0.1", "PGPORT": "1",
+                                     "PGCONNECT_TIMEOUT": "2"})
+    assert result.exit_code == 1
+    assert "cannot connect" in result.output

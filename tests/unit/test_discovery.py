@@ -1,10 +1,12 @@
 """Globs to patches: order by name never path, duplicates, unreadable files, checksums."""
 
+import os
 from pathlib import Path
 
 import pytest
 
-from postgresqlpatches.discovery import checksum, discover
+from postgresqlpatches.checksums import text_checksum as checksum
+from postgresqlpatches.discovery import discover
 
 
 def write(path: Path, text: str = "select 1;\n") -> Path:
@@ -100,3 +102,46 @@ def test_bom_is_ignored(tmp_path: Path) -> None:
     path.write_bytes("\ufeffselect 1;\n".encode())
     patches, _ = discover([str(path)], with_builtin=False)
     assert patches[0].text == "select 1;\n"
+
+
+def _discover_within(seconds: float, patterns: list[str]) -> tuple[list, list]:
+    """discover() in a daemon thread: a regression that opens a FIFO blocks there forever,
+    and the test fails after ``seconds`` instead of hanging."""
+    import threading
+
+    out: list[tuple[list, list]] = []
+    worker = threading.Thread(target=lambda: out.append(discover(patterns, with_builtin=False)),
+                              daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert out, f"discover() still running after {seconds} s: it opened the FIFO"
+    return out[0]
+
+
+def test_a_fifo_named_like_a_patch_is_refused_unopened(tmp_path: Path) -> None:
+    fifo = tmp_path / "app.20200101.0002.u.pipe.sql"
+    os.mkfifo(fifo)
+    write(tmp_path / "app.20200101.0001.u.x.sql")
+    patches, problems = _discover_within(5, [str(tmp_path / "*.sql")])
+    assert [p.name.description for p in patches] == ["x"]
+    assert [(p.kind, p.path, p.message) for p in problems] == [
+        ("unreadable", str(fifo),
+         "the file is a FIFO, not a regular file: pgpatch does not open it")]
+
+
+def test_a_link_to_a_fifo_and_a_glob_of_only_a_socket_are_refused(tmp_path: Path) -> None:
+    import socket
+
+    fifo = tmp_path / "elsewhere.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "app.20200101.0001.u.link.sql"
+    link.symlink_to(fifo)
+    sock_path = tmp_path / "s" / "app.20200101.0002.u.sock.sql"
+    sock_path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        _, problems = _discover_within(5, [str(tmp_path / "*.sql"),
+                                           str(tmp_path / "s" / "*.sql")])
+    assert [(p.kind, p.path) for p in problems] == [
+        ("unreadable", str(link)), ("unreadable", str(sock_path))]  # no "no-match" for s/
+    assert "a FIFO" in problems[0].message and "a socket" in problems[1].message

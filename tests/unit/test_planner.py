@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from postgresqlpatches.discovery import Patch, read_patch
-from postgresqlpatches.planner import Action, ServerFacts, make_plan
+from postgresqlpatches.planner import (
+    Action,
+    ServerFacts,
+    make_plan,
+    record_problems,
+    unrecorded_candidates,
+)
+from postgresqlpatches.server import XACT_FUTURE
 from postgresqlpatches.state import Record
 
 STATE = "patches"
@@ -20,7 +29,8 @@ def record(p: Patch, *, checksum: str | None = "same", rid: int = 1, settled: bo
     n = p.name
     return Record(id=rid, database=n.database, major=n.major, minor=n.minor, name=n.filename,
                   installed=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), user=n.user,
-                  checksum=p.checksum if checksum == "same" else checksum, xid=xid,
+                  checksum=p.checksum if checksum == "same" else checksum, checksum_version=2,
+                  text_checksum=p.text_checksum if checksum == "same" else None, xid=xid,
                   settled=settled, statements_done=done, non_transactional=done is not None)
 
 
@@ -99,6 +109,18 @@ def test_unsettled_record_counts_as_what_its_transaction_became() -> None:
     assert actions(committed) == [("20240101.0001", "applied")]
     assert actions(aborted) == [("20240101.0001", "apply")]
     assert kinds(running) == ["unsettled"]
+
+
+def test_status_reports_only_records_whose_outcome_the_server_cannot_tell() -> None:
+    records = tuple(record(P, settled=False, xid=x, rid=x)
+                    for P, x in [(P1, 1), (P2, 2), (SEED, 3), (BASE, 4)])
+    fate = {1: "committed", 2: "in progress", 3: XACT_FUTURE, 4: None}
+    found = record_problems(ServerFacts(frozenset({"app"}), records, fate), STATE)
+    assert [(p.kind, p.message.split(": its")[0]) for p in found] == [
+        ("unsettled", "the outcome of app 00000000.0001 is unknown"),
+        ("unsettled", "the outcome of app 00000000.0000 is unknown")]
+    assert "in the future of this server" in found[0].message
+    assert "WHERE id = 3" in (found[0].hint or "") and "too old" in found[1].message
 
 
 def test_interrupted_non_transactional_patch_resumes() -> None:
@@ -184,3 +206,125 @@ def test_copy_from_stdin_outside_a_baseline_is_refused() -> None:
               "CREATE TABLE r (a int);\nCOPY r (a) FROM stdin;\nCOPY r FROM '/srv/r.csv';\n")
     plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
     assert kinds(plan) == ["copy-stdin"] and plan.problems[0].line == 2
+
+
+def test_copy_with_inline_rows_is_one_copy_stdin_problem_at_the_copy() -> None:
+    p = patch("app.20240103.0001.app.rows.sql",
+              "CREATE TABLE r (a int, b text);\n\nCOPY r (a, b) FROM stdin;\n1\t\\N\n"
+              "2\tx\n\\.\nSELECT 1;\n")
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert [(q.kind, q.line) for q in plan.problems] == [("copy-stdin", 3)]
+@pytest.mark.parametrize("patches, existing, recorded, expected", [
+    ([BASE, P1], {"app"}, [], {"app"}),  # exists, no record, a patch to run: looked into
+    ([BASE, P1], {"app"}, [BASE], set()),  # has a record: the common case, nothing to ask
+    ([BASE, SEED], {"app"}, [], set()),  # only its bootstrap, which is skipped
+    ([BASE, P1], set(), [], set()),  # bootstrapped by this run
+    ([patch("patches.20270101.0001.postgres.mine.sql")], {"patches"}, [], set()),
+])
+def test_only_databases_without_any_record_are_looked_into(
+        patches: list[Patch], existing: set[str], recorded: list[Patch],
+        expected: set[str]) -> None:
+    records = [record(p) for p in recorded]
+    assert unrecorded_candidates(patches, existing, records, STATE) == expected
+
+
+def test_a_database_with_objects_of_its_own_and_no_record_is_a_problem() -> None:
+    facts = ServerFacts(frozenset({"app"}),
+                        unrecorded={"app": ["table a", "table b", "view c", "function d()"]})
+    plan = make_plan([P1, P2], facts, state_db=STATE)
+    assert [(p.kind, p.path, p.message) for p in plan.problems] == [(
+        "unrecorded-database", None,
+        "database app holds objects of its own (table a, table b, view c and 1 more) but the "
+        "state database patches has no record of it: its patches would all run on it again")]
+    assert "pgpatch baseline app" in (plan.problems[0].hint or "")
+    assert actions(make_plan([P1, P2], ServerFacts(frozenset({"app"})), state_db=STATE)) == [
+        ("20240101.0001", "apply"), ("20240102.0001", "apply")]
+# -- transaction modes: what plan accepts, apply runs as written --------------------------
+
+@pytest.mark.parametrize("text, modes, kinds_of_statements", [
+    ("BEGIN;\ncreate table a();\nCOMMIT;\n", (), ["CreateStmt"]),
+    ("BEGIN READ ONLY;\nselect 1;\nCOMMIT;\n", ("READ ONLY",), ["SelectStmt"]),
+    ("start transaction isolation level serializable, read only, deferrable;\nselect 1;\nend;\n",
+     ("ISOLATION LEVEL SERIALIZABLE", "READ ONLY", "DEFERRABLE"), ["SelectStmt"]),
+    ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;\nselect 1;\n",
+     ("ISOLATION LEVEL REPEATABLE READ",), ["SelectStmt"]),
+    ("BEGIN READ ONLY;\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nselect 1;\nCOMMIT;\n",
+     ("READ ONLY", "ISOLATION LEVEL SERIALIZABLE"), ["SelectStmt"]),
+    ("BEGIN READ ONLY;\nSET TRANSACTION READ WRITE;\nselect 1;\nCOMMIT;\n", ("READ WRITE",),
+     ["SelectStmt"]),
+    ("START TRANSACTION READ WRITE, NOT DEFERRABLE;\nselect 1;\nCOMMIT;\n",
+     ("READ WRITE", "NOT DEFERRABLE"), ["SelectStmt"]),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY;\nselect 1;\n", (),
+     ["VariableSetStmt", "SelectStmt"]),
+])
+def test_transaction_modes_written_in_a_file_are_its_transactions(
+        text: str, modes: tuple[str, ...], kinds_of_statements: list[str]) -> None:
+    p = patch("app.20240103.0001.app.modes.sql", text)
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert plan.ok, plan.problems
+    assert plan.steps[0].transaction == modes
+    assert [s.kind for s in plan.steps[0].statements] == kinds_of_statements
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("select 1;\nSET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n", 2,
+     "SET TRANSACTION after the first statement of a patch"),
+    ("select 1;\nSET TRANSACTION READ ONLY;\n", 2,
+     "SET TRANSACTION after the first statement of a patch"),
+    ("SET TRANSACTION SNAPSHOT '00000003-0000001B-1';\n", 1, "SET TRANSACTION SNAPSHOT in a patch"),
+    ("SET transaction_isolation = 'serializable';\n", 1,
+     "SET transaction_isolation inside a patch"),
+    ("SET LOCAL transaction_deferrable = on;\n", 1, "SET transaction_deferrable inside a patch"),
+    ("BEGIN;\nselect 1;\nCOMMIT AND CHAIN;\n", 1, "transaction control (BEGIN) inside a patch"),
+    ("BEGIN READ ONLY;\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;\n", 1,
+     "transaction options in a file that runs outside a transaction "
+     "(CREATE INDEX CONCURRENTLY)"),
+    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nVACUUM t;\n", 1,
+     "transaction options in a file that runs outside a transaction (VACUUM)"),
+])
+def test_transaction_modes_pgpatch_cannot_honour_are_plan_problems(
+        text: str, line: int, message: str) -> None:
+    p = patch("app.20240103.0001.app.modes.sql", text)
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert [(k.kind, k.line) for k in plan.problems][:1] == [("transaction-control", line)]
+    assert plan.problems[0].message == message
+
+
+def test_a_non_transactional_bootstrap_script_is_planned_statement_by_statement() -> None:
+    index = patch("app.00000000.0001.app.index.sql", "CREATE INDEX CONCURRENTLY i ON t (a);\n")
+    plan = make_plan([BASE, index], ServerFacts(frozenset()), state_db=STATE)
+    assert plan.ok
+    assert plan.steps[1].action is Action.BOOTSTRAP and plan.steps[1].non_transactional
+
+
+@pytest.mark.parametrize("text, kinds_of_statements", [
+    ("create table a();\nBEGIN;\ncreate table b();\nCOMMIT;\ncreate table c();\n",
+     ["CreateStmt"] * 3),  # Prisma's enum rewrite amid other statements
+    ("BEGIN;\ncreate table a();\nCOMMIT;\nSTART TRANSACTION;\ncreate table b();\nEND;\n",
+     ["CreateStmt"] * 2),
+])
+def test_a_plain_block_inside_a_patch_is_part_of_its_one_transaction(
+        text: str, kinds_of_statements: list[str]) -> None:
+    p = patch("app.20240103.0001.app.block.sql", text)
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert plan.ok, plan.problems
+    assert [s.kind for s in plan.steps[0].statements] == kinds_of_statements
+    assert plan.steps[0].transaction == () and not plan.steps[0].non_transactional
+
+
+@pytest.mark.parametrize("text, first_line, message", [
+    ("create table a();\nBEGIN;\ncreate table b();\nROLLBACK;\n", 2,
+     "transaction control (BEGIN) inside a patch"),
+    ("create table a();\nBEGIN READ ONLY;\nselect 1;\nCOMMIT;\n", 2,
+     "transaction control (BEGIN) inside a patch"),
+    ("create table a();\nBEGIN;\ncreate table b();\n", 2,
+     "transaction control (BEGIN) inside a patch"),
+    ("create index concurrently i on t (a);\nBEGIN;\ncreate table b();\nCOMMIT;\n", 2,
+     "transaction control (BEGIN) in a file that runs outside a transaction"),
+])
+def test_a_block_pgpatch_cannot_run_as_part_of_the_patch_is_refused(
+        text: str, first_line: int, message: str) -> None:
+    p = patch("app.20240103.0001.app.block.sql", text)
+    plan = make_plan([p], ServerFacts(frozenset({"app"})), state_db=STATE)
+    assert (plan.problems[0].kind, plan.problems[0].line, plan.problems[0].message) == (
+        "transaction-control", first_line, message)

@@ -199,7 +199,7 @@ def test_backslashes_in_strings_identifiers_dollar_quotes_and_comments_are_not_m
         ("select 1 \\gset\n", [(1, "\\gset")]),
         ("-- é\nselect 'ü\\'; \\c db\n", [(2, "\\c")]),
         ("select $$ x $$;\n\\ir sub.sql\n/* c */ \\dt+\n", [(2, "\\ir"), (3, "\\dt+")]),
-        ("copy t from stdin;\n1\n\\.\n", [(3, "\\.")]),
+        ("copy t from stdin;\n1\t\\N\n\\.\n\\c db\n", [(4, "\\c")]),
         ("select 1;\n\\\\", [(2, "\\\\")]),
         ("select a$b$c from t;\n\\q\n", [(2, "\\q")]),
     ],
@@ -223,8 +223,32 @@ def test_a_file_with_meta_commands_returns_them_instead_of_a_syntax_error() -> N
 def test_a_pg_dump_style_file_with_copy_data_does_not_raise() -> None:
     text = "\\connect app\ncopy public.t (a, b) from stdin;\n1\tO'Brien\n\\.\n"
     parsed = parse_sql(text)
-    assert parsed.meta_commands[0] == MetaCommand(1, "\\connect")
-    assert parsed.statements == ()
+    assert parsed.meta_commands == (MetaCommand(1, "\\connect"),)
+    assert [(s.kind, s.line) for s in parsed.statements] == [("CopyStmt", 2)]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        "1\t\\N\n2\tO'Brien; drop table t\n\\.\n",  # NULL marker, a quote, a semicolon
+        "1\tx\r\n\\.\r\n",  # CRLF line endings
+        "1\tno end marker: the data runs to the end of the file\n",
+    ],
+)
+def test_rows_inline_after_copy_from_stdin_are_data(rows: str) -> None:
+    text = "-- rows\nCOPY t (a, b) FROM stdin WITH (FORMAT text);\n" + rows + "select 1;\n"
+    parsed = parse_sql(text)
+    assert parsed.meta_commands == ()
+    kinds = [(s.kind, s.line) for s in parsed.statements]
+    assert kinds[0] == ("CopyStmt", 2)
+    # what follows the end marker is SQL again; without a marker psql reads it as rows too
+    assert kinds[1:] == ([("SelectStmt", rows.count("\n") + 3)] if "\\." in rows else [])
+
+
+def test_copy_from_a_file_or_to_stdout_has_no_inline_rows() -> None:
+    text = "copy t to stdout;\nselect 1;\ncopy t from '/tmp/x';\nselect 2;\n"
+    assert [s.kind for s in parse_sql(text).statements] == [
+        "CopyStmt", "SelectStmt", "CopyStmt", "SelectStmt"]
 
 
 def test_statement_tree_is_not_part_of_equality() -> None:
@@ -282,3 +306,6 @@ def test_what_discard_all_cannot_reset_needs_a_new_session(sql: str,
 )
 def test_what_discard_all_resets_keeps_the_session(sql: str) -> None:
     assert new_session_needed(parse_sql(sql).statements) is None
+def test_rows_after_a_psql_copy_meta_command_are_data_too() -> None:
+    text = "\\copy t (a) from stdin\n1\n\\N\n\\.\nselect 1;\n"
+    assert find_meta_commands(text) == (MetaCommand(1, "\\copy"),)

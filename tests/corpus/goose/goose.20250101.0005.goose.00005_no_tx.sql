@@ -1,0 +1,5 @@
+-- +goose NO TRANSACTION
+
+-- +goose Up
+CREATE UNIQUE INDEX CONCURRENTLY ON owners(owner_name);
+

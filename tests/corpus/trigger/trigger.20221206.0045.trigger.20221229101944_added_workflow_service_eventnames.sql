@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "Workflow" ADD COLUMN     "eventNames" TEXT[],
+ADD COLUMN     "service" TEXT NOT NULL DEFAULT 'trigger';

@@ -1,0 +1,2 @@
+-- AlterEnum
+ALTER TYPE "WorkflowRunStepType" ADD VALUE 'INTERRUPTION';

@@ -1,0 +1,3 @@
+-- AlterEnum
+ALTER TYPE "WorkflowRunStepType" ADD VALUE 'DISCONNECTION';
+
