@@ -5,7 +5,7 @@ usage: python bench/bench.py [--n 1000] [--runs 5] [--sizes 200,1000,5000] [--si
                              [--mix-runs 5] [--plan-n 10000] [--startup-runs 10] [--quick]
                              [--compare DIR] [--output PATH]
 
-It starts a throwaway server (postgresqlpatches.scratch.ScratchServer: the machine's newest
+It starts a throwaway server (postgresqlpatches.pg.scratch.ScratchServer: the machine's newest
 PostgreSQL, else the embedded one; initdb defaults, fsync ON, shared_buffers 128MB as in
 ../shared/bench/peers), generates the workload of the peers' gen.py (N patches, each a
 CREATE TABLE, an INSERT of 10 rows and a CREATE INDEX) and times, as child processes, wall
@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from postgresqlpatches.scratch import ScratchServer  # noqa: E402
+from postgresqlpatches.pg.scratch import ScratchServer  # noqa: E402
 
 DB = "bench"
 STATE_DB = "patches"
@@ -252,7 +252,7 @@ class Bench:
     def seed_records(self, n: int, d: Path, database: str, state_db: str) -> None:
         """n files and n records: the first file applied by pgpatch (which creates the state
         database), the other records written straight into it, as pgpatch writes them."""
-        from postgresqlpatches.checksums import text_checksum
+        from postgresqlpatches.core.checksums import text_checksum
 
         self.admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         self.admin.execute(f"DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")

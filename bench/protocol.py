@@ -45,11 +45,11 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench import patch_sql, pgpatch_command, timed  # noqa: E402
-from postgresqlpatches.discovery import Patch  # noqa: E402
-from postgresqlpatches.executor import run_transaction  # noqa: E402
-from postgresqlpatches.naming import parse_name  # noqa: E402
-from postgresqlpatches.scratch import ScratchServer  # noqa: E402
-from postgresqlpatches.statements import Statement, parse_sql  # noqa: E402
+from postgresqlpatches.core.discovery import Patch  # noqa: E402
+from postgresqlpatches.core.naming import parse_name  # noqa: E402
+from postgresqlpatches.core.statements import Statement, parse_sql  # noqa: E402
+from postgresqlpatches.pg.executor import run_transaction  # noqa: E402
+from postgresqlpatches.pg.scratch import ScratchServer  # noqa: E402
 
 DB = "protocol"
 Chunk = Sequence[tuple[Patch, tuple[Statement, ...]]]
@@ -66,9 +66,9 @@ def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
 
 class Protocols:
     def __init__(self, srv: ScratchServer, env: dict[str, str]) -> None:
+        from postgresqlpatches.pg.server import Maintenance, Server
+        from postgresqlpatches.pg.state import StateStore, cluster_identity
         from postgresqlpatches.runner import open_state
-        from postgresqlpatches.server import Maintenance, Server
-        from postgresqlpatches.state import StateStore, cluster_identity
 
         server = Server(host=srv.host, port=srv.port, environ=env)
         self.maint = Maintenance(server)
@@ -122,7 +122,7 @@ class Protocols:
             run_transaction(self.target, patch, statements, record, following,
                             sent=chained and k > 0 and not after_new, reset=reset)
             if new:  # as the runner reconnects: a login, then the cluster identity
-                from postgresqlpatches.state import cluster_identity
+                from postgresqlpatches.pg.state import cluster_identity
 
                 self.target.close()
                 self.target = self.server.connect(DB, "postgres", autocommit=False,

@@ -12,16 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
-from postgresqlpatches.discovery import Patch, Problem, discover
+from postgresqlpatches.core.discovery import Patch, discover
+from postgresqlpatches.core.planner import Action, Plan, ServerFacts, Step, make_plan
+from postgresqlpatches.core.records import Problem, Record
 from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError
-from postgresqlpatches.planner import Action, Plan, ServerFacts, Step, make_plan
-from postgresqlpatches.server import RUN_APPLICATION_NAME, SUPERUSER, Maintenance, Server
-from postgresqlpatches.state import STATE_USER, Record, StateStore
+from postgresqlpatches.pg.server import RUN_APPLICATION_NAME, SUPERUSER, Maintenance, Server
+from postgresqlpatches.pg.state import STATE_USER, StateStore
 
 if TYPE_CHECKING:
     import psycopg
 
-    from postgresqlpatches.statements import NewSession
+    from postgresqlpatches.core.statements import NewSession
 
 log = logging.getLogger("pgpatch")
 
@@ -106,7 +107,7 @@ def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
     state database that exists without a store is one whose bootstrap was cut short. The
     roles only when a baseline may run (the password check needs them, see _make_plan).
     Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
-    from postgresqlpatches.planner import unrecorded_candidates
+    from postgresqlpatches.core.planner import unrecorded_candidates
 
     half_made = state_db in existing and store is None
     records = store.records() if store is not None else []
@@ -143,7 +144,7 @@ def open_state(server: Server, state_db: str, *,
     As role patches; as postgres while the tables are not patches' yet (the original tool's
     layout, until our first upgrade patch hands them over). A database of the same name in
     any other shape is an error, never touched; one with our tables but no record is used."""
-    from postgresqlpatches.state import half_made_state
+    from postgresqlpatches.pg.state import half_made_state
 
     conn = server.connect(state_db, STATE_USER)
     row = conn.execute(STATE_PROBE).fetchone()
@@ -195,7 +196,7 @@ def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | Non
     Who needs a password: every user a pending step logs in as, postgres and patches
     (online, they always log in), and every role a pending baseline names a password
     variable of and that does not exist yet (``roles``; unknown offline: all of them)."""
-    from postgresqlpatches.server import baseline_variables, fallback_problem
+    from postgresqlpatches.pg.server import baseline_variables, fallback_problem
 
     created: dict[str, Patch] = {}  # role: the first baseline that names it
     logins: dict[str, Patch | None] = dict.fromkeys((SUPERUSER, STATE_USER)) if online else {}
@@ -369,7 +370,7 @@ class _Run:
     def _fill_checksums(self, plan: Plan) -> None:
         """Records of unchanged patches made before checksums, or with an older checksum
         version, or before a comment was edited, get the checksums of today's file."""
-        from postgresqlpatches.planner import record_is_current
+        from postgresqlpatches.core.planner import record_is_current
 
         pairs = [(s.record.id, s.patch) for s in plan.steps
                  if s.record is not None and not record_is_current(s)] + self.fill_later
@@ -397,7 +398,7 @@ class _Run:
             if not _reset_session(conn):
                 conn.close()
         if conn is None or conn.closed:
-            from postgresqlpatches.state import cluster_identity
+            from postgresqlpatches.pg.state import cluster_identity
 
             conn = self.server.connect(database, user, autocommit=False, session_settings=True)
             self.conns[key] = conn
@@ -428,7 +429,7 @@ class _Run:
 
     def _new_session(self, step: Step) -> NewSession | None:
         """statements.new_session_needed, once per step (a large file is searched once)."""
-        from postgresqlpatches.statements import NewSession, new_session_needed
+        from postgresqlpatches.core.statements import NewSession, new_session_needed
 
         path = step.patch.path
         if path not in self.new_sessions:
@@ -507,7 +508,7 @@ class _Run:
         """
         import psycopg
 
-        from postgresqlpatches.executor import crash_point, failure, run_transaction
+        from postgresqlpatches.pg.executor import crash_point, failure, run_transaction
 
         store = self.store
         assert store is not None
@@ -569,9 +570,9 @@ class _Run:
 
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
-        from postgresqlpatches.executor import run_statements, set_transaction
-        from postgresqlpatches.server import pin_search_path
-        from postgresqlpatches.state import insert_record, record_columns
+        from postgresqlpatches.pg.executor import run_statements, set_transaction
+        from postgresqlpatches.pg.server import pin_search_path
+        from postgresqlpatches.pg.state import insert_record, record_columns
 
         patch = step.patch
         conn = self._conn(patch.name.database, patch.name.user)
@@ -602,8 +603,8 @@ class _Run:
 
     def _apply_non_transactional(self, step: Step) -> None:
         """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
-        from postgresqlpatches.checksums import statement_checksum
-        from postgresqlpatches.executor import run_statements
+        from postgresqlpatches.core.checksums import statement_checksum
+        from postgresqlpatches.pg.executor import run_statements
 
         assert self.store is not None
         patch = step.patch
@@ -652,14 +653,14 @@ class _Run:
         Before each step its mark is recorded (when the state database exists): the largest
         database oid then and the sessions the step may open, so that the next run can prove
         a database it finds is this bootstrap's and nobody else's (planner.foreign_use)."""
-        from postgresqlpatches.executor import (
+        from postgresqlpatches.core.planner import REDO
+        from postgresqlpatches.core.statements import connect_budget, created_role_names
+        from postgresqlpatches.pg.executor import (
             crash_point,
             run_psql,
             run_statements,
             set_transaction,
         )
-        from postgresqlpatches.planner import REDO
-        from postgresqlpatches.statements import connect_budget, created_role_names
 
         database = group[0].patch.name.database
         is_state = database == self.state_db
@@ -737,7 +738,7 @@ class _Run:
     def _drop_leftover(self, database: str, group: list[Step]) -> None:
         """An interrupted bootstrap is made anew: its database goes, once more checked to be
         its own and unused (the plan checked it too; other steps may have run since)."""
-        from postgresqlpatches.planner import foreign_use, interrupted_problem
+        from postgresqlpatches.core.planner import foreign_use, interrupted_problem
 
         records = sorted((s.record for s in group if s.record is not None),
                          key=lambda r: r.minor)
@@ -761,7 +762,7 @@ class _Run:
         import psycopg
         from psycopg import sql
 
-        from postgresqlpatches.planner import made_elsewhere, used_elsewhere
+        from postgresqlpatches.core.planner import made_elsewhere, used_elsewhere
 
         for key in [k for k in self.conns if k[0] == database]:
             self.conns.pop(key).close()
@@ -881,7 +882,7 @@ def status(options: Options) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
     server = options.server()
     if not options.globs:
-        from postgresqlpatches.planner import record_problems
+        from postgresqlpatches.core.planner import record_problems
 
         facts = _read_server(options, server, ())
         return Status(list(facts.records), None, facts.state_exists,

@@ -1,14 +1,14 @@
 """Shared fixtures: real throwaway PostgreSQL servers, one per available major.
 
 ``pg_server`` is session-scoped and parametrised over the majors found by
-``postgresqlpatches.scratch.find_installations()`` (ids ``pg15``, ``pg18``, ...). Tests that use
+``postgresqlpatches.pg.binaries.find_installations()`` (ids ``pg15``, ``pg18``, ...). Tests that use
 it must leave the server as they found it: create their own databases and roles, with names of
 their own.
 
 Environment:
 - ``PGPATCH_TEST_MAJORS="15"`` (or ``"15,18"``) restricts the majors under test; a requested
   major that is not installed fails the tests that need it.
-- ``PGPATCH_PG_BIN`` pins one bin directory (see ``scratch.find_installations``).
+- ``PGPATCH_PG_BIN`` pins one bin directory (see ``binaries.find_installations``).
 
 No PostgreSQL at all is a failure, not a skip: a suite that skips every database test would
 make CI green without testing anything.
@@ -22,7 +22,8 @@ from collections.abc import Iterator
 import pytest
 
 from postgresqlpatches.errors import PgpatchError
-from postgresqlpatches.scratch import Installation, ScratchServer, find_installations
+from postgresqlpatches.pg.binaries import Installation, find_installations
+from postgresqlpatches.pg.scratch import ScratchServer
 
 TEST_MAJORS_ENV = "PGPATCH_TEST_MAJORS"
 

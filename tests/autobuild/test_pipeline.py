@@ -2,7 +2,7 @@
 install it in a fresh venv, drop the example databases, run pgpatch on the examples, scan,
 upload. Against a throwaway PostgreSQL server and a package index on loopback.
 
-Needs the core package's ``postgresqlpatches.scratch`` and ``examples/hundbidrag``: until they
+Needs the core package's ``postgresqlpatches.pg.scratch`` and ``examples/hundbidrag``: until they
 are merged the end-to-end test is skipped with that reason (the lead runs it after merging).
 Dependencies of the wheel come from ``$PGPATCH_WHEELHOUSE`` when set (.ci/run fills it, so the
 test needs no network), else from pip's configured index.
@@ -49,7 +49,7 @@ def database_names(server) -> set[str]:  # type: ignore[no-untyped-def]
 
 def test_pipeline_end_to_end(tmp_path: Path, package_index: PackageIndex, osv_url: str) -> None:
     scratch = pytest.importorskip(
-        "postgresqlpatches.scratch", reason="ScratchServer is not merged yet: run after merge"
+        "postgresqlpatches.pg.scratch", reason="ScratchServer is not merged yet: run after merge"
     )
     if not list(EXAMPLES.glob("*.sql")):
         pytest.skip("examples/hundbidrag is not merged yet: run after merge")

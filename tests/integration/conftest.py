@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from postgresqlpatches.cli import main
-from postgresqlpatches.discovery import builtin_patches
+from postgresqlpatches.core.discovery import builtin_patches
 
 STATE_PATCHES = len(builtin_patches("patches"))
 """How many of the state database's own patches every first run bootstraps or applies."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from postgresqlpatches.scratch import ScratchServer
+from postgresqlpatches.pg.scratch import ScratchServer
 from tests.integration.conftest import Pg, reset_server
 
 # Each role is named in one place only; "unrelated" is named nowhere and stays behind.

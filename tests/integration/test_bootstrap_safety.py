@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from postgresqlpatches.errors import PgpatchError
-from postgresqlpatches.server import Maintenance, Server
+from postgresqlpatches.pg.server import Maintenance, Server
 from tests.integration.conftest import Pg
 from tests.integration.test_safety import popen
 

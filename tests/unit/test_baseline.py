@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from postgresqlpatches.baseline import BaselineFile, human_size, psql_argument, split_setting_list
+from postgresqlpatches.baseline import BaselineFile, human_size
+from postgresqlpatches.pg.dump import psql_argument, split_setting_list
 
 
 @pytest.mark.parametrize(("stored", "elements"), [

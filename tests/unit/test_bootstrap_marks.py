@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from postgresqlpatches.planner import Leftover, foreign_use
-from postgresqlpatches.statements import connect_budget, created_role_names
+from postgresqlpatches.core.planner import Leftover, foreign_use
+from postgresqlpatches.core.statements import connect_budget, created_role_names
 
 
 @pytest.mark.parametrize(("leftover", "marks", "reason"), [

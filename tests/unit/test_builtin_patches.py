@@ -6,7 +6,7 @@ and add its checksums here: servers hold records in either checksum version, ver
 text) from pgpatch before token checksums, version 2 (the tokens) since, so both are pinned.
 """
 
-from postgresqlpatches.discovery import builtin_patches
+from postgresqlpatches.core.discovery import builtin_patches
 
 SHIPPED = {  # file: (version 1, version 2)
     "patches.00000000.0000.postgres.baseline.sql": (

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from postgresqlpatches.checksums import statement_checksum, text_checksum, token_checksum
-from postgresqlpatches.statements import psql_script_parts
+from postgresqlpatches.core.checksums import statement_checksum, text_checksum, token_checksum
+from postgresqlpatches.core.statements import psql_script_parts
 
 BASE = "CREATE TABLE app.users (id int PRIMARY KEY, name text DEFAULT 'Anna');\n"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from postgresqlpatches.checksums import text_checksum as checksum
-from postgresqlpatches.discovery import discover
+from postgresqlpatches.core.checksums import text_checksum as checksum
+from postgresqlpatches.core.discovery import discover
 
 
 def write(path: Path, text: str = "select 1;\n") -> Path:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-from postgresqlpatches.docgen import main, render_cli_markdown
+ROOT = Path(__file__).resolve().parents[2]
+CLI_MD = ROOT / "docs" / "cli.md"
 
-CLI_MD = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+
+def _load_docgen():  # noqa: ANN202 (a module)
+    """tools/docgen.py is a developer's tool outside the package: loaded from its file."""
+    spec = importlib.util.spec_from_file_location("docgen", ROOT / "tools" / "docgen.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+docgen = _load_docgen()
+main, render_cli_markdown = docgen.main, docgen.render_cli_markdown
 
 
 def test_docs_cli_md_is_the_commands_own_help() -> None:
     assert CLI_MD.read_text(encoding="utf-8") == render_cli_markdown(), (
-        "docs/cli.md is stale: run python -m postgresqlpatches.docgen")
+        "docs/cli.md is stale: run python tools/docgen.py")
 
 
 def test_check_passes_when_every_generated_page_is_current() -> None:
@@ -45,3 +58,9 @@ def test_the_pre_commit_hook_runs_the_offline_plan_over_the_whole_tree(
     result = CliRunner().invoke(cli, [*shlex.split(entry)[1:], *args])
     assert result.exit_code == 1
     assert "psql meta-command \\set outside a 0000 baseline [meta-command]" in result.stdout
+
+
+def test_docgen_is_not_in_the_package() -> None:
+    """A developer's tool does not ship in the wheel."""
+    assert importlib.util.find_spec("postgresqlpatches.docgen") is None
+    assert (ROOT / "tools" / "docgen.py").is_file()

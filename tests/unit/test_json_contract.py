@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from postgresqlpatches.cli import main
-from postgresqlpatches.planner import FLAGS, LINT_MODES, PROBLEM_KINDS, Action
+from postgresqlpatches.core.planner import FLAGS, LINT_MODES, PROBLEM_KINDS, Action
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "plan.schema.json").read_text(encoding="utf-8"))
@@ -28,7 +28,7 @@ def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
 
 
 def test_problem_kinds_lists_exactly_the_kinds_the_code_raises() -> None:
-    code = "\n".join(p.read_text(encoding="utf-8") for p in SOURCES.glob("*.py"))
+    code = "\n".join(p.read_text(encoding="utf-8") for p in SOURCES.rglob("*.py"))
     made = set(re.findall(r'Problem\(\s*"([a-z-]+)"', code))
     made |= set(re.findall(r'kind = "([a-z-]+)" if .*? else "([a-z-]+)"', code)[0])
     assert made == set(PROBLEM_KINDS)

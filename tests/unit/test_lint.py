@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from postgresqlpatches.lint import (
+from postgresqlpatches.core.lint import (
     NEXT_PATCH,
     RULES,
     RULES_BY_ID,
@@ -14,7 +14,7 @@ from postgresqlpatches.lint import (
     lint,
     render_rules_markdown,
 )
-from postgresqlpatches.statements import parse_sql
+from postgresqlpatches.core.statements import parse_sql
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "lint.md"
 
@@ -180,6 +180,6 @@ def test_rules_are_complete_values() -> None:
 def test_docs_lint_md_is_generated_from_the_rules() -> None:
     assert DOCS.read_text(encoding="utf-8") == render_rules_markdown(), (
         "docs/lint.md is stale: run\n"
-        "  python -c 'from postgresqlpatches.lint import render_rules_markdown as r; "
+        "  python -c 'from postgresqlpatches.core.lint import render_rules_markdown as r; "
         'import pathlib; pathlib.Path("docs/lint.md").write_text(r())\''
     )

@@ -2,7 +2,7 @@
 
 import pytest
 
-from postgresqlpatches.naming import BadName, PatchName, parse_name
+from postgresqlpatches.core.naming import BadName, PatchName, parse_name
 
 
 def test_parses_the_five_parts() -> None:

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from postgresqlpatches.cli import main
-from postgresqlpatches.redact import known_passwords, redact
-from postgresqlpatches.server import ORIGINAL_TOOL_VARIABLE, Server, baseline_variables
+from postgresqlpatches.core.redact import known_passwords, redact
+from postgresqlpatches.pg.server import ORIGINAL_TOOL_VARIABLE, Server, baseline_variables
 
 VERIFIER = ("SCRAM-SHA-256$4096:WHxGG2S91SAuZ8IjaFi+Fg==$KAxk6q9pQFglORf+Dee4RrkJl+IN8fIZnOl"
             "J44UTcPI=:GradfkJpd7UTEy0OCuAMUGKpVrSkIeLp6t4zX0nFyqw=")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from postgresqlpatches.checksums import statement_checksum
-from postgresqlpatches.discovery import Patch, read_patch
-from postgresqlpatches.planner import ServerFacts, make_plan, record_is_current
-from postgresqlpatches.state import Record
+from postgresqlpatches.core.checksums import statement_checksum
+from postgresqlpatches.core.discovery import Patch, read_patch
+from postgresqlpatches.core.planner import ServerFacts, make_plan, record_is_current
+from postgresqlpatches.core.records import Record
 
 STATE = "patches"
 TEXT = "CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n"

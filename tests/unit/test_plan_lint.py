@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from postgresqlpatches.discovery import Patch, builtin_patches, read_patch
-from postgresqlpatches.planner import Action, ServerFacts, make_plan
+from postgresqlpatches.core.discovery import Patch, builtin_patches, read_patch
+from postgresqlpatches.core.planner import Action, ServerFacts, make_plan
 
 STATE = "patches"
 DROP = "select 1;\nalter table t drop column a;\n"

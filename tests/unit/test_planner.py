@@ -6,16 +6,15 @@ import datetime as dt
 
 import pytest
 
-from postgresqlpatches.discovery import Patch, read_patch
-from postgresqlpatches.planner import (
+from postgresqlpatches.core.discovery import Patch, read_patch
+from postgresqlpatches.core.planner import (
     Action,
     ServerFacts,
     make_plan,
     record_problems,
     unrecorded_candidates,
 )
-from postgresqlpatches.server import XACT_FUTURE
-from postgresqlpatches.state import Record
+from postgresqlpatches.core.records import XACT_FUTURE, Record
 
 STATE = "patches"
 

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from postgresqlpatches.discovery import Problem, read_patch
-from postgresqlpatches.planner import RESUME, Action, Plan, ServerFacts, Step, make_plan
-from postgresqlpatches.render import (
+from postgresqlpatches.cli.render import (
     ConsoleReporter,
     plan_json,
     print_plan,
@@ -18,6 +16,8 @@ from postgresqlpatches.render import (
     shorten_path,
     summary,
 )
+from postgresqlpatches.core.discovery import Problem, read_patch
+from postgresqlpatches.core.planner import RESUME, Action, Plan, ServerFacts, Step, make_plan
 
 
 class Terminal(io.StringIO):
@@ -223,8 +223,8 @@ def test_a_terminal_status_keeps_each_record_on_one_line(
         monkeypatch: pytest.MonkeyPatch, width: int, left_out: str | None) -> None:
     import datetime as dt
 
+    from postgresqlpatches.core.records import Record
     from postgresqlpatches.runner import Status
-    from postgresqlpatches.state import Record
 
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm-256color")

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from postgresqlpatches import cli
+from postgresqlpatches.cli import commands
 
 
 def _invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
@@ -47,7 +48,7 @@ def test_a_connection_uri_in_pghost_is_refused_without_echoing_it(tmp_path: Path
 
 
 def test_a_password_in_a_uri_or_conninfo_is_masked_wherever_it_is_printed() -> None:
-    from postgresqlpatches.redact import redact
+    from postgresqlpatches.core.redact import redact
 
     assert redact("at postgresql://u:s3cret@h:5432/db: refused", ()) == \
         "at postgresql://u:***@h:5432/db: refused"
@@ -116,10 +117,10 @@ def test_demo_offers_only_the_options_it_honours() -> None:
 
 
 def test_demo_honours_the_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
-    from postgresqlpatches import demo
+    from postgresqlpatches.cli import demo
 
     levels: list[str] = []
-    monkeypatch.setattr(demo, "run", lambda keep: levels.append(cli.log.getEffectiveLevel()))
+    monkeypatch.setattr(demo, "run", lambda keep: levels.append(commands.log.getEffectiveLevel()))
     assert _invoke("demo", "-l", "debug").exit_code == 0
     assert _invoke("-l", "error", "demo").exit_code == 0
     assert levels == [10, 40]
@@ -182,7 +183,7 @@ def test_a_terminal_plan_shows_the_empty_warning(tmp_path: Path,
     import re
 
     from postgresqlpatches import runner
-    from postgresqlpatches.render import print_plan
+    from postgresqlpatches.cli.render import print_plan
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from postgresqlpatches.cli import main
+from postgresqlpatches.cli.scaffold import create_patch, next_minor
 from postgresqlpatches.errors import PgpatchError
-from postgresqlpatches.scaffold import create_patch, next_minor
 
 DAY = dt.date(2024, 3, 9)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postgresqlpatches.errors import PgpatchError, SqlSyntaxError
-from postgresqlpatches.statements import (
+from postgresqlpatches.core.statements import (
     EXPLICIT_TRANSACTION_CONTROL,
     MetaCommand,
     find_meta_commands,
@@ -13,6 +12,7 @@ from postgresqlpatches.statements import (
     new_session_needed,
     parse_sql,
 )
+from postgresqlpatches.errors import PgpatchError, SqlSyntaxError
 
 
 def test_statements_keep_their_text_line_and_start_skipping_comments() -> None:

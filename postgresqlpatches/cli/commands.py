@@ -159,7 +159,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _checked_host(_ctx: click.Context, _param: click.Parameter,
                   value: str | None) -> str | None:
     """A URI given as --host would reach error lines with its password: refused, unechoed."""
-    from postgresqlpatches.server import host_problem
+    from postgresqlpatches.pg.server import host_problem
 
     reason = host_problem(value) if value is not None else None
     if reason:
@@ -186,14 +186,14 @@ class _LevelFormatter(logging.Formatter):
     statements back)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from postgresqlpatches.redact import redact
+        from postgresqlpatches.core.redact import redact
 
         return f"{record.levelname.lower()}: {redact(record.getMessage())}"
 
 
 def _fail(e: Exception, level: str) -> None:
+    from postgresqlpatches.core.redact import redact
     from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.redact import redact
 
     if isinstance(e, click.exceptions.Exit | click.ClickException | click.Abort):
         raise e
@@ -230,7 +230,7 @@ def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], st
     """A parameter that names a database: a bad name is a usage error (exit 2), as click's."""
 
     def check(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-        from postgresqlpatches.naming import check_identifier
+        from postgresqlpatches.core.naming import check_identifier
 
         reason = check_identifier(value, what)
         if reason:
@@ -390,7 +390,8 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
       2  usage error (a bad option)
       3  with --exit-code: the plan is valid and has patches to run
     """
-    from postgresqlpatches import render, runner
+    from postgresqlpatches import runner
+    from postgresqlpatches.cli import render
 
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
@@ -427,7 +428,8 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
 
     Lint findings are printed on stderr before anything runs.
     """
-    from postgresqlpatches import render, runner
+    from postgresqlpatches import runner
+    from postgresqlpatches.cli import render
 
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
@@ -453,7 +455,8 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
 
     With GLOBs also what is pending or changed (exit 1 when the plan has problems).
     """
-    from postgresqlpatches import render, runner
+    from postgresqlpatches import runner
+    from postgresqlpatches.cli import render
 
     st = runner.status(_options(kw, globs))
     if fmt == "json":
@@ -505,8 +508,8 @@ def new(database: str, user: str, description: str, directory: str, log_level: s
     local date; the minor is one above the highest used for DATABASE and today by files in
     --dir and its subfolders (hidden folders skipped). Never overwrites a file.
     """
+    from postgresqlpatches.cli.scaffold import create_patch
     from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.scaffold import create_patch
 
     _setup_logging(log_level)
     try:
@@ -539,7 +542,7 @@ def demo(keep: bool, log_level: str) -> None:
 
     The server is the demo's own, so it takes no connection options.
     """
-    from postgresqlpatches import demo as demo_module
+    from postgresqlpatches.cli import demo as demo_module
 
     _setup_logging(log_level)
     try:

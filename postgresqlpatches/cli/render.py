@@ -8,12 +8,12 @@ import sys
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from postgresqlpatches.planner import EMPTY, Action, Plan, Step
+from postgresqlpatches.core.planner import EMPTY, Action, Plan, Step
 
 if TYPE_CHECKING:
-    from postgresqlpatches.lint import Finding
+    from postgresqlpatches.core.lint import Finding
+    from postgresqlpatches.core.records import Record
     from postgresqlpatches.runner import ApplyResult, Status
-    from postgresqlpatches.state import Record
 
 JSON_VERSION = 1
 ACTION_STYLE = {

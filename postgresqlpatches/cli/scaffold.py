@@ -12,14 +12,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from postgresqlpatches.errors import PgpatchError
-from postgresqlpatches.naming import (
+from postgresqlpatches.core.naming import (
     DESCRIPTION,
     FORM,
     MINOR,
     PatchName,
     check_identifier,
 )
+from postgresqlpatches.errors import PgpatchError
 
 MAX_MINOR = 9999
 

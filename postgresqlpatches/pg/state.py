@@ -2,60 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import getpass
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from postgresqlpatches import __version__
-from postgresqlpatches.checksums import CHECKSUM_VERSION
-from postgresqlpatches.discovery import Patch
+from postgresqlpatches.core.checksums import CHECKSUM_VERSION
+from postgresqlpatches.core.discovery import Patch
+from postgresqlpatches.core.records import Record
 
 if TYPE_CHECKING:
     import psycopg
 
 STATE_USER = "patches"
-
-
-@dataclass(frozen=True)
-class Record:
-    """One row of installed_patches; old rows (original tool) have no checksum, user or xid."""
-
-    id: int
-    database: str
-    major: str
-    minor: str
-    name: str
-    installed: _dt.datetime | None
-    user: str | None = None
-    path: str | None = None
-    checksum: str | None = None
-    xid: int | None = None
-    settled: bool = True
-    non_transactional: bool = False
-    statements_done: int | None = None
-    duration_ms: float | None = None
-    run_by: str | None = None
-    checksum_version: int | None = None
-    """None (records made before versions existed) means 1: the text's sha256."""
-    text_checksum: str | None = None
-    statement_checksums: tuple[str, ...] | None = None
-    """A non-transactional patch: the checksum of each statement done."""
-    oid_horizon: int | None = None
-    """A bootstrap step's mark: the largest database oid when the step began."""
-    session_budget: int | None = None
-    """A bootstrap step's mark: how many sessions it may open to its database (None: any)."""
-    pgpatch_version: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.database, self.major, self.minor)
-
-    @property
-    def version(self) -> str:
-        return f"{self.major}.{self.minor}"
 
 
 OPTIONAL_COLUMNS = ("user_name", "path", "checksum", "xid", "settled", "non_transactional",

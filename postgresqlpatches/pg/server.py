@@ -10,13 +10,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from postgresqlpatches.core.records import XACT_FUTURE
+from postgresqlpatches.core.redact import is_password_variable, redact
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
-from postgresqlpatches.redact import is_password_variable, redact
 
 if TYPE_CHECKING:
     import psycopg
 
-    from postgresqlpatches.planner import Leftover
+    from postgresqlpatches.core.planner import Leftover
 
 log = logging.getLogger("pgpatch")
 
@@ -30,8 +31,6 @@ ORIGINAL_TOOL_VARIABLE = "PATCHES_POSTGRESQL_TEMPORARY_USER_PASSWORD"
 VERIFIER_ALGORITHM = "scram-sha-256"
 """Always SCRAM, whatever password_encryption says: an md5 verifier in a log is as good as the
 password for md5 logins, and pg_hba's md5 method accepts SCRAM-stored passwords too."""
-XACT_FUTURE = "in the future"
-"""Maintenance.xact_status of a transaction id this server has not handed out yet."""
 OWN_SEARCH_PATH = "public"
 """pgpatch's own sessions and patches find and make their tables here, whatever the caller's
 PGOPTIONS say: the state tables live in public (pg_catalog, not listed, is searched first)."""
@@ -388,7 +387,7 @@ class Maintenance:
         """Oid, sessions connected now and sessions ever opened, of each database named."""
         from psycopg import sql
 
-        from postgresqlpatches.planner import Leftover
+        from postgresqlpatches.core.planner import Leftover
 
         if not names:
             return {}
