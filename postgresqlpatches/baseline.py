@@ -15,6 +15,7 @@ from postgresqlpatches.core.naming import check_identifier
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.binaries import find_pg_dump
 from postgresqlpatches.pg.dump import read_source, run_pg_dump
+from postgresqlpatches.pg.errors import translated
 from postgresqlpatches.pg.server import SUPERUSER, Maintenance
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def baseline_filename(database: str) -> str:
     return f"{database}.00000000.0000.{SUPERUSER}.baseline.sql"
 
 
+@translated
 def write_baseline(options: Options, database: str, output_dir: str, *,
                    schema_only: bool = False, data_for: tuple[str, ...] = ()) -> BaselineFile:
     """Dump the database (all rows, none, or those of ``data_for`` tables) with its roles.

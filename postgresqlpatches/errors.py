@@ -58,3 +58,19 @@ class SqlSyntaxError(PgpatchError):
 
 class LockLost(PgpatchError):
     """The run's lock ended under it (its session was ended): the run stopped."""
+
+
+class ServerError(PgpatchError):
+    """A server or driver error that no step turned into a more specific one (pg/errors.py
+    makes it): ``sqlstate`` keeps the server's code, ``text`` the driver's whole message.
+
+    Printed as the one line ``error: the server failed: <first line>``, without the SQLSTATE
+    suffix, as such errors always were."""
+
+    def __init__(self, reason: str, *, sqlstate: str | None = None, text: str = "") -> None:
+        super().__init__(f"the server failed: {reason}", sqlstate=sqlstate)
+        self.reason = reason
+        self.text = text or reason
+
+    def __str__(self) -> str:
+        return self.message

@@ -15,14 +15,19 @@ from typing import TYPE_CHECKING, Protocol
 from postgresqlpatches.core.discovery import Patch, discover
 from postgresqlpatches.core.planner import Action, Plan, ServerFacts, Step, make_plan
 from postgresqlpatches.core.records import Problem, Record
-from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError
+from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError, ServerError
+from postgresqlpatches.pg.errors import (
+    DUPLICATE_OBJECT,
+    is_driver_error,
+    server_errors,
+    translated,
+)
 from postgresqlpatches.pg.server import RUN_APPLICATION_NAME, SUPERUSER, Maintenance, Server
 from postgresqlpatches.pg.state import STATE_USER, StateStore
 
 if TYPE_CHECKING:
-    import psycopg
-
     from postgresqlpatches.core.statements import NewSession
+    from postgresqlpatches.pg.server import Connection
 
 log = logging.getLogger("pgpatch")
 
@@ -137,7 +142,7 @@ FROM pg_class WHERE relkind IN ('r', 'v', 'p') AND relnamespace = 'public'::regn
 
 
 def open_state(server: Server, state_db: str, *,
-               allow_empty: bool = False) -> psycopg.Connection | None:
+               allow_empty: bool = False) -> Connection | None:
     """The state database's connection, or None when it is what a first run whose bootstrap
     was cut short left (state.half_made_state: it is made anew).
 
@@ -240,6 +245,7 @@ def _read_server(options: Options, server: Server, patches: Sequence[Patch]) -> 
         maint.close()
 
 
+@translated
 def plan(options: Options) -> Plan:
     """Read-only: never creates anything, not even the state database."""
     patches, problems = discover(options.globs, state_db=options.state_db)
@@ -260,6 +266,7 @@ def plan_offline(options: Options) -> Plan:
     return _make_plan(options, options.server(), patches, facts, problems, online=False)
 
 
+@translated
 def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
     """Carry the plan out; nothing runs when the plan has a problem."""
     reporter = reporter or SilentReporter()
@@ -294,7 +301,7 @@ class _Run:
         self.patches = patches
         self.state_db = options.state_db
         self.store: StateStore | None = None
-        self.conns: dict[tuple[str, str], psycopg.Connection] = {}
+        self.conns: dict[tuple[str, str], Connection] = {}
         self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
         # kept connections whose last patch's session is not reset yet (_after_patch)
         self.dirty: set[tuple[str, str]] = set()
@@ -307,14 +314,13 @@ class _Run:
 
     def close(self) -> None:
         """Settle this run's records; if the server is gone, the next run settles them."""
-        import psycopg
-
         try:
             if self.store is not None and self.to_settle:
-                self.store.mark_settled(list(self.to_settle), self.to_settle)
+                with server_errors():
+                    self.store.mark_settled(list(self.to_settle), self.to_settle)
                 self.to_settle = {}
-        except psycopg.Error as e:
-            log.debug("records left unsettled for the next run: %s", e)
+        except ServerError as e:
+            log.debug("records left unsettled for the next run: %s", e.text)
         finally:
             for conn in self.conns.values():
                 conn.close()
@@ -388,14 +394,16 @@ class _Run:
         return StateStore(conn)
 
     def _conn(self, database: str, user: str,
-              done: str = "nothing of it ran") -> psycopg.Connection:
+              done: str = "nothing of it ran") -> Connection:
         """The kept connection of (database, user), in the state of a new one (a patch run
         outside a pipeline left its session to be reset here: _after_patch)."""
         key = (database, user)
         conn = self.conns.get(key)
         if conn is not None and key in self.dirty:
             self.dirty.discard(key)
-            if not _reset_session(conn):
+            from postgresqlpatches.pg.executor import reset_session
+
+            if not reset_session(conn):
                 conn.close()
         if conn is None or conn.closed:
             from postgresqlpatches.pg.state import cluster_identity
@@ -506,9 +514,12 @@ class _Run:
         dies, the record stays unsettled and the next run asks the server what became of
         the transaction: deleting it then could drop the record of a committed patch.
         """
-        import psycopg
-
-        from postgresqlpatches.pg.executor import crash_point, failure, run_transaction
+        from postgresqlpatches.pg.executor import (
+            crash_point,
+            failure,
+            rollback_quietly,
+            run_transaction,
+        )
 
         store = self.store
         assert store is not None
@@ -527,12 +538,12 @@ class _Run:
             # last one stops here too, cancelled and rolled back
             self._stop_if_lock_lost()
             try:
-                record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
-            except psycopg.Error as e:
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                with server_errors():
+                    record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
+            except ServerError as e:
                 raise PgpatchError(
                     f"cannot write the record of {patch.name.filename} in the state database "
-                    f"{self.state_db}: {reason}",
+                    f"{self.state_db}: {e.reason}",
                     hint="the patch was cancelled and rolled back, nothing of it committed; "
                          "fix the state database and run again") from e
             crash_point("after-record")
@@ -547,14 +558,14 @@ class _Run:
                             following_modes=following.transaction if following else (),
                             reset=self._new_session(step) is None)
         except BaseException as e:
-            _rollback(conn)
+            rollback_quietly(conn)
             self._after_patch(step)
             unknown = bool(record) and commit_may_run and not isinstance(e, PatchFailed)
             if record and not unknown:
                 _forget_record(store, record[0])  # the server said no, or saw no COMMIT
             may_have = ("it may have committed: the next run asks the server and settles "
                         "its record")
-            if isinstance(e, psycopg.Error):
+            if is_driver_error(e):
                 error = failure(e, patch, None)
                 if unknown:
                     error.hint = may_have
@@ -570,7 +581,7 @@ class _Run:
 
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
-        from postgresqlpatches.pg.executor import run_statements, set_transaction
+        from postgresqlpatches.pg.executor import rollback_quietly, run_statements, set_transaction
         from postgresqlpatches.pg.server import pin_search_path
         from postgresqlpatches.pg.state import insert_record, record_columns
 
@@ -591,7 +602,7 @@ class _Run:
                 run_by=self.store.run_by if self.store else "")
             conn.commit()
         except BaseException:
-            _rollback(conn)
+            rollback_quietly(conn)
             raise
         finally:
             self._after_patch(step)
@@ -657,6 +668,7 @@ class _Run:
         from postgresqlpatches.core.statements import connect_budget, created_role_names
         from postgresqlpatches.pg.executor import (
             crash_point,
+            rollback_quietly,
             run_psql,
             run_statements,
             set_transaction,
@@ -712,7 +724,7 @@ class _Run:
                         run_statements(conn, patch, step.statements)
                         conn.commit()
                     except BaseException:
-                        _rollback(conn)
+                        rollback_quietly(conn)
                         raise
                     finally:
                         if step.non_transactional and not conn.closed:
@@ -759,49 +771,47 @@ class _Run:
         it made (it did not exist when the bootstrap began) and nobody else used it; the
         roles that are new and that its files create by name (someone else's new role is
         not among them)."""
-        import psycopg
-        from psycopg import sql
-
         from postgresqlpatches.core.planner import made_elsewhere, used_elsewhere
 
         for key in [k for k in self.conns if k[0] == database]:
             self.conns.pop(key).close()
         message = error.message if isinstance(error, PgpatchError) else ""
         try:
-            leftover = self.maint.leftover_when_idle(database)  # our own sessions end
-            not_ours = kept = None
-            if leftover is not None:
-                not_ours = made_elsewhere(leftover, begun) or (
-                    "another one made it" if f'database "{database}" already exists' in message
-                    else None)
-                kept = not_ours or used_elsewhere(leftover, begun)
-            if kept is None:
-                try:
-                    self.maint.drop_database(database)
-                except PgpatchError as e:
-                    kept = e.message
-            roles = sorted((self.maint.roles() - roles_before) & role_names)
-            if kept is None:
-                for role in roles:
-                    self.maint.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-            if self.store is not None and (kept is None or not_ours is not None):
-                self.store.delete(marks)  # a database someone else made is not our leftover
-            if not isinstance(error, PgpatchError):
-                return
-            if kept is not None:
-                error.hint = (f"pgpatch left database {database} as it is ({kept}), and the "
-                              f"roles its bootstrap created ({', '.join(roles) or 'none'}): "
-                              "drop them by hand if they are this bootstrap's, then run again")
-            elif error.sqlstate == "42710":
-                error.hint = ("it exists already (made by hand, or left by an interrupted "
-                              "bootstrap): drop it, or create it only where missing, as the "
-                              "baselines of `pgpatch baseline` do")
-            elif not error.hint:
-                error.hint = (f"nothing of {database} was kept: pgpatch dropped the database "
-                              "and the roles its bootstrap created; fix the file and run again")
-        except psycopg.Error as e:
+            with server_errors():
+                leftover = self.maint.leftover_when_idle(database)  # our own sessions end
+                not_ours = kept = None
+                if leftover is not None:
+                    not_ours = made_elsewhere(leftover, begun) or (
+                        "another one made it" if f'database "{database}" already exists' in message
+                        else None)
+                    kept = not_ours or used_elsewhere(leftover, begun)
+                if kept is None:
+                    try:
+                        self.maint.drop_database(database)
+                    except PgpatchError as e:
+                        kept = e.message
+                roles = sorted((self.maint.roles() - roles_before) & role_names)
+                if kept is None:
+                    for role in roles:
+                        self.maint.drop_role(role)
+                if self.store is not None and (kept is None or not_ours is not None):
+                    self.store.delete(marks)  # a database someone else made is not our leftover
+                if not isinstance(error, PgpatchError):
+                    return
+                if kept is not None:
+                    error.hint = (f"pgpatch left database {database} as it is ({kept}), and the "
+                                  f"roles its bootstrap created ({', '.join(roles) or 'none'}): "
+                                  "drop them by hand if they are this bootstrap's, then run again")
+                elif error.sqlstate == DUPLICATE_OBJECT:
+                    error.hint = ("it exists already (made by hand, or left by an interrupted "
+                                  "bootstrap): drop it, or create it only where missing, as the "
+                                  "baselines of `pgpatch baseline` do")
+                elif not error.hint:
+                    error.hint = (f"nothing of {database} was kept: pgpatch dropped the database "
+                                  "and the roles its bootstrap created; fix the file and run again")
+        except ServerError as e:
             if isinstance(error, PgpatchError):
-                error.hint = (f"cleaning up failed too ({str(e).strip()}): drop database "
+                error.hint = (f"cleaning up failed too ({e.text}): drop database "
                               f"{database} by hand before the next run")
 
 
@@ -831,40 +841,11 @@ def _what_ran(error: PatchFailed, done: int, total: int) -> str:
 def _forget_record(store: StateStore, record_id: int) -> None:
     """The patch did not commit: its record goes (if the state server is gone too, the
     record stays unsettled and the next run drops it: its transaction rolled back)."""
-    import psycopg
-
     try:
-        store.delete([record_id])
-    except psycopg.Error as e:
-        log.debug("record %s left for the next run to settle: %s", record_id, e)
-
-
-def _reset_session(conn: psycopg.Connection) -> bool:
-    """DISCARD ALL outside a transaction block; False when the session cannot be reset (it
-    is then closed and the next patch gets a new one)."""
-    import psycopg
-    from psycopg import pq
-
-    try:
-        if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("DISCARD ALL")
-        conn.autocommit = False
-    except psycopg.Error as e:
-        log.debug("cannot reset a kept session, opening a new one: %s", e)
-        return False
-    return True
-
-
-def _rollback(conn: psycopg.Connection) -> None:
-    import psycopg
-
-    try:
-        if not conn.closed:
-            conn.rollback()
-    except psycopg.Error:
-        pass
+        with server_errors():
+            store.delete([record_id])
+    except ServerError as e:
+        log.debug("record %s left for the next run to settle: %s", record_id, e.text)
 
 
 # -- status ------------------------------------------------------------------------------
@@ -878,6 +859,7 @@ class Status:
     """Without globs: records whose outcome the server cannot tell (with globs: the plan's)."""
 
 
+@translated
 def status(options: Options) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
     server = options.server()
@@ -893,6 +875,7 @@ def status(options: Options) -> Status:
                   facts.state_exists)
 
 
+@translated
 def forget(options: Options, database: str) -> int:
     """Drop the records of a database that no longer exists, so its bootstrap runs again."""
     server = options.server()

@@ -192,22 +192,27 @@ class _LevelFormatter(logging.Formatter):
 
 
 def _fail(e: Exception, level: str) -> None:
+    """The one place errors become an ``error:`` line, an optional ``hint:`` and the exit code.
+
+    pg/ turns every driver error into a PgpatchError (a ``ServerError`` when no step made a
+    more specific one), so the CLI knows the project's errors only. The one fallback is for
+    an exception nobody foresaw (a bug): one line naming its type, then the traceback with
+    ``-l debug``, else a hint to run so; exit 1."""
     from postgresqlpatches.core.redact import redact
-    from postgresqlpatches.errors import PgpatchError
+    from postgresqlpatches.errors import PgpatchError, ServerError
 
     if isinstance(e, click.exceptions.Exit | click.ClickException | click.Abort):
         raise e
-    if isinstance(e, PgpatchError):
+    if isinstance(e, PgpatchError) and not isinstance(e, ServerError):
         click.echo(redact(f"error: {e}"), err=True)
         if e.hint:
             click.echo(redact(f"hint: {e.hint}"), err=True)
         if level == "debug":
             log.debug("traceback", exc_info=e)
         sys.exit(e.exit_code)
-    if type(e).__module__.startswith("psycopg"):
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        click.echo(redact(f"error: the server failed: {first}"), err=True)
-    else:
+    if isinstance(e, ServerError):  # the server said no where no step expected it
+        click.echo(redact(f"error: {e}"), err=True)
+    else:  # the fallback: not the project's error, so pgpatch has a bug
         click.echo(redact(f"error: unexpected {type(e).__name__}: {e}"), err=True)
     if level == "debug":
         import traceback

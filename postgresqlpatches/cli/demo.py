@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from postgresqlpatches.pg.errors import translated
+
 
 def examples_dir() -> Path:
     """The examples ship inside the wheel; in a source checkout they sit beside the package."""
@@ -21,6 +23,7 @@ def examples_dir() -> Path:
     raise PgpatchError("the example patches are missing from this installation")
 
 
+@translated
 def run(*, keep: bool = False) -> None:
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render

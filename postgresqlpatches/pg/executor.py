@@ -430,3 +430,32 @@ def psql_failure(stderr: str, patch: Patch, returncode: int, server: Server) -> 
             path=patch.path,
             hint=f"set {password_variable(server.prefix, patch.name.user)}")
     return PatchFailed(reason.removeprefix("psql:<stdin>:").strip(), path=patch.path)
+
+
+def reset_session(conn: psycopg.Connection) -> bool:
+    """DISCARD ALL outside a transaction block; False when the session cannot be reset (it
+    is then closed and the next patch gets a new one)."""
+    import psycopg
+    from psycopg import pq
+
+    try:
+        if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            conn.rollback()
+        conn.autocommit = True
+        conn.execute("DISCARD ALL")
+        conn.autocommit = False
+    except psycopg.Error as e:
+        log.debug("cannot reset a kept session, opening a new one: %s", e)
+        return False
+    return True
+
+
+def rollback_quietly(conn: psycopg.Connection) -> None:
+    """Roll back what a failed patch left open; a connection already gone needs none."""
+    import psycopg
+
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except psycopg.Error:
+        pass

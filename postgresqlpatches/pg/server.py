@@ -13,9 +13,13 @@ from typing import TYPE_CHECKING
 from postgresqlpatches.core.records import XACT_FUTURE
 from postgresqlpatches.core.redact import is_password_variable, redact
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
+from postgresqlpatches.pg.errors import INVALID_PASSWORD, OBJECT_IN_USE
 
 if TYPE_CHECKING:
     import psycopg
+
+    Connection = psycopg.Connection
+    """What the runner holds and hands back to pg/ (it never uses one itself)."""
 
     from postgresqlpatches.core.planner import Leftover
 
@@ -219,7 +223,7 @@ class Server:
         reason = connection_reason(e)
         hint = None
         sqlstate = getattr(getattr(e, "diag", None), "sqlstate", None)
-        if "password authentication failed" in reason or sqlstate == "28P01":
+        if "password authentication failed" in reason or sqlstate == INVALID_PASSWORD:
             hint = f"set {password_variable(self.prefix, user)} to {user}'s password"
         elif "does not exist" in reason and "role" in reason:
             hint = f"create the role {user} (usually in the database's 0000 baseline)"
@@ -430,7 +434,13 @@ class Maintenance:
             raise PgpatchError(
                 f"cannot drop database {name}: other sessions are connected to it",
                 hint="pgpatch never ends someone else's session: wait for them to end, or "
-                     "end them yourself, and run again", sqlstate="55006") from e
+                     "end them yourself, and run again", sqlstate=OBJECT_IN_USE) from e
+
+    def drop_role(self, name: str) -> None:
+        """Drop a role a failed bootstrap made (runner._undo_bootstrap chose it)."""
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
     def server_version(self) -> int:
         return int(self.conn.info.server_version)
