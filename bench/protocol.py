@@ -67,8 +67,7 @@ def workload(i: int) -> tuple[Patch, tuple[Statement, ...]]:
 class Protocols:
     def __init__(self, srv: ScratchServer, env: dict[str, str]) -> None:
         from postgresqlpatches.pg.server import Maintenance, Server
-        from postgresqlpatches.pg.state import StateStore, cluster_identity
-        from postgresqlpatches.runner import open_state
+        from postgresqlpatches.pg.state import StateStore, cluster_identity, open_state
 
         server = Server(host=srv.host, port=srv.port, environ=env)
         self.maint = Maintenance(server)

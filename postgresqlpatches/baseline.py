@@ -66,7 +66,7 @@ def write_baseline(options: Options, database: str, output_dir: str, *,
     The file is written and recorded only when everything before succeeded.
     """
     from postgresqlpatches import runner
-    from postgresqlpatches.pg.state import StateStore
+    from postgresqlpatches.pg.state import StateStore, open_state
 
     reason = check_identifier(database, "database")
     if reason:
@@ -103,7 +103,7 @@ def write_baseline(options: Options, database: str, output_dir: str, *,
     patch = read_patch(str(target), text=text)
     # the state database first (created by its own patches if needed), then the record
     runner.apply(_only_state(options))
-    state = runner.open_state(server, options.state_db)
+    state = open_state(server, options.state_db)
     assert state is not None  # the apply above made it
     store = StateStore(state)
     try:

@@ -23,7 +23,7 @@ from postgresqlpatches.pg.errors import (
     translated,
 )
 from postgresqlpatches.pg.server import RUN_APPLICATION_NAME, SUPERUSER, Maintenance, Server
-from postgresqlpatches.pg.state import STATE_USER, StateStore
+from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.statements import NewSession
@@ -129,58 +129,6 @@ def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
                        frozenset({state_db}) if half_made else frozenset(),
                        frozenset(maint.roles()) if may_build else None, unrecorded,
                        maint.leftovers(interrupted & present - {state_db}))
-
-
-STATE_PROBE = """
-SELECT to_regclass('public.installed_patches') IS NOT NULL,
-       count(*) FILTER (WHERE relname NOT IN ('databases', 'installed_patches', 'patches')),
-       to_regclass('public.installed_patches') IS NULL
-       OR has_table_privilege('public.installed_patches', 'SELECT, INSERT, UPDATE, DELETE')
-          AND has_table_privilege('public.databases', 'SELECT, INSERT, UPDATE')
-FROM pg_class WHERE relkind IN ('r', 'v', 'p') AND relnamespace = 'public'::regnamespace
-"""
-
-
-def open_state(server: Server, state_db: str, *,
-               allow_empty: bool = False) -> Connection | None:
-    """The state database's connection, or None when it is what a first run whose bootstrap
-    was cut short left (state.half_made_state: it is made anew).
-
-    As role patches; as postgres while the tables are not patches' yet (the original tool's
-    layout, until our first upgrade patch hands them over). A database of the same name in
-    any other shape is an error, never touched; one with our tables but no record is used."""
-    from postgresqlpatches.pg.state import half_made_state
-
-    conn = server.connect(state_db, STATE_USER)
-    row = conn.execute(STATE_PROBE).fetchone()
-    assert row is not None
-    has_table, _, writable = row
-    if has_table and not writable:
-        conn.close()
-        log.info("role %s may not write the state tables yet: using %s", STATE_USER, SUPERUSER)
-        conn = server.connect(state_db, SUPERUSER)
-    if has_table and allow_empty:
-        return conn
-    if has_table:
-        empty = conn.execute("SELECT NOT EXISTS (SELECT FROM installed_patches)").fetchone()
-        if not (empty and empty[0]):
-            return conn
-    reason, connected = half_made_state(conn)
-    if reason is not None and has_table:
-        return conn  # our tables, no record yet, made by someone else: used as they are
-    conn.close()
-    if reason is not None:
-        raise PgpatchError(
-            f"the database {state_db} exists but is not a pgpatch state database",
-            hint="name another state database with --state-db")
-    if connected:
-        raise PgpatchError(
-            f"the database {state_db} is what an interrupted first run of pgpatch left, "
-            f"but {connected} other session{'s' * (connected > 1)} "
-            f"{'are' if connected > 1 else 'is'} connected to it",
-            hint="pgpatch makes it anew only while nobody uses it: wait for them to end, "
-                 "then run again")
-    return None
 
 
 def _make_plan(options: Options, server: Server, patches: Sequence[Patch],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,11 +12,16 @@ from postgresqlpatches import __version__
 from postgresqlpatches.core.checksums import CHECKSUM_VERSION
 from postgresqlpatches.core.discovery import Patch
 from postgresqlpatches.core.records import Record
+from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.pg.server import SUPERUSER
 
 if TYPE_CHECKING:
     import psycopg
 
+    from postgresqlpatches.pg.server import Server
+
 STATE_USER = "patches"
+log = logging.getLogger("pgpatch")
 
 
 OPTIONAL_COLUMNS = ("user_name", "path", "checksum", "xid", "settled", "non_transactional",
@@ -417,3 +423,53 @@ def half_made_state(conn: psycopg.Connection) -> tuple[str | None, int]:
             if rows and rows[0]:
                 return f"its table {table} holds rows", connected
     return None, connected
+
+
+STATE_PROBE = """
+SELECT to_regclass('public.installed_patches') IS NOT NULL,
+       count(*) FILTER (WHERE relname NOT IN ('databases', 'installed_patches', 'patches')),
+       to_regclass('public.installed_patches') IS NULL
+       OR has_table_privilege('public.installed_patches', 'SELECT, INSERT, UPDATE, DELETE')
+          AND has_table_privilege('public.databases', 'SELECT, INSERT, UPDATE')
+FROM pg_class WHERE relkind IN ('r', 'v', 'p') AND relnamespace = 'public'::regnamespace
+"""
+
+
+def open_state(server: Server, state_db: str, *,
+               allow_empty: bool = False) -> psycopg.Connection | None:
+    """The state database's connection, or None when it is what a first run whose bootstrap
+    was cut short left (state.half_made_state: it is made anew).
+
+    As role patches; as postgres while the tables are not patches' yet (the original tool's
+    layout, until our first upgrade patch hands them over). A database of the same name in
+    any other shape is an error, never touched; one with our tables but no record is used."""
+    conn = server.connect(state_db, STATE_USER)
+    row = conn.execute(STATE_PROBE).fetchone()
+    assert row is not None
+    has_table, _, writable = row
+    if has_table and not writable:
+        conn.close()
+        log.info("role %s may not write the state tables yet: using %s", STATE_USER, SUPERUSER)
+        conn = server.connect(state_db, SUPERUSER)
+    if has_table and allow_empty:
+        return conn
+    if has_table:
+        empty = conn.execute("SELECT NOT EXISTS (SELECT FROM installed_patches)").fetchone()
+        if not (empty and empty[0]):
+            return conn
+    reason, connected = half_made_state(conn)
+    if reason is not None and has_table:
+        return conn  # our tables, no record yet, made by someone else: used as they are
+    conn.close()
+    if reason is not None:
+        raise PgpatchError(
+            f"the database {state_db} exists but is not a pgpatch state database",
+            hint="name another state database with --state-db")
+    if connected:
+        raise PgpatchError(
+            f"the database {state_db} is what an interrupted first run of pgpatch left, "
+            f"but {connected} other session{'s' * (connected > 1)} "
+            f"{'are' if connected > 1 else 'is'} connected to it",
+            hint="pgpatch makes it anew only while nobody uses it: wait for them to end, "
+                 "then run again")
+    return None

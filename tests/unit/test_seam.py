@@ -4,6 +4,7 @@ errors turned into the project's own ServerError with the SQLSTATE kept as a val
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -120,3 +121,26 @@ def test_the_seam_does_not_import_psycopg() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"
+
+
+SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|DISCARD|WITH|SET|"
+                       r"BEGIN|COMMIT|ROLLBACK|GRANT|REVOKE)\b")
+
+
+def _string_constants(path: Path) -> list[str]:
+    """The module's string constants, docstrings left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef)
+                  and n.body and isinstance(n.body[0], ast.Expr)
+                  and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+@pytest.mark.parametrize("module", ["runner.py", "baseline.py", "cli/commands.py",
+                                    "cli/render.py"])
+def test_orchestration_and_cli_hold_no_sql_text(module: str) -> None:
+    """SQL is pg/'s (the demo's one query of the example's view is what it shows the user)."""
+    sql = [s for s in _string_constants(PACKAGE / module) if SQL_START.match(s)]
+    assert sql == []
