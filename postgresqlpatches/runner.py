@@ -26,7 +26,7 @@ from postgresqlpatches.pg.server import RUN_APPLICATION_NAME, SUPERUSER, Mainten
 from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
-    from postgresqlpatches.core.statements import NewSession
+    from postgresqlpatches.core.statements import NewSession, Statement
     from postgresqlpatches.pg.server import Connection
 
 log = logging.getLogger("pgpatch")
@@ -500,8 +500,8 @@ class _Run:
         t0 = time.monotonic()
         sent, self.sent_ahead = self.sent_ahead is patch, None
         try:
-            run_transaction(conn, patch, step.statements, write_record,
-                            (following.patch, following.statements) if following else None,
+            run_transaction(conn, patch, _as_sent(step), write_record,
+                            (following.patch, _as_sent(following)) if following else None,
                             sent=sent, modes=step.transaction,
                             following_modes=following.transaction if following else (),
                             reset=self._new_session(step) is None)
@@ -784,6 +784,16 @@ def _what_ran(error: PatchFailed, done: int, total: int) -> str:
         said = ""
     return (said + f"; statements 1-{done} of {total} ran and stay done, the next run resumes "
             f"at statement {failed}")
+
+
+def _as_sent(step: Step) -> Sequence[Statement]:
+    """A transactional patch's statements as sent: one that makes temp objects drops them
+    last, inside its own transaction (statements.DISCARD_TEMP says why)."""
+    from postgresqlpatches.core.statements import DISCARD_TEMP, creates_temp_objects
+
+    if creates_temp_objects(step.statements):
+        return (*step.statements, DISCARD_TEMP)
+    return step.statements
 
 
 def _forget_record(store: StateStore, record_id: int) -> None:

@@ -384,6 +384,30 @@ _DO_THIS_SESSION = re.compile(
     r"|\bset_config\s*\((?!\s*'[^'.]*'\s*,)", re.IGNORECASE)
 
 
+_TEMP_RELATION = {
+    "CreateStmt": ("relation",), "CreateTableAsStmt": ("into", "rel"), "ViewStmt": ("view",),
+    "CreateSeqStmt": ("sequence",), "SelectStmt": ("intoClause", "rel"),
+}
+DISCARD_TEMP = Statement("DISCARD TEMP", 0, 0, "DiscardStmt")
+"""Sent as the last statement of a patch that makes temp objects: they go with the patch's
+own commit, so the DISCARD ALL behind it has nothing to drop (dropping them there would be a
+commit of its own, a WAL flush per such patch)."""
+
+
+def creates_temp_objects(statements: Sequence[Statement]) -> bool:
+    """A CREATE TEMP TABLE / VIEW / SEQUENCE, CREATE TEMP TABLE AS or SELECT INTO TEMP."""
+    for s in statements:
+        path = _TEMP_RELATION.get(s.kind)
+        if path is None:
+            continue
+        node: Any = s.tree
+        for key in path:
+            node = node.get(key) or {} if isinstance(node, Mapping) else {}
+        if isinstance(node, Mapping) and node.get("relpersistence") == "t":
+            return True
+    return False
+
+
 def new_session_needed(statements: Sequence[Statement]) -> NewSession | None:
     """Whether these statements may leave what DISCARD ALL does not reset (None: it does).
 

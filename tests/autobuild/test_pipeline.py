@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from postgresqlpatches.core.discovery import builtin_patches
+
 from .conftest import PackageIndex
 from .support import AUTOBUILD, REPO, VERIFY, run_script, tools_env
 
@@ -102,7 +104,8 @@ def test_pipeline_end_to_end(tmp_path: Path, package_index: PackageIndex, osv_ur
         env={**env, "PGPATCH_PG_BIN": str(scratch.default_installation().bin_dir)},
         capture_output=True, text=True, timeout=300, check=False)
     assert demo.returncode == 0, demo.stderr
-    assert "applied 7 patches to 2 databases" in demo.stdout
+    state_patches = len(builtin_patches("patches"))
+    assert f"applied {state_patches + 3} patches to 2 databases" in demo.stdout
     assert "verify-venv/lib/" in demo.stdout  # the example came from the installed wheel
 
     run_script(VERIFY / "verify.sh", env=env)

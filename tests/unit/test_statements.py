@@ -309,3 +309,17 @@ def test_what_discard_all_resets_keeps_the_session(sql: str) -> None:
 def test_rows_after_a_psql_copy_meta_command_are_data_too() -> None:
     text = "\\copy t (a) from stdin\n1\n\\N\n\\.\nselect 1;\n"
     assert find_meta_commands(text) == (MetaCommand(1, "\\copy"),)
+
+
+@pytest.mark.parametrize(("sql", "temp"), [
+    ("CREATE TEMP TABLE x (a int)", True),
+    ("CREATE TEMPORARY VIEW v AS SELECT 1", True),
+    ("CREATE TEMP SEQUENCE s", True),
+    ("CREATE TEMP TABLE t AS SELECT 1", True),
+    ("SELECT 1 INTO TEMP t", True),
+    ("CREATE TABLE x (a int); CREATE UNLOGGED TABLE u (a int); SELECT 1", False),
+])
+def test_a_patch_that_makes_temp_objects_is_told_apart(sql: str, temp: bool) -> None:
+    from postgresqlpatches.core.statements import creates_temp_objects
+
+    assert creates_temp_objects(parse_sql(sql).statements) is temp
