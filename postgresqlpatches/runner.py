@@ -22,7 +22,13 @@ from postgresqlpatches.pg.errors import (
     server_errors,
     translated,
 )
-from postgresqlpatches.pg.server import RUN_APPLICATION_NAME, SUPERUSER, Maintenance, Server
+from postgresqlpatches.pg.server import (
+    DEFAULT_PREFIX,
+    RUN_APPLICATION_NAME,
+    SUPERUSER,
+    Maintenance,
+    Server,
+)
 from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
@@ -40,7 +46,7 @@ class Options:
     globs: Sequence[str] = ()
     host: str | None = None
     port: int | None = None
-    prefix: str = "POSTGRESQL_"
+    prefix: str = DEFAULT_PREFIX
     state_db: str = DEFAULT_STATE_DB
     allow_out_of_order: bool = False
     lock_wait: float = 600.0

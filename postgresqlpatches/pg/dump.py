@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.binaries import tool_major
-from postgresqlpatches.pg.server import SUPERUSER, Server
+from postgresqlpatches.pg.server import (
+    DEFAULT_PREFIX,
+    SUPERUSER,
+    Server,
+    normalise_prefix,
+    password_variable,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -191,7 +197,7 @@ def psql_argument(text: str) -> str:
 
 
 def role_section(roles: list[Role], memberships: list[Membership],
-                 conn: psycopg.Connection) -> str:
+                 conn: psycopg.Connection, prefix: str = DEFAULT_PREFIX) -> str:
     """psql that creates each role only where missing, then its memberships and settings.
 
     Passwords are read when psql runs the file; a role that exists is left as it is.
@@ -203,7 +209,8 @@ def role_section(roles: list[Role], memberships: list[Membership],
 
     out = ["-- Roles this database needs, each created only where it is missing (an existing",
            "-- role is left as it is). Passwords are read when psql runs this file (pgpatch",
-           "-- hands psql the verifier of POSTGRESQL_<ROLE>_PASSWORD, computed on its side,",
+           f"-- hands psql the verifier of {normalise_prefix(prefix)}<ROLE>_PASSWORD, computed on "
+           "its side,",
            "-- as PGPATCH_<ROLE>_PASSWORD); they are never written here.", ""]
     flags: dict[str, str] = {}
     for index, role in enumerate(roles, 1):
@@ -218,7 +225,7 @@ def role_section(roles: list[Role], memberships: list[Membership],
         if role.login:
             env = f"PGPATCH_{role.name.upper()}_PASSWORD"
             message = (f"no password for role {role.name}: set "
-                       f"POSTGRESQL_{role.name.upper()}_PASSWORD")
+                       f"{password_variable(prefix, role.name)}")
             body = text(sql.SQL("BEGIN RAISE EXCEPTION '%', {}; END").format(
                 sql.Literal(message)))
             out += [f"\\unset {var}",
@@ -298,7 +305,7 @@ def read_source(pg_dump: str, server: Server, database: str, *, schema_only: boo
     rows_of: tuple[str, ...] | None = () if schema_only else None
     with server.connect(database, SUPERUSER) as conn:
         roles, memberships = read_roles(conn)
-        section = role_section(roles, memberships, conn)
+        section = role_section(roles, memberships, conn, server.prefix)
         if data_for:
             kept = _relations_matching(pg_dump, server, database, data_for)
             relations = conn.execute(RELATIONS_QUERY).fetchall()

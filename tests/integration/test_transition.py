@@ -225,3 +225,16 @@ def test_demo_runs_the_example_on_its_own_server() -> None:
     assert "Astrid | 2021 | 1200.00" in out
     assert "throwaway server stopped and removed" in out
     assert "Traceback" not in result.stderr
+
+
+def test_a_baseline_names_the_password_variables_of_its_prefix(pg: Pg) -> None:
+    shop_with_personal_data(pg)
+    out = pg.tree / "shop"
+    env = {k.replace("POSTGRESQL_", "MYAPP_", 1): v for k, v in pg.env.items()
+           if k.startswith("POSTGRESQL_")}
+    result = pg.cli("baseline", "shop", "--output-dir", str(out), "--schema-only",
+                    "-p", "MYAPP", env={**env, "MYAPP_SHOP_PASSWORD": "shop-new"})
+    assert result.exit_code == 0, result.stderr
+    text = (out / "shop.00000000.0000.postgres.baseline.sql").read_text()
+    assert "MYAPP_<ROLE>_PASSWORD" in text and "set MYAPP_SHOP_PASSWORD" in text
+    assert "POSTGRESQL_" not in text
