@@ -418,11 +418,11 @@ def print_status(st: Status, stream: IO[str] | None = None) -> None:
         if p.hint:
             stream.write(f"  hint: {p.hint}\n")
     if st.plan is not None:
-        pending = [s for s in st.plan.steps if s.pending or "changed" in s.flags]
-        if pending:
+        rows = [r for s, r in zip(st.plan.steps, plan_rows(st.plan), strict=True)
+                if s.pending or "changed" in s.flags]
+        if rows:
             stream.write("\npending or changed:\n")
-            rows = zip(st.plan.steps, plan_rows(st.plan), strict=True)
-            write_columns(stream, HEADERS, [r for s, r in rows if s in pending])
+            write_columns(stream, HEADERS, rows)
         for p in st.plan.problems:
             stream.write(f"problem: {_problem_text(p)}\n")
         stream.write(summary(st.plan) + "\n")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from postgresqlpatches.core.checksums import text_checksum, token_checksum
-from postgresqlpatches.core.naming import PatchName, parse_name
+from postgresqlpatches.core.naming import BadName, PatchName, parse_name
 from postgresqlpatches.core.records import Problem
 from postgresqlpatches.errors import PgpatchError
 
@@ -172,7 +172,7 @@ def discover(patterns: Sequence[str], *, state_db: str = "patches",
         try:
             found.append(read_patch(path))
         except PgpatchError as e:
-            kind = "bad-name" if e.__class__.__name__ == "BadName" else "unreadable"
+            kind = "bad-name" if isinstance(e, BadName) else "unreadable"
             problems.append(Problem(kind, e.path, e.message, e.line, e.hint))
     problems.extend(find_duplicates(found))
     return sort_patches(found, state_db), problems

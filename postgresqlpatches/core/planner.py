@@ -217,7 +217,7 @@ def used_elsewhere(leftover: Leftover,
 
 def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
               problems: Iterable[Problem] = (), allow_out_of_order: bool = False,
-              parse: bool = True, lint: str = "warn") -> Plan:
+              lint: str = "warn") -> Plan:
     """One planner for plan, apply and status: ``apply`` executes exactly this value.
 
     ``lint`` is one of LINT_MODES; pending APPLY steps are linted where they are parsed.
@@ -276,9 +276,8 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
                 step = Step(patch, step.action, "the last bootstrap was interrupted: the database "
                             "is dropped and made again", (*step.flags, REDO), record=step.record)
             steps.append(step)
-    if parse:
-        steps = [_parse_step(s, problems, lint) if s.pending and not s.via_psql else s
-                 for s in steps]
+    steps = [_parse_step(s, problems, lint) if s.pending and not s.via_psql else s
+             for s in steps]
     return Plan(tuple(steps), tuple(problems), lint=lint)
 
 

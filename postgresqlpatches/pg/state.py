@@ -114,10 +114,10 @@ class StateStore:
 
     def insert(self, patch: Patch, *, xid: int | None = None, settled: bool = True,
                non_transactional: bool = False, duration_ms: float | None = None,
-               statements_done: int | None = None,
-               conn: psycopg.Connection | None = None, flush: bool = True,
+               statements_done: int | None = None, flush: bool = True,
                mark: tuple[int, int | None] | None = None) -> int:
-        """Insert one record (on ``conn`` when it must share the patch's own transaction).
+        """Insert one record on the store's own session (a state-database patch writes its
+        record in its own transaction with insert_record instead).
 
         ``flush=False`` commits without waiting for the WAL flush: only for a record whose
         target transaction commits next in the same cluster, whose synchronous COMMIT flushes
@@ -127,15 +127,11 @@ class StateStore:
 
         ``mark``: a bootstrap step's (oid_horizon, session_budget), where the columns exist.
         """
-        target = conn or self.conn
         name = patch.name.database
-        if target is self.conn:
-            if name not in self._db_ids:
-                self._db_ids[name] = database_id(self.conn, name)
-            db_id: int | None = self._db_ids[name]
-        else:
-            db_id = None  # inside the patch's transaction: looked up there
-        return insert_record(target, self.columns, patch, db_id=db_id, xid=xid, settled=settled,
+        if name not in self._db_ids:
+            self._db_ids[name] = database_id(self.conn, name)
+        return insert_record(self.conn, self.columns, patch, db_id=self._db_ids[name], xid=xid,
+                             settled=settled,
                              non_transactional=non_transactional, duration_ms=duration_ms,
                              statements_done=statements_done, run_by=self.run_by, flush=flush,
                              mark=mark)
