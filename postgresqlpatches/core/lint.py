@@ -146,10 +146,14 @@ _VOLATILE_FUNCTIONS = frozenset(
 _SERIAL_TYPES = frozenset({"smallserial", "serial", "bigserial", "serial2", "serial4", "serial8"})
 
 
+def _is_serial(column: Node) -> bool:
+    names = column.get("typeName", {}).get("names") or [{}]
+    return names[-1].get("String", {}).get("sval") in _SERIAL_TYPES
+
+
 def _rewrites_on_add_column(column: Node) -> bool:
     """ADD COLUMN rewrites the table when each row needs its own computed value."""
-    names = column.get("typeName", {}).get("names") or [{}]
-    if names[-1].get("String", {}).get("sval") in _SERIAL_TYPES:
+    if _is_serial(column):
         return True  # serial means DEFAULT nextval(...)
     for constraint in _column_constraints(column):
         contype = constraint.get("contype")
@@ -178,8 +182,7 @@ def _check_add_column_volatile_default(kind: str, node: Node, ctx: _FileContext)
 def _not_null_without_value(column: Node) -> bool:
     """NOT NULL with nothing to fill the existing rows: no default, identity or generation."""
     contypes = {c.get("contype") for c in _column_constraints(column)}
-    names = column.get("typeName", {}).get("names") or [{}]
-    if names[-1].get("String", {}).get("sval") in _SERIAL_TYPES:
+    if _is_serial(column):
         return False  # serial brings DEFAULT nextval(...)
     return ("CONSTR_NOTNULL" in contypes or "CONSTR_PRIMARY" in contypes) and not contypes & {
         "CONSTR_DEFAULT", "CONSTR_IDENTITY", "CONSTR_GENERATED"}
