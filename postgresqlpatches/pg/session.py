@@ -1,0 +1,614 @@
+"""One apply's database work under the lock: the state store, the patch sessions, settling,
+and the running of each step, pipelining included (the runner only says which step is next).
+
+A run needs at most ``CONNECTIONS`` connections to the server, whatever the number of
+databases: the lock's session, the state database's, ``PATCH_SESSIONS`` patch sessions (the
+least recently used is closed when a step needs another (database, user)), and one more, short
+lived, for a psql baseline or a look into a database while planning (docs/safety.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError, ServerError
+from postgresqlpatches.pg.errors import DUPLICATE_OBJECT, is_driver_error, server_errors
+from postgresqlpatches.pg.server import Maintenance, Server
+from postgresqlpatches.pg.state import StateStore, open_state
+
+if TYPE_CHECKING:
+    from postgresqlpatches.core.discovery import Patch
+    from postgresqlpatches.core.planner import Plan, ServerFacts, Step
+    from postgresqlpatches.core.statements import NewSession
+    from postgresqlpatches.pg.server import Connection
+
+log = logging.getLogger("pgpatch")
+
+SETTLE_POLL_SECONDS = 0.1
+PATCH_SESSIONS = 2
+"""Patch sessions kept open at once: two, so that patches alternating between two users of
+one database keep theirs."""
+CONNECTIONS = 1 + 1 + PATCH_SESSIONS + 1
+"""The most connections one run opens at once (the module's docstring counts them)."""
+
+
+def state_store(server: Server, state_db: str, existing: set[str]) -> StateStore | None:
+    """The state database's store, or None when it does not exist or is half made."""
+    if state_db not in existing:
+        return None
+    conn = open_state(server, state_db)
+    return StateStore(conn) if conn is not None else None
+
+
+def read_facts(maint: Maintenance, state_db: str, existing: set[str],
+               store: StateStore | None, patches: Sequence[Patch] = (),
+               adopt: bool = False) -> ServerFacts:
+    """The records and the fate of unsettled transactions, from what the caller opened: a
+    state database that exists without a store is one whose bootstrap was cut short. The
+    roles only when a baseline may run (the runner's password check needs them).
+    Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
+    from postgresqlpatches.core.planner import ServerFacts, unrecorded_candidates
+
+    half_made = state_db in existing and store is None
+    records = store.records() if store is not None else []
+    xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
+    present = existing - {state_db} if half_made else existing
+    built = {p.name.database for p in patches if p.name.is_baseline}
+    may_build = bool(built - present) or any(
+        r.database in built and r.major == "00000000" and not r.settled for r in records)
+    unrecorded = {} if adopt else maint.objects_of_their_own(
+        unrecorded_candidates(patches, present, records, state_db))
+    interrupted = {r.database for r in records
+                   if r.major == "00000000" and not r.settled and r.xid is None}
+    return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
+                       frozenset({state_db}) if half_made else frozenset(),
+                       frozenset(maint.roles()) if may_build else None, unrecorded,
+                       maint.leftovers(interrupted & present - {state_db}))
+
+
+def read_server(server: Server, state_db: str, patches: Sequence[Patch],
+                adopt: bool) -> ServerFacts:
+    """Read-only: one maintenance session and, if it exists, one state session."""
+    maint = Maintenance(server)
+    store: StateStore | None = None
+    try:
+        existing = maint.existing_databases({p.name.database for p in patches} | {state_db})
+        store = state_store(server, state_db, existing)
+        return read_facts(maint, state_db, existing, store, patches, adopt)
+    finally:
+        if store is not None:
+            store.close()
+        maint.close()
+
+
+class RunSession:
+    """Runs the steps of one apply: owns the state store and the patch sessions (at most
+    PATCH_SESSIONS, one per (database, user)), keeps what a patch did to its session from the
+    next patch, and sends a patch down the pipeline behind the one before it when it can."""
+
+    def __init__(self, server: Server, maint: Maintenance, state_db: str,
+                 lock_wait: float) -> None:
+        self.server = server
+        self.maint = maint
+        self.state_db = state_db
+        self.lock_wait = lock_wait
+        self.store: StateStore | None = None
+        self.conns: dict[tuple[str, str], Connection] = {}  # least recently used first
+        self.identities: dict[tuple[str, str], tuple[object, ...] | None] = {}
+        # kept connections whose last patch's session is not reset yet (_after_patch)
+        self.dirty: set[tuple[str, str]] = set()
+        self.new_sessions: dict[str, NewSession | None] = {}  # by path: _new_session
+        self.to_settle: dict[int, float] = {}  # record id: milliseconds
+        self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
+        self.fill_later: list[tuple[int, Patch]] = []  # state bootstrap records, pre-upgrade
+        self.following: dict[str, Step] = {}  # by path: the pending step after it
+        self.applied = 0  # steps of this run done (the lock-lost message counts them)
+        self.current: Step | None = None  # the step about to run or running
+
+    # -- the run's life ------------------------------------------------------------------
+
+    def open(self, databases: set[str]) -> set[str]:
+        """Which of ``databases`` (and the state database) exist; opens the state store and
+        settles the records an earlier run left."""
+        existing = self.maint.existing_databases(databases | {self.state_db})
+        self.store = state_store(self.server, self.state_db, existing)
+        if self.store is not None:
+            self._settle()
+        return existing
+
+    def begin(self, pending: Sequence[Step]) -> None:
+        """The steps about to run, in order; the lock was needed for reading them: still
+        there?"""
+        self.following = {a.patch.path: b for a, b in zip(pending, pending[1:], strict=False)}
+        if pending:
+            self.current = pending[0]
+            self._stop_if_lock_lost(round_trip=True)
+
+    def close(self) -> None:
+        """Settle this run's records; if the server is gone, the next run settles them."""
+        try:
+            if self.store is not None and self.to_settle:
+                with server_errors():
+                    self.store.mark_settled(list(self.to_settle), self.to_settle)
+                self.to_settle = {}
+        except ServerError as e:
+            log.debug("records left unsettled for the next run: %s", e.text)
+        finally:
+            for conn in self.conns.values():
+                conn.close()
+            if self.store is not None:
+                self.store.close()
+
+    def fill_checksums(self, plan: Plan) -> None:
+        """Records of unchanged patches made before checksums, or with an older checksum
+        version, or before a comment was edited, get the checksums of today's file."""
+        from postgresqlpatches.core.planner import record_is_current
+
+        pairs = [(s.record.id, s.patch) for s in plan.steps
+                 if s.record is not None and not record_is_current(s)] + self.fill_later
+        if pairs and self.store is not None:
+            self.store.refresh_columns()
+            self.store.write_checksums(pairs)
+
+    # -- one step ------------------------------------------------------------------------
+
+    def ready(self, step: Step) -> None:
+        """Before ``step`` is reported as started: stop if the lock is gone (a step already
+        sent down the pipeline is running: its record checks)."""
+        self.current = step
+        if self.sent_ahead is not step.patch:
+            self._stop_if_lock_lost()
+
+    def run(self, step: Step) -> None:
+        """Run one APPLY step and record it (never a bootstrap: see bootstrap)."""
+        from postgresqlpatches.core.outcomes import chains
+
+        self.current = step
+        if step.patch.name.database == self.state_db:
+            self._apply_in_state(step)
+        elif step.non_transactional:
+            self._apply_non_transactional(step)
+        else:
+            following = self.following.get(step.patch.path)
+            if following is not None and not chains(step, following, self.state_db,
+                                                    self._new_session(step)):
+                following = None
+            self._apply_transactional(step, following)
+        self.applied += 1
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _open_store(self, *, new: bool = False) -> StateStore:
+        conn = open_state(self.server, self.state_db, allow_empty=new)
+        if conn is None:
+            raise PgpatchError(f"the state database {self.state_db} was not made",
+                               hint="its baseline ran without error: check the server log")
+        return StateStore(conn)
+
+    def _conn(self, database: str, user: str,
+              done: str = "nothing of it ran") -> Connection:
+        """The kept connection of (database, user), in the state of a new one (a patch run
+        outside a pipeline left its session to be reset here: _after_patch). Opening one
+        closes the least recently used beyond PATCH_SESSIONS."""
+        key = (database, user)
+        conn = self.conns.pop(key, None)
+        if conn is not None:
+            self.conns[key] = conn  # the most recently used now
+        if conn is not None and key in self.dirty:
+            self.dirty.discard(key)
+            from postgresqlpatches.pg.executor import reset_session
+
+            if not reset_session(conn):
+                conn.close()
+        if conn is None or conn.closed:
+            from postgresqlpatches.pg.state import cluster_identity
+
+            self.conns.pop(key, None)
+            while len(self.conns) >= PATCH_SESSIONS:  # the least recently used goes
+                self._close(next(iter(self.conns)))
+            conn = self.server.connect(database, user, autocommit=False, session_settings=True)
+            self.conns[key] = conn
+            self.identities[key] = cluster_identity(conn)  # now, while no patch is open
+            # a new session: once it is seen by a next run, make sure the lock was still ours
+            # (the next run waits for sessions it sees, wait_for_earlier_run)
+            self._stop_if_lock_lost(round_trip=True, done=done)
+        return conn
+
+    def _close(self, *keys: tuple[str, str]) -> None:
+        for key in keys:
+            conn = self.conns.pop(key, None)
+            if conn is not None:
+                conn.close()
+            self.dirty.discard(key)
+            self.identities.pop(key, None)
+
+    def _opens_session(self, database: str, user: str) -> bool:
+        """Whether a step of (database, user) opens a session (a bootstrap's mark counts them)."""
+        conn = self.conns.get((database, user))
+        return conn is None or conn.closed
+
+    def _after_patch(self, step: Step, *, reset: bool = False) -> None:
+        """What a patch did to its session does not reach the next patch (docs/safety.md):
+        DISCARD ALL, sent behind its COMMIT (``reset``) or before the connection's next use;
+        a new connection where DISCARD ALL is not enough (role or database defaults, ...),
+        for every kept connection when what changed is read by every login."""
+        name = step.patch.name
+        key = (name.database, name.user)
+        new = self._new_session(step)
+        if new is None:
+            if not reset:
+                self.dirty.add(key)
+            return
+        log.debug("%s: %s: the next patch gets a new connection", step.patch.path, new.reason)
+        self._close(*(list(self.conns) if new.every_connection else [key]))
+
+    def _new_session(self, step: Step) -> NewSession | None:
+        """outcomes.new_session_of, once per step (a large file is searched once)."""
+        from postgresqlpatches.core.outcomes import new_session_of
+
+        path = step.patch.path
+        if path not in self.new_sessions:
+            self.new_sessions[path] = new_session_of(step)
+        return self.new_sessions[path]
+
+    # -- the lock ------------------------------------------------------------------------
+
+    def _stop_if_lock_lost(self, *, round_trip: bool = False,
+                           done: str = "nothing of it ran") -> None:
+        """A run never goes on without its lock: stop before the next step if it is gone.
+
+        Without ``round_trip`` this only looks at the lock session's socket (no round trip):
+        cheap enough for every patch.
+        """
+        from postgresqlpatches.core.outcomes import lock_lost
+
+        reason = self.maint.lock_checked() if round_trip else self.maint.lock_lost()
+        if reason is not None:
+            raise lock_lost(reason, self.current, self.applied, done)
+
+    # -- settling ------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Unsettled records from a run that died: keep what committed, drop what did not."""
+        assert self.store is not None
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            records = [r for r in self.store.unsettled() if r.xid is not None]
+            if not records:
+                return
+            status = self.maint.xact_status([r.xid for r in records if r.xid is not None])
+            committed = [r.id for r in records if status.get(r.xid) == "committed"]
+            aborted = [r.id for r in records if status.get(r.xid) == "aborted"]
+            self.store.mark_settled(committed)
+            self.store.delete(aborted)
+            for r in records:
+                if r.id in committed:
+                    log.info("settled %s %s: its transaction committed", r.database, r.version)
+                elif r.id in aborted:
+                    log.info("settled %s %s: its transaction was rolled back; it runs again",
+                             r.database, r.version)
+            waiting = [r for r in records if status.get(r.xid) == "in progress"]
+            if not waiting or time.monotonic() > deadline:
+                return  # the planner reports what is left
+            time.sleep(SETTLE_POLL_SECONDS)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _apply_transactional(self, step: Step, following: Step | None = None) -> None:
+        """Record (with the xid) before the target commits: a crash in between is settled.
+
+        The record is written while the server runs the statements, and the COMMIT follows
+        it (executor.run_transaction). If the server answers with an error, the record is
+        deleted. If pgpatch stops while the COMMIT may run (a lost connection, Ctrl-C) or
+        dies, the record stays unsettled and the next run asks the server what became of
+        the transaction: deleting it then could drop the record of a committed patch.
+        """
+        from postgresqlpatches.core.outcomes import as_sent
+        from postgresqlpatches.pg.executor import (
+            crash_point,
+            failure,
+            rollback_quietly,
+            run_transaction,
+        )
+
+        store = self.store
+        assert store is not None
+        patch = step.patch
+        conn = self._conn(patch.name.database, patch.name.user)
+        # flush=False only in the target's own cluster: its COMMIT then flushes the WAL
+        # that holds the record's commit too (state.cluster_identity)
+        ident = self.identities.get((patch.name.database, patch.name.user))
+        flush = ident is None or ident != store.identity
+        record: list[int] = []
+        commit_may_run = False
+
+        def write_record(xid: int) -> None:
+            nonlocal commit_may_run
+            # before this COMMIT and the next patch sent behind it; a patch sent behind the
+            # last one stops here too, cancelled and rolled back
+            self._stop_if_lock_lost()
+            try:
+                with server_errors():
+                    record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
+            except ServerError as e:
+                raise PgpatchError(
+                    f"cannot write the record of {patch.name.filename} in the state database "
+                    f"{self.state_db}: {e.reason}",
+                    hint="the patch was cancelled and rolled back, nothing of it committed; "
+                         "fix the state database and run again") from e
+            crash_point("after-record")
+            commit_may_run = True  # run_transaction sends COMMIT next
+
+        t0 = time.monotonic()
+        sent, self.sent_ahead = self.sent_ahead is patch, None
+        try:
+            run_transaction(conn, patch, as_sent(step), write_record,
+                            (following.patch, as_sent(following)) if following else None,
+                            sent=sent, modes=step.transaction,
+                            following_modes=following.transaction if following else (),
+                            reset=self._new_session(step) is None)
+        except BaseException as e:
+            rollback_quietly(conn)
+            self._after_patch(step)
+            unknown = bool(record) and commit_may_run and not isinstance(e, PatchFailed)
+            if record and not unknown:
+                _forget_record(store, record[0])  # the server said no, or saw no COMMIT
+            may_have = ("it may have committed: the next run asks the server and settles "
+                        "its record")
+            if is_driver_error(e):
+                error = failure(e, patch, None)
+                if unknown:
+                    error.hint = may_have
+                raise error from e
+            if unknown:  # an interrupt: the record stays unsettled (docs/safety.md)
+                log.warning("%s: stopped while committing; %s", patch.path, may_have)
+            raise
+        if following is not None:
+            self.sent_ahead = following.patch
+        self._after_patch(step, reset=True)
+        self.to_settle[record[0]] = (time.monotonic() - t0) * 1000.0
+        crash_point("after-commit")
+
+    def _apply_in_state(self, step: Step) -> None:
+        """Patches of the state database commit with their record in one transaction."""
+        from postgresqlpatches.pg.executor import rollback_quietly, run_statements, set_transaction
+        from postgresqlpatches.pg.server import pin_search_path
+        from postgresqlpatches.pg.state import insert_record, record_columns
+
+        patch = step.patch
+        conn = self._conn(patch.name.database, patch.name.user)
+        t0 = time.monotonic()
+        try:
+            set_transaction(conn, step.transaction)  # first: it must precede any query
+            if patch.builtin:  # pgpatch's own patch: its tables, not the caller's PGOPTIONS'
+                pin_search_path(conn)
+            run_statements(conn, patch, step.statements)
+            if not patch.builtin:
+                pin_search_path(conn)  # the record is pgpatch's own query
+            columns = record_columns(conn)
+            record_id = insert_record(
+                conn, columns, patch, xid=None, settled=True, non_transactional=False,
+                duration_ms=(time.monotonic() - t0) * 1000, statements_done=None,
+                run_by=self.store.run_by if self.store else "")
+            conn.commit()
+        except BaseException:
+            rollback_quietly(conn)
+            raise
+        finally:
+            self._after_patch(step)
+        if "checksum_version" not in columns:  # a version 1 record, before its column exists
+            self.fill_later.append((record_id, patch))
+        if self.store is None:
+            self.store = self._open_store()
+        self.store.refresh_columns()
+
+    def _apply_non_transactional(self, step: Step) -> None:
+        """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
+        from postgresqlpatches.core.checksums import statement_checksum
+        from postgresqlpatches.core.outcomes import what_ran
+        from postgresqlpatches.pg.executor import run_statements
+
+        assert self.store is not None
+        patch = step.patch
+        store = self.store
+        conn = self._conn(patch.name.database, patch.name.user)
+        if step.record is not None:  # resuming: the file may have been fixed since
+            record_id = step.record.id
+            store.set_file(record_id, patch)
+        else:
+            record_id = store.insert(patch, settled=False, non_transactional=True,
+                                     statements_done=0)
+        conn.autocommit = True
+        t0 = time.monotonic()
+        done = step.resume_from
+        total = len(step.statements)
+        # what each done statement was, so that a resume can tell an edited done part
+        checksums = [statement_checksum(s.text) for s in step.statements[:done]]
+        try:
+            def progress(n: int) -> None:
+                nonlocal done
+                done = n
+                checksums.append(statement_checksum(step.statements[n - 1].text))
+                store.set_progress(record_id, n, statement_checksums=checksums)
+                if n < total:  # each statement is a step of its own
+                    self._stop_if_lock_lost(
+                        done=f"statements 1-{n} of {total} ran and stay done, the next run "
+                             f"resumes at statement {n + 1}")
+
+            run_statements(conn, patch, step.statements, progress, start=step.resume_from,
+                           drop_invalid_index=True)
+        except PatchFailed as e:
+            e.message += what_ran(e, done, total)
+            if not done:  # nothing of it stays: no record either
+                store.delete([record_id])
+            raise
+        finally:
+            conn.autocommit = False
+            self._after_patch(step)
+        store.set_progress(record_id, len(step.statements), settled=True,
+                           duration_ms=(time.monotonic() - t0) * 1000,
+                           statement_checksums=checksums)
+
+    # -- bootstrap -----------------------------------------------------------------------
+
+    def bootstrap(self, group: list[Step], started: Callable[[Step], None],
+                  finished: Callable[[Step, float], None]) -> None:
+        """Create a database from its 00000000 scripts; on failure remove what this run made.
+
+        Before each step its mark is recorded (when the state database exists): the largest
+        database oid then and the sessions the step may open, so that the next run can prove
+        a database it finds is this bootstrap's and nobody else's (planner.foreign_use).
+        ``started`` and ``finished`` report each step."""
+        from postgresqlpatches.core.planner import REDO
+        from postgresqlpatches.core.statements import connect_budget, created_role_names
+        from postgresqlpatches.pg.executor import (
+            crash_point,
+            rollback_quietly,
+            run_psql,
+            run_statements,
+            set_transaction,
+        )
+
+        database = group[0].patch.name.database
+        is_state = database == self.state_db
+        cut_short = (f"nothing of it ran; the bootstrap of {database} was cut short, the next "
+                     "run drops what it left and makes it again")
+        self.current = group[0]
+        self._stop_if_lock_lost(round_trip=True, done="nothing of it ran")
+        if any(REDO in s.flags for s in group):
+            self._drop_leftover(database, group)
+        stale = [s.record.id for s in group if s.record is not None]
+        if self.store is not None and stale:
+            self.store.delete(stale)  # an earlier attempt's marks: new ones follow, step by step
+        roles_before = self.maint.roles()
+        role_names: set[str] = set()
+        begun: list[tuple[int, int | None]] = []  # each begun step's (oid horizon, budget)
+        marks: list[int] = []
+        took_ms: list[float] = []  # status shows how long each bootstrap script took
+        try:
+            for step in group:
+                if step is not group[0]:
+                    self.current = step
+                    self._stop_if_lock_lost(round_trip=True, done=cut_short)
+                t0 = time.monotonic()
+                started(step)
+                patch = step.patch
+                if step.via_psql:
+                    budget = connect_budget(patch.text)
+                else:  # the session of (database, user), if it is not open (_conn)
+                    budget = int(self._opens_session(database, patch.name.user))
+                begun.append((self.maint.largest_database_oid(), budget))
+                role_names |= created_role_names(patch.text)
+                if self.store is not None and not is_state:
+                    marks.append(self.store.insert(patch, settled=False, statements_done=0,
+                                                   mark=begun[-1]))
+                if step.via_psql:
+                    try:
+                        run_psql(self.server, patch, self.maint.verifier)
+                    finally:
+                        self._after_patch(step)
+                else:
+                    conn = self._conn(database, patch.name.user, done=cut_short)
+                    # a database being made is all or nothing anyway (dropped if a script
+                    # fails), so a non-transactional script runs statement by statement
+                    conn.autocommit = step.non_transactional
+                    try:
+                        set_transaction(conn, step.transaction)
+                        run_statements(conn, patch, step.statements)
+                        conn.commit()
+                    except BaseException:
+                        rollback_quietly(conn)
+                        raise
+                    finally:
+                        if step.non_transactional and not conn.closed:
+                            conn.autocommit = False
+                        self._after_patch(step)
+                seconds = time.monotonic() - t0
+                took_ms.append(seconds * 1000)
+                self.applied += 1
+                finished(step, seconds)
+        except BaseException as e:
+            if not isinstance(e, LockLost):  # without the lock, leave it for the next run
+                self._undo_bootstrap(database, begun, roles_before, role_names, marks, e)
+            raise
+        crash_point("after-bootstrap")  # every step ran, none is recorded as done yet
+        if is_state:
+            self.store = self._open_store(new=True)
+            for step, ms in zip(group, took_ms, strict=True):
+                self.fill_later.append((self.store.insert(step.patch, duration_ms=ms),
+                                        step.patch))
+        elif self.store is not None:
+            self.store.mark_settled(marks, dict(zip(marks, took_ms, strict=True)))
+
+    def _drop_leftover(self, database: str, group: list[Step]) -> None:
+        """An interrupted bootstrap is made anew: its database goes, once more checked to be
+        its own and unused (the plan checked it too; other steps may have run since)."""
+        from postgresqlpatches.core.planner import foreign_use, interrupted_problem
+
+        records = sorted((s.record for s in group if s.record is not None),
+                         key=lambda r: r.minor)
+        leftover = self.maint.leftover_when_idle(database)
+        if leftover is not None and database != self.state_db:
+            refusal = foreign_use(leftover, [(r.oid_horizon, r.session_budget) for r in records])
+            if refusal is not None:
+                problem = interrupted_problem(database, refusal, group[0].patch.path)
+                raise PgpatchError(problem.message, path=problem.path, hint=problem.hint)
+        log.warning("the last bootstrap of %s was interrupted: dropping the database it "
+                    "left and making it again", database)
+        self.maint.drop_database(database)
+
+    def _undo_bootstrap(self, database: str, begun: list[tuple[int, int | None]],
+                        roles_before: set[str], role_names: set[str], marks: list[int],
+                        error: BaseException) -> None:
+        """Remove what this bootstrap made, and only that: its database, if provably the one
+        it made (it did not exist when the bootstrap began) and nobody else used it; the
+        roles that are new and that its files create by name (someone else's new role is
+        not among them)."""
+        from postgresqlpatches.core.outcomes import undo_hint
+        from postgresqlpatches.core.planner import made_elsewhere, used_elsewhere
+
+        self._close(*[k for k in self.conns if k[0] == database])
+        message = error.message if isinstance(error, PgpatchError) else ""
+        try:
+            with server_errors():
+                leftover = self.maint.leftover_when_idle(database)  # our own sessions end
+                not_ours = kept = None
+                if leftover is not None:
+                    not_ours = made_elsewhere(leftover, begun) or (
+                        "another one made it" if f'database "{database}" already exists' in message
+                        else None)
+                    kept = not_ours or used_elsewhere(leftover, begun)
+                if kept is None:
+                    try:
+                        self.maint.drop_database(database)
+                    except PgpatchError as e:
+                        kept = e.message
+                roles = sorted((self.maint.roles() - roles_before) & role_names)
+                if kept is None:
+                    for role in roles:
+                        self.maint.drop_role(role)
+                if self.store is not None and (kept is None or not_ours is not None):
+                    self.store.delete(marks)  # a database someone else made is not our leftover
+                if not isinstance(error, PgpatchError):
+                    return
+                hint = undo_hint(database, kept, roles,
+                                 duplicate=error.sqlstate == DUPLICATE_OBJECT, hint=error.hint)
+                if hint is not None:
+                    error.hint = hint
+        except ServerError as e:
+            if isinstance(error, PgpatchError):
+                error.hint = (f"cleaning up failed too ({e.text}): drop database "
+                              f"{database} by hand before the next run")
+
+
+def _forget_record(store: StateStore, record_id: int) -> None:
+    """The patch did not commit: its record goes (if the state server is gone too, the
+    record stays unsettled and the next run drops it: its transaction rolled back)."""
+    try:
+        with server_errors():
+            store.delete([record_id])
+    except ServerError as e:
+        log.debug("record %s left for the next run to settle: %s", record_id, e.text)
