@@ -4,6 +4,10 @@
 # label (hatch_build.py); the version of what is installed is installed_version().
 __version__ = "0.1.0"
 
+DEFAULT_PREFIX = "POSTGRESQL_"
+"""Passwords come from ``{PREFIX}{USER}_PASSWORD``: the prefix's default, in this one place
+(the CLI's option, the runner's Options and the throwaway server's environment)."""
+
 
 def installed_version() -> str:
     """The built version (``0.1.0+20250101120000`` off master), from the installed metadata.

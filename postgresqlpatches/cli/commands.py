@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from postgresqlpatches import DEFAULT_PREFIX
+
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 log = logging.getLogger("pgpatch")
 
@@ -126,7 +128,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes after its name; PGHOST/PGPORT etc. work as in libpq."""
     options = [
         LOG_LEVEL,
-        click.option("-p", "--prefix", default="POSTGRESQL_", show_default=True,
+        click.option("-p", "--prefix", default=DEFAULT_PREFIX, show_default=True,
                      metavar="PREFIX",
                      help="Passwords come from {PREFIX}{USER}_PASSWORD (a missing _ is added)."),
         click.option("--host", metavar="HOST", callback=_checked_host,

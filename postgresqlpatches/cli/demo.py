@@ -23,6 +23,17 @@ def examples_dir() -> Path:
     raise PgpatchError("the example patches are missing from this installation")
 
 
+def keep_message(host: str, port: int, user: str, password: str | None) -> str:
+    """How to log into the server ``--keep`` leaves running: the demo's own throwaway, so
+    its superuser password is shown (it exists nowhere else)."""
+    import shlex
+
+    login = f"PGPASSWORD={shlex.quote(password)} " if password else ""
+    return (f"\nthe server keeps running at {host}:{port}; log in as its superuser {user}:\n"
+            f"  {login}psql -h {shlex.quote(host)} -p {port} -U {user} hundbidrag\n"
+            "press Ctrl-C to stop it")
+
+
 @translated
 def run(*, keep: bool = False) -> None:
     from postgresqlpatches import runner
@@ -64,9 +75,7 @@ def run(*, keep: bool = False) -> None:
         for owner, year, total in rows:
             say(f"  {owner} | {year} | {total}")
         if keep:
-            say(f"\nthe server keeps running: PGHOST={server.host} PGPORT={server.port} "
-                "(password in POSTGRESQL_POSTGRES_PASSWORD of this process only); "
-                "press Ctrl-C to stop it")
+            say(keep_message(server.host, server.port, server.user, server.password))
             try:
                 import time
 

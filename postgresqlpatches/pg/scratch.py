@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from postgresqlpatches import DEFAULT_PREFIX
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.binaries import (
     INSTALL_HINT,
@@ -451,7 +452,7 @@ class ScratchServer:
             params["password"] = password
         return make_conninfo(**params)
 
-    def env(self, prefix: str = "POSTGRESQL_") -> dict[str, str]:
+    def env(self, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
         """Variables a pgpatch process needs for this server (merge them into ``os.environ``).
 
         PATH starts with this installation's bin directory so psql and pg_dump match the server.

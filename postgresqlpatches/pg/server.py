@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import postgresqlpatches
 from postgresqlpatches.core.records import XACT_FUTURE
 from postgresqlpatches.core.redact import is_password_variable, redact
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
@@ -27,7 +28,7 @@ log = logging.getLogger("pgpatch")
 
 MAINTENANCE_DB = "postgres"
 SUPERUSER = "postgres"
-DEFAULT_PREFIX = "POSTGRESQL_"
+DEFAULT_PREFIX = postgresqlpatches.DEFAULT_PREFIX
 # pg_advisory_lock(int, int): one run at a time per server ("pgpt", 1).
 LOCK_KEY = (0x70677074, 1)
 ORIGINAL_TOOL_VARIABLE = "PATCHES_POSTGRESQL_TEMPORARY_USER_PASSWORD"
