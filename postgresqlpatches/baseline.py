@@ -1,22 +1,24 @@
 """``pgpatch baseline``: the move to pgpatch by a pg_dump of a live database.
 
-The reading and dumping is pg/dump.py's; here the file is put together, written and recorded.
+The reading and dumping is pg/dump.py's; here the file is put together, written and recorded,
+all under the server's lock (runner.locked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from postgresqlpatches.core.discovery import read_patch
+from postgresqlpatches.core.discovery import discover, read_patch
 from postgresqlpatches.core.naming import check_identifier
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.binaries import find_pg_dump
 from postgresqlpatches.pg.dump import read_source, run_pg_dump
 from postgresqlpatches.pg.errors import translated
-from postgresqlpatches.pg.server import SUPERUSER, Maintenance
+from postgresqlpatches.pg.server import SUPERUSER
 
 if TYPE_CHECKING:
     from postgresqlpatches.runner import Options
@@ -63,10 +65,11 @@ def write_baseline(options: Options, database: str, output_dir: str, *,
                    schema_only: bool = False, data_for: tuple[str, ...] = ()) -> BaselineFile:
     """Dump the database (all rows, none, or those of ``data_for`` tables) with its roles.
 
-    The file is written and recorded only when everything before succeeded.
+    Dump, write and record happen under the server's lock, as one run: the file appears
+    only when its record is written, and nothing of it (no temporary file, no record) is
+    left when any step fails.
     """
     from postgresqlpatches import runner
-    from postgresqlpatches.pg.state import StateStore, open_state
 
     reason = check_identifier(database, "database")
     if reason:
@@ -77,44 +80,58 @@ def write_baseline(options: Options, database: str, output_dir: str, *,
     if target.exists():
         raise PgpatchError("the baseline file exists already", path=str(target),
                            hint="move it away first; pgpatch never overwrites a patch file")
-    server = options.server()
-    maint = Maintenance(server)
-    try:
-        if not maint.existing_databases({database}):
+    with runner.locked(options) as run:
+        server = run.server
+        if not run.maint.existing_databases({database}):
             raise PgpatchError(f"database {database} does not exist on {server.where()}")
-        major = maint.server_version() // 10000
-    finally:
-        maint.close()
-    pg_dump = find_pg_dump(major)
-    section, scope, rows_of = read_source(pg_dump, server, database,
-                                          schema_only=schema_only, data_for=data_for)
-    dump = run_pg_dump(pg_dump, server, database, scope)
-    what = ("pg_dump --create --schema-only" if schema_only else
-            "pg_dump --create, rows of the --data-for tables only" if data_for else
-            "pg_dump --create")
-    text = (f"-- Baseline of {database}: {what}, taken by pgpatch baseline.\n"
-            "-- Runs through psql as postgres on the maintenance database, only on a server\n"
-            "-- where the database does not exist yet.\n\n"
-            + section
-            + RESTRICT.sub("", dump))
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    patch = read_patch(str(target), text=text)
-    # the state database first (created by its own patches if needed), then the record
-    runner.apply(_only_state(options))
-    state = open_state(server, options.state_db)
-    assert state is not None  # the apply above made it
-    store = StateStore(state)
-    try:
-        existing = {r.key: r for r in store.records()}.get(patch.name.key)
-        if existing is not None:
-            store.delete([existing.id])
-        store.insert(patch)
-    finally:
-        store.close()
-    tmp.rename(target)
+        pg_dump = find_pg_dump(run.maint.server_version() // 10000)
+        section, scope, rows_of = read_source(pg_dump, server, database,
+                                              schema_only=schema_only, data_for=data_for)
+        dump = run_pg_dump(pg_dump, server, database, scope)
+        what = ("pg_dump --create --schema-only" if schema_only else
+                "pg_dump --create, rows of the --data-for tables only" if data_for else
+                "pg_dump --create")
+        text = (f"-- Baseline of {database}: {what}, taken by pgpatch baseline.\n"
+                "-- Runs through psql as postgres on the maintenance database, only on a server\n"
+                "-- where the database does not exist yet.\n\n"
+                + section
+                + RESTRICT.sub("", dump))
+        patch = read_patch(str(target), text=text)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            _write(tmp, text, target)
+            # the state database first (made by its own patches if needed), then the record
+            state_patches, _ = discover((), state_db=options.state_db)
+            runner.execute(_only_state(options), run, state_patches, runner.SilentReporter())
+            assert run.store is not None  # the run above made it
+            store = run.store
+            store.delete([r.id for r in store.records() if r.key == patch.name.key])
+            record_id = store.insert(patch)
+            try:
+                tmp.rename(target)
+            except OSError as e:
+                store.delete([record_id])
+                raise _unwritable(target, e) from e
+        except BaseException:
+            with contextlib.suppress(OSError):  # never written, or its folder is not one
+                tmp.unlink(missing_ok=True)
+            raise
     return BaselineFile(target, target.stat().st_size, rows_of)
+
+
+def _write(tmp: Path, text: str, target: Path) -> None:
+    """The file under its temporary name; an unwritable folder is one line naming it."""
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise _unwritable(target, e) from e
+
+
+def _unwritable(target: Path, e: OSError) -> PgpatchError:
+    return PgpatchError(f"cannot write the baseline: {e.strerror or type(e).__name__}",
+                        path=str(target),
+                        hint="choose an --output-dir pgpatch can write to; nothing was recorded")
 
 
 def _only_state(options: Options) -> Options:
