@@ -12,7 +12,6 @@ from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.binaries import tool_major
 from postgresqlpatches.pg.server import (
     DEFAULT_PREFIX,
-    SUPERUSER,
     Server,
     normalise_prefix,
     password_variable,
@@ -303,7 +302,7 @@ def read_source(pg_dump: str, server: Server, database: str, *, schema_only: boo
     pg_dump's scope arguments and which tables' rows the file holds (None: every table's)."""
     scope = ["--schema-only"] if schema_only else []
     rows_of: tuple[str, ...] | None = () if schema_only else None
-    with server.connect(database, SUPERUSER) as conn:
+    with server.connect(database, server.admin_user) as conn:
         roles, memberships = read_roles(conn)
         section = role_section(roles, memberships, conn, server.prefix)
         if data_for:
@@ -324,7 +323,7 @@ def _exact_pattern(schema: str, name: str) -> str:
 
 
 def _dump_command(pg_dump: str, server: Server, database: str) -> list[str]:
-    args = [pg_dump, "--no-password", "-U", SUPERUSER, "-d", database]
+    args = [pg_dump, "--no-password", "-U", server.admin_user, "-d", database]
     if server.host:
         args += ["-h", server.host]
     if server.port:
@@ -341,7 +340,7 @@ def _relations_matching(pg_dump: str, server: Server, database: str,
     args = _dump_command(pg_dump, server, database) + [
         "--schema-only", "--format=custom", "--strict-names"] + [
         f"--table={p}" for p in patterns]
-    env = server.psql_environment(SUPERUSER)
+    env = server.psql_environment(server.admin_user, dbname=database)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -367,7 +366,7 @@ def _relations_matching(pg_dump: str, server: Server, database: str,
 
 def run_pg_dump(pg_dump: str, server: Server, database: str, scope: list[str]) -> str:
     args = _dump_command(pg_dump, server, database) + ["--create", *scope]
-    env = server.psql_environment(SUPERUSER)
+    env = server.psql_environment(server.admin_user, dbname=database)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
