@@ -677,6 +677,9 @@ class _Run:
                 if self.store is not None and not is_state:
                     marks.append(self.store.insert(patch, settled=False, statements_done=0,
                                                    mark=begun[-1]))
+                if is_state and step.via_psql:  # an admin without SUPERUSER needs this first
+                    self.maint.become_member_of(STATE_USER,
+                                                self.server.password(STATE_USER, database))
                 if step.via_psql:
                     try:
                         run_psql(self.server, patch, self.maint.verifier)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from postgresqlpatches.core.redact import redact
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.binaries import tool_major
 from postgresqlpatches.pg.server import (
@@ -61,7 +62,7 @@ used(oid) AS (
     UNION SELECT evtowner FROM pg_event_trigger
     UNION SELECT fdwowner FROM pg_foreign_data_wrapper
     UNION SELECT srvowner FROM pg_foreign_server
-    UNION SELECT umuser FROM pg_user_mapping
+    UNION SELECT umuser FROM pg_user_mappings  -- the view: the catalog is superuser-only
     UNION SELECT pubowner FROM pg_publication
     UNION SELECT stxowner FROM pg_statistic_ext
     UNION SELECT subowner FROM pg_subscription WHERE subdbid = (SELECT oid FROM db)
@@ -369,6 +370,19 @@ def run_pg_dump(pg_dump: str, server: Server, database: str, scope: list[str]) -
     env = server.psql_environment(server.admin_user, dbname=database)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise PgpatchError(f"pg_dump failed: {msg[-1] if msg else proc.returncode}")
+        raise pg_dump_failure(proc.stderr.decode(errors="replace"), proc.returncode, server)
     return proc.stdout.decode("utf-8")
+
+
+def pg_dump_failure(stderr: str, returncode: int, server: Server) -> PgpatchError:
+    """pg_dump's error line (not the "detail: Query was" after it); a permission it lacks
+    names what the admin role needs (docs/managed.md)."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if "error:" in line]
+    said = (errors or lines or [str(returncode)])[-1]
+    hint = None
+    if "permission denied" in said:
+        hint = (f"the admin role {server.admin_user} must be able to read every table: make it "
+                "a member of their owners, or GRANT pg_read_all_data TO "
+                f"{server.admin_user} (docs/managed.md)")
+    return PgpatchError(redact(f"pg_dump failed: {said}"), hint=hint)

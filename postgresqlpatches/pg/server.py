@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from postgresqlpatches.core.records import XACT_FUTURE
 from postgresqlpatches.core.redact import is_password_variable, redact, remember_password
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
-from postgresqlpatches.pg.errors import INVALID_PASSWORD, OBJECT_IN_USE
+from postgresqlpatches.pg.errors import INSUFFICIENT_PRIVILEGE, INVALID_PASSWORD, OBJECT_IN_USE
 
 if TYPE_CHECKING:
     import psycopg
@@ -589,11 +589,62 @@ class Maintenance:
         try:
             self.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
                 sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise PgpatchError(
+                f"cannot drop database {name}: only its owner may, and the admin role "
+                f"{self.server.admin_user} is neither a superuser nor a member of the owner",
+                hint=f"GRANT the database's owner TO {self.server.admin_user} (docs/managed.md)",
+                sqlstate=INSUFFICIENT_PRIVILEGE) from e
         except psycopg.errors.ObjectInUse as e:
             raise PgpatchError(
                 f"cannot drop database {name}: other sessions are connected to it",
                 hint="pgpatch never ends someone else's session: wait for them to end, or "
                      "end them yourself, and run again", sqlstate=OBJECT_IN_USE) from e
+
+    def is_superuser(self) -> bool:
+        row = self.conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        return bool(row and row[0])
+
+    def become_member_of(self, role: str, password: str) -> None:
+        """Let an admin role without SUPERUSER (a managed service's) give a database to
+        ``role`` and act as it (CREATE DATABASE ... OWNER, SET ROLE, ALTER ... OWNER TO): it
+        must be the role's member, with SET from PostgreSQL 16. The role is made first if it
+        is missing (LOGIN, with the verifier of ``password``, as the state baseline would make
+        it), then granted to the admin. A superuser needs none of it: nothing is done."""
+        import psycopg
+        from psycopg import sql
+
+        if self.is_superuser():
+            return
+        admin = self.server.admin_user
+        options = "'MEMBER') AND pg_has_role(%s, %s, 'USAGE')"
+        if self.server_version() >= 160000:
+            options += " AND pg_has_role(%s, %s, 'SET')"
+        exists = self.conn.execute("SELECT FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+        try:
+            if exists is None:
+                self.conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(self.verifier(password, role))))
+            else:
+                row = self.conn.execute(f"SELECT pg_has_role(%s, %s, {options}",
+                                        [admin, role] * options.count("%s, %s")).fetchone()
+                if row and row[0]:
+                    return
+            self.conn.execute(sql.SQL("GRANT {} TO {}").format(
+                sql.Identifier(role), sql.Identifier(admin)))
+        except psycopg.errors.InsufficientPrivilege as e:
+            if exists is None:
+                raise PgpatchError(
+                    f"the admin role {admin} may not create role {role}: it needs CREATEROLE",
+                    hint=f"ALTER ROLE {admin} CREATEROLE, or create role {role} and "
+                         f"GRANT {role} TO {admin} (docs/managed.md)",
+                    sqlstate=INSUFFICIENT_PRIVILEGE) from e
+            raise PgpatchError(
+                f"the admin role {admin} is no superuser and no member of role {role}, and may "
+                f"not grant it to itself ({e.diag.message_primary})",
+                hint=f"GRANT {role} TO {admin} as a role that may (docs/managed.md)",
+                sqlstate=INSUFFICIENT_PRIVILEGE) from e
 
     def drop_role(self, name: str) -> None:
         """Drop a role a failed bootstrap made (runner._undo_bootstrap chose it)."""
@@ -711,6 +762,9 @@ class Maintenance:
                  AND l.granted LIMIT 1""", LOCK_KEY).fetchone()
         if not row:
             return ""
+        if row[2] is None:  # another role's session: its details need pg_read_all_stats
+            return (f" (server pid {row[0]}; when it started is hidden from "
+                    f"{self.server.admin_user}: grant it pg_monitor to see it)")
         return f" (server pid {row[0]}, started {row[2]:%Y-%m-%d %H:%M:%S})"
 
     def xact_status(self, xids: list[int]) -> dict[int, str | None]:
