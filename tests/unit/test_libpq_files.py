@@ -132,3 +132,31 @@ def test_passfile_default_is_in_home(tmp_path: Path) -> None:
     (tmp_path / ".pgpass").write_text("*:*:*:app:home-pw\n")
     os.chmod(tmp_path / ".pgpass", 0o600)
     assert Server(environ={"HOME": str(tmp_path)}).password("app") == "home-pw"
+
+
+def test_a_password_read_from_a_file_is_masked_from_then_on(tmp_path: Path) -> None:
+    from postgresqlpatches.core.redact import redact
+
+    server = _server(tmp_path, "*:*:*:app:Only-In-The-File-7\n")
+    assert server.password("app", "shop") == "Only-In-The-File-7"
+    assert redact("psql: error near Only-In-The-File-7") == "psql: error near ***"
+
+
+def test_the_state_patches_run_as_the_admin_user() -> None:
+    from postgresqlpatches.core.discovery import builtin_patches
+
+    users = {p.name.user for p in builtin_patches("patches", "admin")}
+    assert users == {"admin"}
+    assert {p.name.user for p in builtin_patches("patches")} == {"postgres"}
+
+
+def test_admin_user_is_a_common_option_also_before_the_command() -> None:
+    from click.testing import CliRunner
+
+    from postgresqlpatches.cli import main
+
+    bad = CliRunner().invoke(main, ["--admin-user", "Bad-Name", "status"])
+    assert bad.exit_code == 2
+    assert "Invalid value for '--admin-user'" in bad.output
+    env = CliRunner().invoke(main, ["status"], env={"PGPATCH_ADMIN_USER": "Bad-Name"})
+    assert env.exit_code == 2 and "--admin-user" in env.output
