@@ -156,7 +156,7 @@ def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | Non
     """Every fallback to the user name, found before anything runs: one warning line per
     role, or with --strict-passwords a problem each (kind ``password``).
 
-    Who needs a password: every user a pending step logs in as, postgres and patches
+    Who needs a password: every user a pending step logs in as, the admin role and patches
     (online, they always log in), and every role a pending baseline names a password
     variable of and that does not exist yet (``roles``; unknown offline: all of them).
     A password is had from a variable or from libpq's sources for the database it logs in to
