@@ -56,8 +56,9 @@ def human_size(size: int) -> str:
     return f"{value:.1f} {unit}"
 
 
-def baseline_filename(database: str) -> str:
-    return f"{database}.00000000.0000.{SUPERUSER}.baseline.sql"
+def baseline_filename(database: str, admin_user: str = SUPERUSER) -> str:
+    """Run as the admin role, which can create its roles and database (--admin-user)."""
+    return f"{database}.00000000.0000.{admin_user}.baseline.sql"
 
 
 @translated
@@ -76,7 +77,7 @@ def write_baseline(options: Options, database: str, output_dir: str, *,
         raise PgpatchError(f"baseline: {reason}")
     if schema_only and data_for:
         raise PgpatchError("baseline: --schema-only and --data-for exclude each other")
-    target = Path(output_dir) / baseline_filename(database)
+    target = Path(output_dir) / baseline_filename(database, options.admin_user)
     if target.exists():
         raise PgpatchError("the baseline file exists already", path=str(target),
                            hint="move it away first; pgpatch never overwrites a patch file")
@@ -92,7 +93,8 @@ def write_baseline(options: Options, database: str, output_dir: str, *,
                 "pg_dump --create, rows of the --data-for tables only" if data_for else
                 "pg_dump --create")
         text = (f"-- Baseline of {database}: {what}, taken by pgpatch baseline.\n"
-                "-- Runs through psql as postgres on the maintenance database, only on a server\n"
+                f"-- Runs through psql as {options.admin_user} on the maintenance database, only on"
+                " a server\n"
                 "-- where the database does not exist yet.\n\n"
                 + section
                 + RESTRICT.sub("", dump))
@@ -101,7 +103,8 @@ def write_baseline(options: Options, database: str, output_dir: str, *,
         try:
             _write(tmp, text, target)
             # the state database first (made by its own patches if needed), then the record
-            state_patches, _ = discover((), state_db=options.state_db)
+            state_patches, _ = discover((), state_db=options.state_db,
+                                        admin_user=options.admin_user)
             runner.execute(_only_state(options), run, state_patches, runner.SilentReporter())
             assert run.store is not None  # the run above made it
             store = run.store

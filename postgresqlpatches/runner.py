@@ -20,6 +20,7 @@ from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.errors import translated
 from postgresqlpatches.pg.server import (
     DEFAULT_PREFIX,
+    MAINTENANCE_DB,
     RUN_APPLICATION_NAME,
     SUPERUSER,
     Maintenance,
@@ -46,12 +47,14 @@ class Options:
     strict_passwords: bool = False
     adopt: bool = False
     """Apply to databases that hold objects but have no record (else a problem)."""
+    admin_user: str = SUPERUSER
+    """The maintenance role (--admin-user): a managed service's admin needs no SUPERUSER."""
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
                       lock_timeout_ms=self.lock_timeout_ms,
                       statement_timeout_ms=self.statement_timeout_ms,
-                      strict=self.strict_passwords)
+                      strict=self.strict_passwords, admin_user=self.admin_user)
 
 
 class Reporter(Protocol):
@@ -100,21 +103,26 @@ def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
     check of what it will run."""
     the_plan = make_plan(patches, facts, state_db=options.state_db, problems=problems,
                          allow_out_of_order=options.allow_out_of_order, lint=options.lint)
-    return _check_passwords(server, the_plan, facts.roles, online=online)
+    return _check_passwords(server, the_plan, facts.roles, online=online,
+                            state_db=options.state_db)
 
 
 def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None, *,
-                     online: bool) -> Plan:
+                     online: bool, state_db: str = DEFAULT_STATE_DB) -> Plan:
     """Every fallback to the user name, found before anything runs: one warning line per
     role, or with --strict-passwords a problem each (kind ``password``).
 
-    Who needs a password: every user a pending step logs in as, postgres and patches
+    Who needs a password: every user a pending step logs in as, the admin role and patches
     (online, they always log in), and every role a pending baseline names a password
-    variable of and that does not exist yet (``roles``; unknown offline: all of them)."""
+    variable of and that does not exist yet (``roles``; unknown offline: all of them).
+    A password is had from a variable or from libpq's sources for the database it logs in to
+    (``first_db``)."""
     from postgresqlpatches.pg.server import baseline_variables, fallback_problem
 
     created: dict[str, Patch] = {}  # role: the first baseline that names it
-    logins: dict[str, Patch | None] = dict.fromkeys((SUPERUSER, STATE_USER)) if online else {}
+    logins: dict[str, Patch | None] = (dict.fromkeys((server.admin_user, STATE_USER))
+                                       if online else {})
+    first_db = {server.admin_user: MAINTENANCE_DB, STATE_USER: state_db}
     for step in the_plan.pending:
         patch = step.patch
         if step.via_psql:
@@ -122,10 +130,13 @@ def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | Non
                                            patch.name.database).values():
                 if roles is None or role not in roles:
                     created.setdefault(role, patch)
+                    first_db.setdefault(role, patch.name.database)
         logins.setdefault(patch.name.user, patch)
+        first_db.setdefault(patch.name.user,
+                            MAINTENANCE_DB if step.via_psql else patch.name.database)
     problems: list[Problem] = []
     for role in [*created, *(r for r in logins if r not in created)]:
-        if server.has_password(role):
+        if server.has_password(role, first_db[role]):
             continue
         first = created.get(role) or logins[role]
         if not server.strict:
@@ -143,7 +154,8 @@ def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | Non
 @translated
 def plan(options: Options) -> Plan:
     """Read-only: never creates anything, not even the state database."""
-    patches, problems = discover(options.globs, state_db=options.state_db)
+    patches, problems = discover(options.globs, state_db=options.state_db,
+                                 admin_user=options.admin_user)
     server = options.server()
     facts = read_server(server, options.state_db, patches, options.adopt)
     return _make_plan(options, server, patches, facts, problems)
@@ -155,7 +167,8 @@ def plan_offline(options: Options) -> Plan:
     A database with a 0000 baseline in the tree is taken as new (built from its scripts);
     one without is taken as existing with nothing applied (it must be on the server).
     """
-    patches, problems = discover(options.globs, state_db=options.state_db)
+    patches, problems = discover(options.globs, state_db=options.state_db,
+                                 admin_user=options.admin_user)
     built_here = {p.name.database for p in patches if p.name.is_baseline}
     facts = ServerFacts(frozenset(p.name.database for p in patches) - built_here)
     return _make_plan(options, options.server(), patches, facts, problems, online=False)
@@ -166,7 +179,8 @@ def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
     """Carry the plan out; nothing runs when the plan has a problem."""
     reporter = reporter or SilentReporter()
     started = time.monotonic()
-    patches, problems = discover(options.globs, state_db=options.state_db)
+    patches, problems = discover(options.globs, state_db=options.state_db,
+                                 admin_user=options.admin_user)
     if problems:
         raise PlanRefused(Plan((), tuple(problems)))
     with locked(options) as run:
@@ -253,7 +267,8 @@ def status(options: Options) -> Status:
         facts = read_server(server, options.state_db, (), options.adopt)
         return Status(list(facts.records), None, facts.state_exists,
                       record_problems(facts, options.state_db))
-    patches, problems = discover(options.globs, state_db=options.state_db)
+    patches, problems = discover(options.globs, state_db=options.state_db,
+                                 admin_user=options.admin_user)
     facts = read_server(server, options.state_db, patches, options.adopt)
     return Status(list(facts.records), _make_plan(options, server, patches, facts, problems),
                   facts.state_exists)

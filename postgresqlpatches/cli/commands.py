@@ -37,7 +37,8 @@ class PatchGroup(click.Group):
     """The seed's form ``python -m postgresqlpatches [-l LEVEL] GLOB...`` means ``apply``;
     common options given before the command name are moved after it."""
 
-    VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db"}
+    VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db",
+                     "--admin-user"}
     FLAG_OPTIONS = {"--strict-passwords"}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -143,6 +144,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="A role without its {PREFIX}{ROLE}_PASSWORD is a problem that stops "
                           "the run before anything runs (default: a warning, and the role's "
                           "name is its password)."),
+        ADMIN_USER,
     ]
     for option in reversed(options):
         func = option(func)
@@ -230,7 +232,8 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
                    prefix=kwargs["prefix"], state_db=kwargs["state_db"],
-                   strict_passwords=kwargs["strict_passwords"], **extra)
+                   strict_passwords=kwargs["strict_passwords"],
+                   admin_user=kwargs.get("admin_user") or "postgres", **extra)
 
 
 def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], str]:
@@ -245,6 +248,16 @@ def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], st
         return value
 
     return check
+
+
+ADMIN_USER = click.option(
+    "--admin-user", "admin_user", default="postgres", show_default=True, metavar="ROLE",
+    envvar="PGPATCH_ADMIN_USER", show_envvar=True,
+    callback=_identifier("admin role"),
+    help="The role of the maintenance connection (the lock, pg_database, creating and "
+         "dropping databases, the state database's bootstrap); a managed service's admin "
+         "needs no SUPERUSER (docs/managed.md). Patch files still run as the user in their "
+         "names.")
 
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",

@@ -17,6 +17,8 @@ from postgresqlpatches.core.records import Problem
 from postgresqlpatches.errors import PgpatchError
 
 BUILTIN_PREFIX = "<pgpatch>/"
+BUILTIN_USER = "postgres"
+"""The user the shipped state patches name: they run as the --admin-user."""
 log = logging.getLogger("pgpatch")
 
 
@@ -148,26 +150,28 @@ def read_patch(path: str, *, builtin: bool = False, text: str | None = None) -> 
                  builtin=builtin)
 
 
-def builtin_patches(state_db: str) -> list[Patch]:
-    """The state database's own patches, shipped in the package; renamed for --state-db."""
+def builtin_patches(state_db: str, admin_user: str = BUILTIN_USER) -> list[Patch]:
+    """The state database's own patches, shipped in the package; renamed for --state-db, and
+    run as the --admin-user (their files name postgres)."""
     patches = []
     # package data beside this module (plain files: the wheel is never zipped)
     for entry in sorted(Path(__file__).resolve().parents[1].joinpath("sql").glob("*.sql")):
         patch = read_patch(BUILTIN_PREFIX + entry.name, builtin=True,
                            text=entry.read_text("utf-8"))
-        if state_db != patch.name.database:
-            name = PatchName(state_db, *patch.name.key[1:], patch.name.user,
-                             patch.name.description)
+        if state_db != patch.name.database or admin_user != patch.name.user:
+            user = admin_user if patch.name.user == BUILTIN_USER else patch.name.user
+            name = PatchName(state_db, *patch.name.key[1:], user, patch.name.description)
             patch = Patch(name, patch.path, patch.text, patch.text_checksum, builtin=True)
         patches.append(patch)
     return patches
 
 
 def discover(patterns: Sequence[str], *, state_db: str = "patches",
-             with_builtin: bool = True) -> tuple[list[Patch], list[Problem]]:
+             with_builtin: bool = True,
+             admin_user: str = BUILTIN_USER) -> tuple[list[Patch], list[Problem]]:
     """All patches in run order (the state database's own first) and the problems found."""
     paths, problems = expand_globs(patterns)
-    found: list[Patch] = builtin_patches(state_db) if with_builtin else []
+    found: list[Patch] = builtin_patches(state_db, admin_user) if with_builtin else []
     for path in paths:
         try:
             found.append(read_patch(path))

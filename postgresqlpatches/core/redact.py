@@ -38,12 +38,30 @@ def is_password_variable(name: str) -> bool:
     return name == "PGPASSWORD" or name.endswith("_PASSWORD")
 
 
+_REMEMBERED: set[str] = set()
+"""Passwords read from libpq's files (the password file, a service file): no variable holds
+them, so pg/server.py tells them here as it reads them."""
+
+
+def remember_password(secret: str) -> None:
+    """Mask ``secret`` from now on, in this process (a password read from a file)."""
+    if len(secret) >= MIN_SECRET_LENGTH:
+        _REMEMBERED.add(secret)
+
+
+def remembered_passwords() -> set[str]:
+    return set(_REMEMBERED)
+
+
 def known_passwords(environ: Mapping[str, str] | None = None) -> set[str]:
     """The passwords this process was given, to be masked wherever they turn up (not one
-    that is its role's own name, as in POSTGRESQL_POSTGRES_PASSWORD=postgres)."""
+    that is its role's own name, as in POSTGRESQL_POSTGRES_PASSWORD=postgres); without
+    ``environ``, this process's environment and the passwords read from libpq's files."""
     env = os.environ if environ is None else environ
-    return {v for k, v in env.items() if is_password_variable(k) and len(v) >= MIN_SECRET_LENGTH
-            and not k.endswith(f"_{v.upper()}_PASSWORD")}  # a role's own name is no secret
+    given = {v for k, v in env.items() if is_password_variable(k)
+             and len(v) >= MIN_SECRET_LENGTH
+             and not k.endswith(f"_{v.upper()}_PASSWORD")}  # a role's own name is no secret
+    return given | remembered_passwords() if environ is None else given
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from postgresqlpatches.core.redact import redact
 from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.binaries import tool_major
 from postgresqlpatches.pg.server import (
     DEFAULT_PREFIX,
-    SUPERUSER,
     Server,
     normalise_prefix,
     password_variable,
@@ -62,7 +62,7 @@ used(oid) AS (
     UNION SELECT evtowner FROM pg_event_trigger
     UNION SELECT fdwowner FROM pg_foreign_data_wrapper
     UNION SELECT srvowner FROM pg_foreign_server
-    UNION SELECT umuser FROM pg_user_mapping
+    UNION SELECT umuser FROM pg_user_mappings  -- the view: the catalog is superuser-only
     UNION SELECT pubowner FROM pg_publication
     UNION SELECT stxowner FROM pg_statistic_ext
     UNION SELECT subowner FROM pg_subscription WHERE subdbid = (SELECT oid FROM db)
@@ -303,7 +303,7 @@ def read_source(pg_dump: str, server: Server, database: str, *, schema_only: boo
     pg_dump's scope arguments and which tables' rows the file holds (None: every table's)."""
     scope = ["--schema-only"] if schema_only else []
     rows_of: tuple[str, ...] | None = () if schema_only else None
-    with server.connect(database, SUPERUSER) as conn:
+    with server.connect(database, server.admin_user) as conn:
         roles, memberships = read_roles(conn)
         section = role_section(roles, memberships, conn, server.prefix)
         if data_for:
@@ -324,7 +324,7 @@ def _exact_pattern(schema: str, name: str) -> str:
 
 
 def _dump_command(pg_dump: str, server: Server, database: str) -> list[str]:
-    args = [pg_dump, "--no-password", "-U", SUPERUSER, "-d", database]
+    args = [pg_dump, "--no-password", "-U", server.admin_user, "-d", database]
     if server.host:
         args += ["-h", server.host]
     if server.port:
@@ -341,7 +341,7 @@ def _relations_matching(pg_dump: str, server: Server, database: str,
     args = _dump_command(pg_dump, server, database) + [
         "--schema-only", "--format=custom", "--strict-names"] + [
         f"--table={p}" for p in patterns]
-    env = server.psql_environment(SUPERUSER)
+    env = server.psql_environment(server.admin_user, dbname=database)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -367,9 +367,22 @@ def _relations_matching(pg_dump: str, server: Server, database: str,
 
 def run_pg_dump(pg_dump: str, server: Server, database: str, scope: list[str]) -> str:
     args = _dump_command(pg_dump, server, database) + ["--create", *scope]
-    env = server.psql_environment(SUPERUSER)
+    env = server.psql_environment(server.admin_user, dbname=database)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise PgpatchError(f"pg_dump failed: {msg[-1] if msg else proc.returncode}")
+        raise pg_dump_failure(proc.stderr.decode(errors="replace"), proc.returncode, server)
     return proc.stdout.decode("utf-8")
+
+
+def pg_dump_failure(stderr: str, returncode: int, server: Server) -> PgpatchError:
+    """pg_dump's error line (not the "detail: Query was" after it); a permission it lacks
+    names what the admin role needs (docs/managed.md)."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if "error:" in line]
+    said = (errors or lines or [str(returncode)])[-1]
+    hint = None
+    if "permission denied" in said:
+        hint = (f"the admin role {server.admin_user} must be able to read every table: make it "
+                "a member of their owners, or GRANT pg_read_all_data TO "
+                f"{server.admin_user} (docs/managed.md)")
+    return PgpatchError(redact(f"pg_dump failed: {said}"), hint=hint)

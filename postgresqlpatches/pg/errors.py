@@ -21,6 +21,7 @@ from postgresqlpatches.errors import ServerError
 DUPLICATE_OBJECT = "42710"
 INVALID_PASSWORD = "28P01"
 OBJECT_IN_USE = "55006"
+INSUFFICIENT_PRIVILEGE = "42501"
 
 T = TypeVar("T")
 

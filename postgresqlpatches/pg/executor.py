@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from postgresqlpatches.core.redact import known_passwords, redact
+from postgresqlpatches.core.redact import known_passwords, redact, remembered_passwords
 from postgresqlpatches.errors import PatchFailed, PgpatchError
 from postgresqlpatches.pg.server import MAINTENANCE_DB, Server
 
@@ -361,13 +361,15 @@ def run_psql(server: Server, patch: Patch, verifier: Callable[[str, str], str]) 
     if server.port:
         args += ["-p", str(server.port)]
     variables = baseline_variables(patch.text, server.prefix, patch.name.database)
-    env = server.psql_environment(patch.name.user, variables, verifier, own=patch.builtin)
+    env = server.psql_environment(patch.name.user, variables, verifier, own=patch.builtin,
+                                  roles_db=patch.name.database)
     log.debug("running %s through psql", patch.path)
     proc = subprocess.run(args, input=patch.text.encode(), env=env, capture_output=True,
                           check=False, preexec_fn=_die_with_parent)
     # psql quotes failed statements back (LINE 1: ... PASSWORD '...'): mask what it was given
     # (a password that is the user's own name is no secret: its fallback is not masked)
-    secrets = {env[name] for name in variables} | known_passwords(server.environ)
+    secrets = ({env[name] for name in variables} | known_passwords(server.environ)
+               | remembered_passwords())
     stderr = redact(proc.stderr.decode(errors="replace"), secrets)
     for text in stderr.splitlines():
         log.debug("psql: %s", text)

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import postgresqlpatches
 from postgresqlpatches.core.records import XACT_FUTURE
-from postgresqlpatches.core.redact import is_password_variable, redact
+from postgresqlpatches.core.redact import is_password_variable, redact, remember_password
 from postgresqlpatches.errors import ConnectionFailed, LockTimeout, PgpatchError
-from postgresqlpatches.pg.errors import INVALID_PASSWORD, OBJECT_IN_USE
+from postgresqlpatches.pg.errors import INSUFFICIENT_PRIVILEGE, INVALID_PASSWORD, OBJECT_IN_USE
 
 if TYPE_CHECKING:
     import psycopg
@@ -136,6 +136,20 @@ def fallback_problem(prefix: str, role: str, created: bool) -> tuple[str, str]:
     return f"{var} is not set: {what}", f"set {var}, or run without --strict-passwords"
 
 
+@dataclass(frozen=True)
+class PasswordSource:
+    """A password found for a login, and where it came from (for a failed login's hint)."""
+
+    password: str
+    where: str
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    settings: Mapping[str, str]
+    where: str
+
+
 @dataclass
 class Server:
     """How to reach the server: one host and port for every connection, psycopg and psql alike."""
@@ -150,22 +164,139 @@ class Server:
     """--strict-passwords: a fallback to the user name is an error, never a warning."""
     application_name: str = "pgpatch"
     """Of every session but the lock's; RUN_APPLICATION_NAME while an apply run works."""
+    admin_user: str = SUPERUSER
+    """--admin-user: the role of the maintenance session (lock, pg_database, creating and
+    dropping databases, the state database's bootstrap); the only one PGPASSWORD is for."""
     _warned: set[str] = field(default_factory=set)
+    _files: dict[str, str | None] = field(default_factory=dict)
 
-    def has_password(self, role: str) -> bool:
-        return password_variable(self.prefix, role) in self.environ
+    def has_password(self, role: str, dbname: str = MAINTENANCE_DB) -> bool:
+        return self.password_source(role, dbname) is not None
 
-    def password(self, user: str) -> str:
-        """``{PREFIX}{USER}_PASSWORD`` to log in with, else the user name (the original tool's
-        rule): warned once per role, refused with --strict-passwords."""
-        value = self.environ.get(password_variable(self.prefix, user))
-        if value is not None:
-            return value
+    def password(self, user: str, dbname: str = MAINTENANCE_DB) -> str:
+        """The password to log in as ``user`` on ``dbname`` with (password_source), else the
+        user name (the original tool's rule): warned once per role, refused with
+        --strict-passwords."""
+        found = self.password_source(user, dbname)
+        if found is not None:
+            return found.password
         if self.strict:
             message, hint = fallback_problem(self.prefix, user, created=False)
             raise PgpatchError(message, hint=hint)
         self.warn_fallback(user)
         return user
+
+    def password_source(self, user: str, dbname: str = MAINTENANCE_DB) -> PasswordSource | None:
+        """``{PREFIX}{USER}_PASSWORD``; else libpq's own sources in libpq's order: the
+        service's password (only for the user the service names, or the admin role if it
+        names none), ``PGPASSWORD`` (the admin role only), the password file's first line
+        that matches host, port, database and user. None: the user-name rule applies.
+
+        pgpatch always hands libpq the password it found, so that a password meant for one
+        role never goes out as another's (libpq would send PGPASSWORD for every user)."""
+        variable = password_variable(self.prefix, user)
+        value = self.environ.get(variable)
+        if value is not None:
+            return PasswordSource(value, variable)
+        service = self._service()
+        if service is not None and "password" in service.settings:
+            if service.settings.get("user", self.admin_user) == user:
+                remember_password(service.settings["password"])
+                return PasswordSource(service.settings["password"], service.where)
+        if user == self.admin_user and self.environ.get("PGPASSWORD") is not None:
+            return PasswordSource(self.environ["PGPASSWORD"], "PGPASSWORD")
+        return self._passfile_password(user, dbname, service)
+
+    def _home_file(self, name: str) -> str:
+        home = self.environ.get("HOME") or os.path.expanduser("~")
+        return os.path.join(home, name)
+
+    def _read(self, path: str) -> str | None:
+        """A file's text, read once per run (None when there is none)."""
+        if path not in self._files:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    self._files[path] = f.read()
+            except OSError:
+                self._files[path] = None
+        return self._files[path]
+
+    def _service(self) -> ServiceSettings | None:
+        """The settings of PGSERVICE: from PGSERVICEFILE (default ~/.pg_service.conf), else
+        from PGSYSCONFDIR's pg_service.conf, as libpq looks them up."""
+        from postgresqlpatches.core.libpq_files import ServiceFileError, service_section
+
+        name = self.environ.get("PGSERVICE")
+        if not name:
+            return None
+        files = [self.environ.get("PGSERVICEFILE") or self._home_file(".pg_service.conf")]
+        if self.environ.get("PGSYSCONFDIR"):
+            files.append(os.path.join(self.environ["PGSYSCONFDIR"], "pg_service.conf"))
+        for path in files:
+            text = self._read(path)
+            if text is None:
+                continue
+            try:
+                settings = service_section(text, name)
+            except ServiceFileError as e:
+                raise ConnectionFailed(f"service file {path}: {e}",
+                                       hint="fix the file, or unset PGSERVICE") from e
+            if settings is not None:
+                return ServiceSettings(settings, f"service {name} in {path}")
+        raise ConnectionFailed(f"PGSERVICE: no service {name!r} in {' or '.join(files)}",
+                               hint="set PGSERVICEFILE to the file that defines it")
+
+    def _passfile_password(self, user: str, dbname: str,
+                           service: ServiceSettings | None) -> PasswordSource | None:
+        """The password file's password for this connection, by libpq's rules: a file that
+        others may read is ignored with libpq's warning."""
+        import stat
+
+        from postgresqlpatches.core.libpq_files import (
+            DEFAULT_PORT,
+            passfile_host,
+            passfile_password,
+        )
+
+        given = service.settings if service is not None else {}
+        path = (given.get("passfile") or self.environ.get("PGPASSFILE")
+                or self._home_file(".pgpass"))
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return None
+        if not stat.S_ISREG(mode):
+            self._warn_once(f"passfile:{path}", "password file %s is not a plain file: "
+                            "ignored", path)
+            return None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            self._warn_once(f"passfile:{path}", "password file %s has group or world access; "
+                            "permissions should be u=rw (0600) or less: ignored", path)
+            return None
+        text = self._read(path)
+        if text is None:
+            return None
+        host, hostaddr, port = self._target(given)
+        found = passfile_password(text, passfile_host(host, hostaddr), port or DEFAULT_PORT,
+                                  dbname, user)
+        if found is None:
+            return None
+        remember_password(found.password)
+        return PasswordSource(found.password, f"the password file {path} (line {found.line})")
+
+    def _target(self, service: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+        """Host, host address and port as libpq takes them: --host/--port first, then the
+        service's, then PGHOST, PGHOSTADDR, PGPORT."""
+        host = self.host or service.get("host") or self.environ.get("PGHOST")
+        hostaddr = service.get("hostaddr") or self.environ.get("PGHOSTADDR")
+        port = (str(self.port) if self.port else None) or service.get("port") or \
+            self.environ.get("PGPORT")
+        return host, hostaddr, port
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def warn_fallback(self, role: str, created_by: str | None = None) -> None:
         """One warning line per role and run, whether it logs in or a baseline creates it."""
@@ -208,7 +339,7 @@ class Server:
             kwargs.update(LOCK_SESSION_KEEPALIVES)
         try:
             conn = psycopg.connect(
-                dbname=dbname, user=user, password=self.password(user),
+                dbname=dbname, user=user, password=self.password(user, dbname),
                 autocommit=autocommit, prepare_threshold=None,
                 application_name=application_name or self.application_name,
                 connect_timeout=self._connect_timeout(), **kwargs,
@@ -226,6 +357,9 @@ class Server:
         sqlstate = getattr(getattr(e, "diag", None), "sqlstate", None)
         if "password authentication failed" in reason or sqlstate == INVALID_PASSWORD:
             hint = f"set {password_variable(self.prefix, user)} to {user}'s password"
+            source = self.password_source(user, dbname)
+            if source is not None and source.where != password_variable(self.prefix, user):
+                hint = f"the password came from {source.where}: fix it there, or {hint}"
         elif "does not exist" in reason and "role" in reason:
             hint = f"create the role {user} (usually in the database's 0000 baseline)"
         elif "Connection refused" in reason:
@@ -245,13 +379,16 @@ class Server:
 
     def psql_environment(self, user: str, variables: Mapping[str, str] | None = None,
                          verifier: Callable[[str, str], str] | None = None, *,
-                         own: bool = False) -> dict[str, str]:
+                         own: bool = False, dbname: str = MAINTENANCE_DB,
+                         roles_db: str | None = None) -> dict[str, str]:
         """Environment for psql and pg_dump: ``user``'s clear password in PGPASSWORD only (it
         logs in with it; never on a command line), and each of ``variables`` (name: role) set
         to the role's SCRAM verifier from ``verifier(password, role)``, never a clear
         password. Every other password variable is left out: a baseline run as app does not
         get the superuser's password. ``own``: pgpatch's own baseline of the state database,
-        with pgpatch's search_path.
+        with pgpatch's search_path. ``dbname``: the database the child logs in to first (the
+        password file is matched with it); ``roles_db``: the one the roles it creates will
+        log in to (their password is the one pgpatch logs in as them with).
 
         A role without a password variable gets its name (the planner warned, or refused
         with --strict-passwords, before anything ran: see runner)."""
@@ -259,14 +396,35 @@ class Server:
                if not is_password_variable(k)}
         if own:
             env["PGOPTIONS"] = session_options([], own=True, environ=env) or ""
-        env["PGPASSWORD"] = self.password(user)
+        env["PGPASSWORD"] = self.password(user, dbname)
         env["PGAPPNAME"] = self.application_name  # a run's psql is one of its sessions
         env.pop("PGDATABASE", None)
+        self._service_as_variables(env)
         for name, role in (variables or {}).items():
             assert verifier is not None, "variables need a verifier"
-            clear = self.environ.get(password_variable(self.prefix, role), role)
+            found = self.password_source(role, roles_db or dbname)
+            clear = found.password if found is not None else role
             env[name] = verifier(clear, role) if clear else ""
         return env
+
+    def _service_as_variables(self, env: dict[str, str]) -> None:
+        """A service's password would beat the child's PGPASSWORD (libpq takes a service's
+        settings before the environment's): a service that holds one is handed over as the
+        variables of its other settings instead, which is what libpq would make of them."""
+        import psycopg
+
+        service = self._service()
+        if service is None or "password" not in service.settings:
+            return
+        variables = {o.keyword.decode(): o.envvar.decode()
+                     for o in psycopg.pq.Conninfo.get_defaults() if o.envvar}
+        env.pop("PGSERVICE", None)
+        for key, value in service.settings.items():
+            if key == "password" or key not in variables:
+                continue
+            if key in ("host", "port") and getattr(self, key):
+                continue  # --host and --port are on the child's command line
+            env[variables[key]] = value
 
 
 def connection_reason(e: Exception) -> str:
@@ -321,11 +479,12 @@ row type and the array types that come with types are not counted."""
 
 
 class Maintenance:
-    """The superuser session on the maintenance database: facts about the server, and the lock."""
+    """The admin role's session on the maintenance database: facts about the server, and the
+    lock."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.conn = server.connect(MAINTENANCE_DB, SUPERUSER, application_name="pgpatch",
+        self.conn = server.connect(MAINTENANCE_DB, server.admin_user, application_name="pgpatch",
                                    keepalives=True)
         self.ended: str | None = None
         """The server's last word to this session (its FATAL message), once it ended it."""
@@ -365,7 +524,7 @@ class Maintenance:
         return found
 
     def _user_objects(self, database: str) -> list[tuple[int, int, str]]:
-        conn = self.server.connect(database, SUPERUSER)
+        conn = self.server.connect(database, self.server.admin_user)
         try:
             rows = conn.execute(USER_OBJECTS, {"first": FIRST_NORMAL_OID}).fetchall()
         finally:
@@ -431,11 +590,62 @@ class Maintenance:
         try:
             self.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
                 sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise PgpatchError(
+                f"cannot drop database {name}: only its owner may, and the admin role "
+                f"{self.server.admin_user} is neither a superuser nor a member of the owner",
+                hint=f"GRANT the database's owner TO {self.server.admin_user} (docs/managed.md)",
+                sqlstate=INSUFFICIENT_PRIVILEGE) from e
         except psycopg.errors.ObjectInUse as e:
             raise PgpatchError(
                 f"cannot drop database {name}: other sessions are connected to it",
                 hint="pgpatch never ends someone else's session: wait for them to end, or "
                      "end them yourself, and run again", sqlstate=OBJECT_IN_USE) from e
+
+    def is_superuser(self) -> bool:
+        row = self.conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        return bool(row and row[0])
+
+    def become_member_of(self, role: str, password: str) -> None:
+        """Let an admin role without SUPERUSER (a managed service's) give a database to
+        ``role`` and act as it (CREATE DATABASE ... OWNER, SET ROLE, ALTER ... OWNER TO): it
+        must be the role's member, with SET from PostgreSQL 16. The role is made first if it
+        is missing (LOGIN, with the verifier of ``password``, as the state baseline would make
+        it), then granted to the admin. A superuser needs none of it: nothing is done."""
+        import psycopg
+        from psycopg import sql
+
+        if self.is_superuser():
+            return
+        admin = self.server.admin_user
+        options = "'MEMBER') AND pg_has_role(%s, %s, 'USAGE')"
+        if self.server_version() >= 160000:
+            options += " AND pg_has_role(%s, %s, 'SET')"
+        exists = self.conn.execute("SELECT FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+        try:
+            if exists is None:
+                self.conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(self.verifier(password, role))))
+            else:
+                row = self.conn.execute(f"SELECT pg_has_role(%s, %s, {options}",
+                                        [admin, role] * options.count("%s, %s")).fetchone()
+                if row and row[0]:
+                    return
+            self.conn.execute(sql.SQL("GRANT {} TO {}").format(
+                sql.Identifier(role), sql.Identifier(admin)))
+        except psycopg.errors.InsufficientPrivilege as e:
+            if exists is None:
+                raise PgpatchError(
+                    f"the admin role {admin} may not create role {role}: it needs CREATEROLE",
+                    hint=f"ALTER ROLE {admin} CREATEROLE, or create role {role} and "
+                         f"GRANT {role} TO {admin} (docs/managed.md)",
+                    sqlstate=INSUFFICIENT_PRIVILEGE) from e
+            raise PgpatchError(
+                f"the admin role {admin} is no superuser and no member of role {role}, and may "
+                f"not grant it to itself ({e.diag.message_primary})",
+                hint=f"GRANT {role} TO {admin} as a role that may (docs/managed.md)",
+                sqlstate=INSUFFICIENT_PRIVILEGE) from e
 
     def drop_role(self, name: str) -> None:
         """Drop a role a failed bootstrap made (runner._undo_bootstrap chose it)."""
@@ -553,6 +763,9 @@ class Maintenance:
                  AND l.granted LIMIT 1""", LOCK_KEY).fetchone()
         if not row:
             return ""
+        if row[2] is None:  # another role's session: its details need pg_read_all_stats
+            return (f" (server pid {row[0]}; when it started is hidden from "
+                    f"{self.server.admin_user}: grant it pg_monitor to see it)")
         return f" (server pid {row[0]}, started {row[2]:%Y-%m-%d %H:%M:%S})"
 
     def xact_status(self, xids: list[int]) -> dict[int, str | None]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError, ServerError
 from postgresqlpatches.pg.errors import DUPLICATE_OBJECT, is_driver_error, server_errors
 from postgresqlpatches.pg.server import Maintenance, Server
-from postgresqlpatches.pg.state import StateStore, open_state
+from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.discovery import Patch
@@ -505,6 +505,9 @@ class RunSession:
                 if self.store is not None and not is_state:
                     marks.append(self.store.insert(patch, settled=False, statements_done=0,
                                                    mark=begun[-1]))
+                if is_state and step.via_psql:  # an admin without SUPERUSER needs this first
+                    self.maint.become_member_of(STATE_USER,
+                                                self.server.password(STATE_USER, database))
                 if step.via_psql:
                     try:
                         run_psql(self.server, patch, self.maint.verifier)

@@ -13,7 +13,6 @@ from postgresqlpatches.core.checksums import CHECKSUM_VERSION
 from postgresqlpatches.core.discovery import Patch
 from postgresqlpatches.core.records import Record
 from postgresqlpatches.errors import PgpatchError
-from postgresqlpatches.pg.server import SUPERUSER
 
 if TYPE_CHECKING:
     import psycopg
@@ -445,8 +444,9 @@ def open_state(server: Server, state_db: str, *,
     has_table, writable = row
     if has_table and not writable:
         conn.close()
-        log.info("role %s may not write the state tables yet: using %s", STATE_USER, SUPERUSER)
-        conn = server.connect(state_db, SUPERUSER)
+        log.info("role %s may not write the state tables yet: using %s", STATE_USER,
+                 server.admin_user)
+        conn = server.connect(state_db, server.admin_user)
     if has_table and allow_empty:
         return conn
     if has_table:
