@@ -32,6 +32,7 @@ from postgresqlpatches.pg.server import (
 from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
+    from postgresqlpatches.core.sending import Sending
     from postgresqlpatches.core.statements import NewSession, Statement
     from postgresqlpatches.pg.server import Connection
 
@@ -506,8 +507,9 @@ class _Run:
         t0 = time.monotonic()
         sent, self.sent_ahead = self.sent_ahead is patch, None
         try:
-            run_transaction(conn, patch, _as_sent(step), write_record,
-                            (following.patch, _as_sent(following)) if following else None,
+            run_transaction(conn, patch, _as_sent(step, self.state_db), write_record,
+                            (following.patch, _as_sent(following, self.state_db))
+                            if following else None,
                             sent=sent, modes=step.transaction,
                             following_modes=following.transaction if following else (),
                             reset=self._new_session(step) is None)
@@ -546,7 +548,7 @@ class _Run:
             set_transaction(conn, step.transaction)  # first: it must precede any query
             if patch.builtin:  # pgpatch's own patch: its tables, not the caller's PGOPTIONS'
                 pin_search_path(conn)
-            run_statements(conn, patch, step.statements)
+            run_statements(conn, patch, _as_sent(step, self.state_db))
             if not patch.builtin:
                 pin_search_path(conn)  # the record is pgpatch's own query
             columns = record_columns(conn)
@@ -598,8 +600,8 @@ class _Run:
                         done=f"statements 1-{n} of {total} ran and stay done, the next run "
                              f"resumes at statement {n + 1}")
 
-            run_statements(conn, patch, step.statements, progress, start=step.resume_from,
-                           drop_invalid_index=True)
+            run_statements(conn, patch, step.statements, progress,
+                           start=_sending(step, self.state_db).start, drop_invalid_index=True)
         except PatchFailed as e:
             e.message += _what_ran(e, done, total)
             if not done:  # nothing of it stays: no record either
@@ -675,7 +677,7 @@ class _Run:
                     conn.autocommit = step.non_transactional
                     try:
                         set_transaction(conn, step.transaction)
-                        run_statements(conn, patch, step.statements)
+                        run_statements(conn, patch, _as_sent(step, self.state_db))
                         conn.commit()
                     except BaseException:
                         rollback_quietly(conn)
@@ -792,14 +794,17 @@ def _what_ran(error: PatchFailed, done: int, total: int) -> str:
             f"at statement {failed}")
 
 
-def _as_sent(step: Step) -> Sequence[Statement]:
-    """A transactional patch's statements as sent: one that makes temp objects drops them
-    last, inside its own transaction (statements.DISCARD_TEMP says why)."""
-    from postgresqlpatches.core.statements import DISCARD_TEMP, creates_temp_objects
+def _sending(step: Step, state_db: str) -> Sending:
+    """How the step is sent: core/sending.py decides it for apply and `plan --sql` alike."""
+    from postgresqlpatches.core.sending import sending
 
-    if creates_temp_objects(step.statements):
-        return (*step.statements, DISCARD_TEMP)
-    return step.statements
+    return sending(step, state_db)
+
+
+def _as_sent(step: Step, state_db: str) -> Sequence[Statement]:
+    """A patch's statements as sent (one that makes temp objects drops them last, inside its
+    own transaction: statements.DISCARD_TEMP says why)."""
+    return _sending(step, state_db).statements
 
 
 def _forget_record(store: StateStore, record_id: int) -> None:

@@ -379,9 +379,13 @@ def lint_option(what: str) -> Callable[..., Any]:
 @click.option("--allow-out-of-order", is_flag=True,
               help="Plan patches older than the newest applied one instead of refusing them.")
 @ADOPT
+@click.option("--sql", "show_sql", is_flag=True,
+              help="Print the SQL apply would send, in order: for each pending patch a "
+                   "comment header (database, user, one transaction or statement by "
+                   "statement, psql) and its statements. Not with --format json.")
 @common_options
 def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
-         allow_out_of_order: bool, adopt: bool, **kw: Any) -> None:
+         allow_out_of_order: bool, adopt: bool, show_sql: bool = False, **kw: Any) -> None:
     """Show what apply would do, in order. Read-only: creates nothing, not even the state database.
 
     With --offline no server is needed: a database with a 0000 baseline in the tree is taken
@@ -399,10 +403,14 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
     from postgresqlpatches.cli import render
 
     _require_globs(globs)
+    if show_sql and fmt == "json":
+        raise click.UsageError("--sql prints SQL text: it does not combine with --format json")
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
                        adopt=adopt)
     the_plan = runner.plan_offline(options) if offline else runner.plan(options)
-    if fmt == "json":
+    if show_sql:
+        render.print_plan_sql(the_plan, options.state_db)
+    elif fmt == "json":
         render.dump_json(render.plan_json(the_plan, offline=offline))
     else:
         render.print_plan(the_plan)

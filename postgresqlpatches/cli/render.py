@@ -449,3 +449,30 @@ def status_json(st: Status) -> dict[str, Any]:
             {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
              "hint": p.hint} for p in st.problems]
     return data
+
+
+# -- plan --sql --------------------------------------------------------------------------
+
+def print_plan_sql(plan: Plan, state_db: str, stream: IO[str] | None = None) -> None:
+    """What apply would send, in order, as SQL text (core/sending.py, which apply uses too);
+    nothing when the plan has problems (apply would send nothing), which go to stderr.
+    Passwords are masked as in every other output."""
+    from postgresqlpatches.core.redact import redact
+    from postgresqlpatches.core.sending import as_text, sending
+
+    stream = stream or sys.stdout
+    if not plan.ok:
+        stream.write("-- nothing would be sent: the plan has "
+                     f"{_plural(len(plan.problems), 'problem')}\n")
+        for p in plan.problems:
+            sys.stderr.write(f"problem: {_problem_text(p)}\n")
+            if p.hint:
+                sys.stderr.write(f"  hint: {p.hint}\n")
+        return
+    pending = plan.pending
+    stream.write(f"-- pgpatch plan --sql: what apply would send, in order "
+                 f"({len(pending)} pending patch{'es' * (len(pending) != 1)})\n"
+                 "-- not shown: pgpatch's own queries (each transaction's id, the records in "
+                 "the state database, DISCARD ALL after each patch)\n")
+    for step in pending:
+        stream.write("\n" + redact(as_text(sending(step, state_db))))
