@@ -455,7 +455,8 @@ class _Run:
         non-transactional) on the same connection, which ``step`` leaves to DISCARD ALL
         (not to a new connection: _after_patch)."""
         name, other = step.patch.name, following.patch.name
-        return (following.action is Action.APPLY and not following.non_transactional
+        return (following.action in (Action.APPLY, Action.REAPPLY)
+                and not following.non_transactional
                 and other.database != self.state_db
                 and (other.database, other.user) == (name.database, name.user)
                 and self._new_session(step) is None)
@@ -469,6 +470,7 @@ class _Run:
         dies, the record stays unsettled and the next run asks the server what became of
         the transaction: deleting it then could drop the record of a committed patch.
         """
+        from postgresqlpatches.core.planner import next_run
         from postgresqlpatches.pg.executor import (
             crash_point,
             failure,
@@ -494,7 +496,8 @@ class _Run:
             self._stop_if_lock_lost()
             try:
                 with server_errors():
-                    record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
+                    record.append(store.insert(patch, xid=xid, settled=False, flush=flush,
+                                               run=next_run(step)))
             except ServerError as e:
                 raise PgpatchError(
                     f"cannot write the record of {patch.name.filename} in the state database "

@@ -513,8 +513,12 @@ def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[
 @click.argument("description")
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False), help="The folder to write the file in.")
+@click.option("--repeatable", is_flag=True,
+              help="A repeatable patch (major 99999999): it runs after the database's "
+                   "versioned patches whenever it is new or changed (views, functions, grants).")
 @LOG_LEVEL
-def new(database: str, user: str, description: str, directory: str, log_level: str) -> None:
+def new(database: str, user: str, description: str, directory: str, log_level: str,
+        repeatable: bool = False) -> None:
     """Create the next correctly named patch file and print its path.
 
     The name is DATABASE.<today>.<next free minor>.USER.DESCRIPTION.sql. Today is the
@@ -526,7 +530,8 @@ def new(database: str, user: str, description: str, directory: str, log_level: s
 
     _setup_logging(log_level)
     try:
-        click.echo(create_patch(database, user, description, directory))
+        click.echo(create_patch(database, user, description, directory,
+                                repeatable=repeatable))
     except PgpatchError as e:
         _fail(e, log_level)
 
