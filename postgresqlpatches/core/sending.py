@@ -103,6 +103,10 @@ def as_text(send: Sending, *, what: str = "") -> str:
         mode += f", resumed at statement {send.start + 1}"
     if step.action is Action.BOOTSTRAP:
         mode = f"bootstrap, {mode}"
+    elif name.is_repeatable:
+        from postgresqlpatches.core.planner import next_run
+
+        mode = f"repeatable (run {next_run(step)}), {mode}"
     lines = [f"-- {step.patch.path}",
              f"-- database: {name.database}, user: {name.user}, {mode}{what}"]
     if send.mode == THROUGH_PSQL:

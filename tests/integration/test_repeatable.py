@@ -63,6 +63,10 @@ def test_a_repeatable_patch_runs_when_new_and_again_each_time_it_changes(pg: Pg)
         assert plan["summary"]["reapply"] == 1
         text = pg.cli("plan", pg.glob())
         assert "apply (changed)" in text.stdout and "1 to apply (changed)" in text.stdout
+        sql = pg.cli("plan", "--sql", pg.glob()).stdout
+        run = {"v2": 2, "v3": 3}[label]
+        assert f"-- database: app, user: postgres, repeatable (run {run}), one transaction\n" \
+            f"BEGIN;\nCREATE OR REPLACE VIEW v AS SELECT '{label}'::text AS label;\n" in sql
         applied = pg.cli("apply", pg.glob())
         assert applied.exit_code == 0, applied.output
         assert pg.query("SELECT label FROM v", "app") == [(label,)]
