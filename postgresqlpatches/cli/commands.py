@@ -394,9 +394,13 @@ def lint_option(what: str) -> Callable[..., Any]:
 @click.option("--allow-out-of-order", is_flag=True,
               help="Plan patches older than the newest applied one instead of refusing them.")
 @ADOPT
+@click.option("--sql", "show_sql", is_flag=True,
+              help="Print the SQL apply would send, in order: for each pending patch a "
+                   "comment header (database, user, one transaction or statement by "
+                   "statement, psql) and its statements. Not with --format json.")
 @common_options
 def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
-         allow_out_of_order: bool, adopt: bool, **kw: Any) -> None:
+         allow_out_of_order: bool, adopt: bool, show_sql: bool = False, **kw: Any) -> None:
     """Show what apply would do, in order. Read-only: creates nothing, not even the state database.
 
     With --offline no server is needed: a database with a 0000 baseline in the tree is taken
@@ -414,10 +418,14 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
     from postgresqlpatches.cli import render
 
     _require_globs(globs)
+    if show_sql and fmt == "json":
+        raise click.UsageError("--sql prints SQL text: it does not combine with --format json")
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
                        adopt=adopt)
     the_plan = runner.plan_offline(options) if offline else runner.plan(options)
-    if fmt == "json":
+    if show_sql:
+        render.print_plan_sql(the_plan, options.state_db)
+    elif fmt == "json":
         render.dump_json(render.plan_json(the_plan, offline=offline))
     else:
         render.print_plan(the_plan)
@@ -520,8 +528,12 @@ def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[
 @click.argument("description")
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False), help="The folder to write the file in.")
+@click.option("--repeatable", is_flag=True,
+              help="A repeatable patch (major 99999999): it runs after the database's "
+                   "versioned patches whenever it is new or changed (views, functions, grants).")
 @LOG_LEVEL
-def new(database: str, user: str, description: str, directory: str, log_level: str) -> None:
+def new(database: str, user: str, description: str, directory: str, log_level: str,
+        repeatable: bool = False) -> None:
     """Create the next correctly named patch file and print its path.
 
     The name is DATABASE.<today>.<next free minor>.USER.DESCRIPTION.sql. Today is the
@@ -533,7 +545,8 @@ def new(database: str, user: str, description: str, directory: str, log_level: s
 
     _setup_logging(log_level)
     try:
-        click.echo(create_patch(database, user, description, directory))
+        click.echo(create_patch(database, user, description, directory,
+                                repeatable=repeatable))
     except PgpatchError as e:
         _fail(e, log_level)
 

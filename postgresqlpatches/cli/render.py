@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 JSON_VERSION = 1
 ACTION_STYLE = {
     Action.BOOTSTRAP: "bold magenta", Action.APPLY: "bold green",
-    Action.APPLIED: "dim", Action.SKIP: "yellow",
+    Action.APPLIED: "dim", Action.SKIP: "yellow", Action.REAPPLY: "bold green",
 }
 
 
@@ -59,6 +59,8 @@ def summary(plan: Plan) -> str:
     """One line a pipeline log shows: every count, even when zero, in a fixed order."""
     counts = [f"{plan.count(Action.BOOTSTRAP)} to bootstrap",
               f"{plan.count(Action.APPLY)} to apply",
+              *([f"{plan.count(Action.REAPPLY)} to apply (changed)"]
+                if plan.count(Action.REAPPLY) else []),  # repeatable patches, when any
               f"{plan.count(Action.APPLIED)} applied", f"{plan.count(Action.SKIP)} skipped",
               _plural(len(plan.problems), "problem")]
     if plan.lint != "off":
@@ -237,6 +239,7 @@ def plan_json(plan: Plan, *, offline: bool = False) -> dict[str, Any]:
         "summary": {
             "bootstrap": plan.count(Action.BOOTSTRAP), "apply": plan.count(Action.APPLY),
             "applied": plan.count(Action.APPLIED), "skip": plan.count(Action.SKIP),
+            "reapply": plan.count(Action.REAPPLY),
             "problems": len(plan.problems), "findings": len(plan.findings),
         },
         "patches": [step_json(s) for s in plan.steps],
@@ -376,11 +379,14 @@ def record_state(r: Record) -> str:
 
 
 def status_rows(records: Iterable[Record]) -> list[list[str]]:
+    from postgresqlpatches.core.records import last_runs
+
     return [[r.database, r.version, r.user or "", _description(r),
              f"{r.installed:%Y-%m-%d %H:%M:%S}" if r.installed else "",
              f"{r.duration_ms:.0f}" if r.duration_ms is not None else NOT_TIMED,
-             record_state(r), r.run_by or "", r.pgpatch_version or ""]
-            for r in records]
+             record_state(r) + (f" (run {r.run})" if r.run is not None else ""),
+             r.run_by or "", r.pgpatch_version or ""]
+            for r in last_runs(records)]
 
 
 def _description(r: Record) -> str:
@@ -429,6 +435,8 @@ def print_status(st: Status, stream: IO[str] | None = None) -> None:
 
 
 def status_json(st: Status) -> dict[str, Any]:
+    from postgresqlpatches.core.records import last_runs
+
     data: dict[str, Any] = {
         "version": JSON_VERSION,
         "state_database": st.state_exists,
@@ -438,8 +446,8 @@ def status_json(st: Status) -> dict[str, Any]:
              if r.installed else None, "duration_ms": r.duration_ms, "checksum": r.checksum,
              "checksum_version": (r.checksum_version or 1) if r.checksum else None,
              "state": record_state(r), "path": r.path, "run_by": r.run_by,
-             "pgpatch_version": r.pgpatch_version}
-            for r in st.records
+             "pgpatch_version": r.pgpatch_version, "run": r.run}
+            for r in last_runs(st.records)
         ],
     }
     if st.plan is not None:
@@ -449,3 +457,30 @@ def status_json(st: Status) -> dict[str, Any]:
             {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
              "hint": p.hint} for p in st.problems]
     return data
+
+
+# -- plan --sql --------------------------------------------------------------------------
+
+def print_plan_sql(plan: Plan, state_db: str, stream: IO[str] | None = None) -> None:
+    """What apply would send, in order, as SQL text (core/sending.py, which apply uses too);
+    nothing when the plan has problems (apply would send nothing), which go to stderr.
+    Passwords are masked as in every other output."""
+    from postgresqlpatches.core.redact import redact
+    from postgresqlpatches.core.sending import as_text, sending
+
+    stream = stream or sys.stdout
+    if not plan.ok:
+        stream.write("-- nothing would be sent: the plan has "
+                     f"{_plural(len(plan.problems), 'problem')}\n")
+        for p in plan.problems:
+            sys.stderr.write(f"problem: {_problem_text(p)}\n")
+            if p.hint:
+                sys.stderr.write(f"  hint: {p.hint}\n")
+        return
+    pending = plan.pending
+    stream.write(f"-- pgpatch plan --sql: what apply would send, in order "
+                 f"({len(pending)} pending patch{'es' * (len(pending) != 1)})\n"
+                 "-- not shown: pgpatch's own queries (each transaction's id, the records in "
+                 "the state database, DISCARD ALL after each patch)\n")
+    for step in pending:
+        stream.write("\n" + redact(as_text(sending(step, state_db))))

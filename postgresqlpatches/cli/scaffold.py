@@ -16,6 +16,7 @@ from postgresqlpatches.core.naming import (
     DESCRIPTION,
     FORM,
     MINOR,
+    REPEATABLE_MAJOR,
     PatchName,
     check_identifier,
 )
@@ -56,25 +57,27 @@ def next_minor(names: Iterable[str], database: str, major: str) -> str:
 
 
 def new_patch_name(database: str, user: str, description: str, directory: Path,
-                   today: _dt.date | None = None) -> PatchName:
+                   today: _dt.date | None = None, *, repeatable: bool = False) -> PatchName:
     check_parts(database, user, description)
-    major = (today or _dt.date.today()).strftime("%Y%m%d")
+    major = REPEATABLE_MAJOR if repeatable else (today or _dt.date.today()).strftime("%Y%m%d")
     names = existing_names(directory) if directory.is_dir() else ()
     return PatchName(database, major, next_minor(names, database, major), user, description)
 
 
 def template(name: PatchName) -> str:
-    return (f"-- {name.description}: runs once, as {name.user} on database {name.database}, "
+    when = ("runs after the versioned patches and again whenever it changes"
+            if name.is_repeatable else "runs once")
+    return (f"-- {name.description}: {when}, as {name.user} on database {name.database}, "
             "in one transaction.\n"
             "-- Lint rules: silence one for the next statement with -- pgpatch: allow RULE-ID\n"
             "\n")
 
 
 def create_patch(database: str, user: str, description: str, directory: str | Path = ".",
-                 today: _dt.date | None = None) -> Path:
+                 today: _dt.date | None = None, *, repeatable: bool = False) -> Path:
     """Write the new file (the folder is created if needed); never overwrite one."""
     folder = Path(directory)
-    name = new_patch_name(database, user, description, folder, today)
+    name = new_patch_name(database, user, description, folder, today, repeatable=repeatable)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name.filename
     try:

@@ -13,6 +13,8 @@ DESCRIPTION = re.compile(r"[A-Za-z0-9_-]+\Z")
 MAJOR = re.compile(r"[0-9]{8}\Z")
 MINOR = re.compile(r"[0-9]{4}\Z")
 BOOTSTRAP_MAJOR = "00000000"
+REPEATABLE_MAJOR = "99999999"
+"""A repeatable patch of its database: runs again whenever its checksum changes."""
 BASELINE_MINOR = "0000"
 MAX_IDENTIFIER_BYTES = 63
 FORM = "<database>.<YYYYMMDD>.<NNNN>.<user>.<description>.sql"
@@ -50,6 +52,12 @@ class PatchName:
     def is_baseline(self) -> bool:
         """00000000.0000: usually pg_dump output with psql meta-commands, so it runs in psql."""
         return self.is_bootstrap and self.minor == BASELINE_MINOR
+
+    @property
+    def is_repeatable(self) -> bool:
+        """Major 99999999: runs after the database's versioned patches whenever it is new or
+        changed since its last run (views, functions, grants)."""
+        return self.major == REPEATABLE_MAJOR
 
     @property
     def filename(self) -> str:
@@ -95,7 +103,7 @@ def _why_bad(filename: str) -> str | None:
             return reason
     if not MAJOR.match(major):
         return f"the major version {major!r} is not 8 digits (YYYYMMDD or 00000000)"
-    if major != BOOTSTRAP_MAJOR:
+    if major not in (BOOTSTRAP_MAJOR, REPEATABLE_MAJOR):
         try:
             _dt.date(int(major[:4]), int(major[4:6]), int(major[6:]))
         except ValueError:

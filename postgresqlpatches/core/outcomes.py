@@ -37,20 +37,20 @@ def chains(step: Step, following: Step, state_db: str, new_session: NewSession |
     (an APPLY step, not in the state database, not non-transactional) on the same connection,
     which ``step`` leaves to DISCARD ALL (``new_session`` is None), not to a new connection."""
     name, other = step.patch.name, following.patch.name
-    return (following.action is Action.APPLY and not following.non_transactional
+    return (following.action in (Action.APPLY, Action.REAPPLY)
+            and not following.non_transactional
             and other.database != state_db
             and (other.database, other.user) == (name.database, name.user)
             and new_session is None)
 
 
-def as_sent(step: Step) -> Sequence[Statement]:
-    """A transactional patch's statements as sent: one that makes temp objects drops them
-    last, inside its own transaction (statements.DISCARD_TEMP says why)."""
-    from postgresqlpatches.core.statements import DISCARD_TEMP, creates_temp_objects
+def as_sent(step: Step, state_db: str) -> Sequence[Statement]:
+    """A patch's statements as sent: core/sending.py decides it for apply and `plan --sql`
+    alike (one that makes temp objects drops them last, inside its own transaction:
+    statements.DISCARD_TEMP says why)."""
+    from postgresqlpatches.core.sending import sending
 
-    if creates_temp_objects(step.statements):
-        return (*step.statements, DISCARD_TEMP)
-    return step.statements
+    return sending(step, state_db).statements
 
 
 def lock_lost(reason: str, step: Step | None, applied: int, done: str) -> LockLost:

@@ -21,6 +21,8 @@ class Action(str, enum.Enum):
     APPLY = "apply"
     APPLIED = "applied"
     SKIP = "skip"
+    REAPPLY = "apply (changed)"
+    """A repeatable patch whose checksum differs from its last run's: it runs again."""
 
 
 # flags shown in the plan; stable words for JSON
@@ -68,7 +70,7 @@ class Step:
 
     @property
     def pending(self) -> bool:
-        return self.action in (Action.BOOTSTRAP, Action.APPLY)
+        return self.action in (Action.BOOTSTRAP, Action.APPLY, Action.REAPPLY)
 
     @property
     def via_psql(self) -> bool:
@@ -268,8 +270,13 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
                 f"{database}.00000000.0000.<user>.<description>.sql baseline to create it",
                 hint="create the database, or add its baseline (see `pgpatch baseline`)"))
         newest = max((r.version for r in records.values()
-                      if r.database == database and r.major != "00000000"), default=None)
+                      if r.database == database and r.major not in ("00000000", "99999999")),
+                     default=None)  # a repeatable patch is outside the order of versions
         for patch in group:
+            if patch.name.is_repeatable and database == state_db:
+                problems.append(Problem(
+                    "bad-name", patch.path, "the state database takes no repeatable patch "
+                    "(major 99999999)", hint="give it a version (YYYYMMDD)"))
             step = _step(patch, exists, records.get(patch.name.key), newest,
                          allow_out_of_order, problems)
             if redo and step.action is Action.BOOTSTRAP:
@@ -350,6 +357,8 @@ def record_problems(facts: ServerFacts, state_db: str) -> list[Problem]:
 def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
           allow_out_of_order: bool, problems: list[Problem]) -> Step:
     name = patch.name
+    if name.is_repeatable:
+        return _repeatable_step(patch, record)
     psql = (PSQL,) if name.is_baseline else ()
     if record is not None and not record.settled and record.xid is None:
         if name.is_bootstrap:
@@ -385,6 +394,26 @@ def _step(patch: Patch, exists: bool, record: Record | None, newest: str | None,
                 hint="rename it to a newer version, or run with --allow-out-of-order"))
         return Step(patch, Action.APPLY, flags=(OUT_OF_ORDER,))
     return Step(patch, Action.APPLY)
+
+
+def _repeatable_step(patch: Patch, last: Record | None) -> Step:
+    """A repeatable patch runs when it is new or its checksum differs from its last run's
+    (never a ``changed`` problem, never out of order); ``last``: its last run's record."""
+    if last is None:
+        return Step(patch, Action.APPLY)
+    flags = (UNSETTLED,) if not last.settled else ()
+    if last.checksum is not None and _unchanged(last, patch):
+        return Step(patch, Action.APPLIED, flags=flags, record=last)
+    return Step(patch, Action.REAPPLY, f"changed since its run {last.run or 1} on {_when(last)}",
+                flags, record=last)
+
+
+def next_run(step: Step) -> int | None:
+    """The run number of the record a repeatable patch's run writes: one above its last
+    run's; None for a versioned patch (one record each)."""
+    if not step.patch.name.is_repeatable:
+        return None
+    return (step.record.run or 1) + 1 if step.record is not None else 1
 
 
 _CHANGED_HINT = "never edit an applied patch: restore it and put the change in a new patch"
@@ -457,6 +486,12 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step
     flags = list(step.flags)
     outside = [s for s in statements
                if s.non_transactional not in (None, EXPLICIT_TRANSACTION_CONTROL)]
+    if outside and patch.name.is_repeatable:
+        problems.append(Problem(
+            "transaction-control", patch.path,
+            f"a repeatable patch runs in one transaction, and {outside[0].non_transactional} "
+            "cannot", outside[0].line,
+            hint="put the statement in a versioned patch of its own"))
     if outside:
         flags.append(NON_TRANSACTIONAL)
         if modes:
@@ -513,7 +548,7 @@ def _lint(step: Step, parsed: ParsedSql, mode: str, problems: list[Problem]) -> 
     A bootstrap script builds a database nobody uses yet; pgpatch's own patches of the state
     database are not the user's to change.
     """
-    if mode == "off" or step.action is not Action.APPLY or step.patch.builtin:
+    if mode == "off" or step.action not in (Action.APPLY, Action.REAPPLY) or step.patch.builtin:
         return ()
     from postgresqlpatches.core.lint import lint
 

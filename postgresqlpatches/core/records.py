@@ -7,6 +7,7 @@ They live in the core so that planning needs nothing from ``pg/``: the state sto
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 XACT_FUTURE = "in the future"
@@ -53,6 +54,9 @@ class Record:
     session_budget: int | None = None
     """A bootstrap step's mark: how many sessions it may open to its database (None: any)."""
     pgpatch_version: str | None = None
+    run: int | None = None
+    """A repeatable patch's record: which of its runs (1, 2, ...); None for versioned ones,
+    which have one record each."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -61,3 +65,14 @@ class Record:
     @property
     def version(self) -> str:
         return f"{self.major}.{self.minor}"
+
+
+def last_runs(records: Iterable[Record]) -> list[Record]:
+    """Every record, but of a repeatable patch only its last run (the one with the highest
+    id), in place of the first: what `status` shows."""
+    out: dict[tuple[str, str, str] | int, Record] = {}
+    for r in records:
+        key = r.key if r.run is not None else r.id
+        if key not in out or out[key].id < r.id:
+            out[key] = r
+    return list(out.values())

@@ -307,6 +307,7 @@ class RunSession:
         the transaction: deleting it then could drop the record of a committed patch.
         """
         from postgresqlpatches.core.outcomes import as_sent
+        from postgresqlpatches.core.planner import next_run
         from postgresqlpatches.pg.executor import (
             crash_point,
             failure,
@@ -332,7 +333,8 @@ class RunSession:
             self._stop_if_lock_lost()
             try:
                 with server_errors():
-                    record.append(store.insert(patch, xid=xid, settled=False, flush=flush))
+                    record.append(store.insert(patch, xid=xid, settled=False, flush=flush,
+                                               run=next_run(step)))
             except ServerError as e:
                 raise PgpatchError(
                     f"cannot write the record of {patch.name.filename} in the state database "
@@ -345,8 +347,9 @@ class RunSession:
         t0 = time.monotonic()
         sent, self.sent_ahead = self.sent_ahead is patch, None
         try:
-            run_transaction(conn, patch, as_sent(step), write_record,
-                            (following.patch, as_sent(following)) if following else None,
+            run_transaction(conn, patch, as_sent(step, self.state_db), write_record,
+                            (following.patch, as_sent(following, self.state_db))
+                            if following else None,
                             sent=sent, modes=step.transaction,
                             following_modes=following.transaction if following else (),
                             reset=self._new_session(step) is None)
@@ -374,6 +377,7 @@ class RunSession:
 
     def _apply_in_state(self, step: Step) -> None:
         """Patches of the state database commit with their record in one transaction."""
+        from postgresqlpatches.core.outcomes import as_sent
         from postgresqlpatches.pg.executor import rollback_quietly, run_statements, set_transaction
         from postgresqlpatches.pg.server import pin_search_path
         from postgresqlpatches.pg.state import insert_record, record_columns
@@ -385,7 +389,7 @@ class RunSession:
             set_transaction(conn, step.transaction)  # first: it must precede any query
             if patch.builtin:  # pgpatch's own patch: its tables, not the caller's PGOPTIONS'
                 pin_search_path(conn)
-            run_statements(conn, patch, step.statements)
+            run_statements(conn, patch, as_sent(step, self.state_db))
             if not patch.builtin:
                 pin_search_path(conn)  # the record is pgpatch's own query
             columns = record_columns(conn)
@@ -409,6 +413,7 @@ class RunSession:
         """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
         from postgresqlpatches.core.checksums import statement_checksum
         from postgresqlpatches.core.outcomes import what_ran
+        from postgresqlpatches.core.sending import sending
         from postgresqlpatches.pg.executor import run_statements
 
         assert self.store is not None
@@ -438,8 +443,8 @@ class RunSession:
                         done=f"statements 1-{n} of {total} ran and stay done, the next run "
                              f"resumes at statement {n + 1}")
 
-            run_statements(conn, patch, step.statements, progress, start=step.resume_from,
-                           drop_invalid_index=True)
+            run_statements(conn, patch, step.statements, progress,
+                           start=sending(step, self.state_db).start, drop_invalid_index=True)
         except PatchFailed as e:
             e.message += what_ran(e, done, total)
             if not done:  # nothing of it stays: no record either
@@ -462,6 +467,7 @@ class RunSession:
         database oid then and the sessions the step may open, so that the next run can prove
         a database it finds is this bootstrap's and nobody else's (planner.foreign_use).
         ``started`` and ``finished`` report each step."""
+        from postgresqlpatches.core.outcomes import as_sent
         from postgresqlpatches.core.planner import REDO
         from postgresqlpatches.core.statements import connect_budget, created_role_names
         from postgresqlpatches.pg.executor import (
@@ -520,7 +526,7 @@ class RunSession:
                     conn.autocommit = step.non_transactional
                     try:
                         set_transaction(conn, step.transaction)
-                        run_statements(conn, patch, step.statements)
+                        run_statements(conn, patch, as_sent(step, self.state_db))
                         conn.commit()
                     except BaseException:
                         rollback_quietly(conn)

@@ -26,7 +26,7 @@ log = logging.getLogger("pgpatch")
 OPTIONAL_COLUMNS = ("user_name", "path", "checksum", "xid", "settled", "non_transactional",
                     "statements_done", "duration_ms", "run_by", "checksum_version",
                     "text_checksum", "statement_checksums", "oid_horizon", "session_budget",
-                    "pgpatch_version")
+                    "pgpatch_version", "run")
 """Columns the original tool's schema lacks; read as NULL where they do not exist."""
 
 READ_RECORDS = """
@@ -34,14 +34,15 @@ SELECT ip.id, d.name, lpad(ip.major::text, 8, '0'), lpad(ip.minor::text, 4, '0')
        ip.name::text, ip.installed, {optional}
 FROM installed_patches ip JOIN databases d ON d.id = ip.database_id
 {where}
-ORDER BY d.name, 3, 4
+ORDER BY d.name, 3, 4, ip.id
 """
+"""In id order within a version: a repeatable patch's last run comes last."""
 
 
 def _record(row: tuple[Any, ...]) -> Record:
     (id_, database, major, minor, name, installed, user, path, checksum_, xid, settled,
      non_transactional, statements_done, duration_ms, run_by, checksum_version, text_checksum_,
-     statement_checksums, oid_horizon, session_budget, pgpatch_version) = row
+     statement_checksums, oid_horizon, session_budget, pgpatch_version, run) = row
     return Record(
         id=id_, database=database, major=major, minor=minor, name=name, installed=installed,
         user=user, path=path, checksum=checksum_, xid=int(xid) if xid is not None else None,
@@ -51,6 +52,7 @@ def _record(row: tuple[Any, ...]) -> Record:
         statement_checksums=tuple(statement_checksums) if statement_checksums is not None
         else None,
         oid_horizon=oid_horizon, session_budget=session_budget, pgpatch_version=pgpatch_version,
+        run=run,
     )
 
 
@@ -114,7 +116,7 @@ class StateStore:
     def insert(self, patch: Patch, *, xid: int | None = None, settled: bool = True,
                non_transactional: bool = False, duration_ms: float | None = None,
                statements_done: int | None = None, flush: bool = True,
-               mark: tuple[int, int | None] | None = None) -> int:
+               mark: tuple[int, int | None] | None = None, run: int | None = None) -> int:
         """Insert one record on the store's own session (a state-database patch writes its
         record in its own transaction with insert_record instead).
 
@@ -125,6 +127,7 @@ class StateStore:
         never a committed patch without its record.
 
         ``mark``: a bootstrap step's (oid_horizon, session_budget), where the columns exist.
+        ``run``: a repeatable patch's run number (planner.next_run).
         """
         name = patch.name.database
         if name not in self._db_ids:
@@ -133,7 +136,7 @@ class StateStore:
                              settled=settled,
                              non_transactional=non_transactional, duration_ms=duration_ms,
                              statements_done=statements_done, run_by=self.run_by, flush=flush,
-                             mark=mark)
+                             mark=mark, run=run)
 
     @functools.cached_property
     def identity(self) -> tuple[object, ...] | None:
@@ -277,7 +280,7 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
                   xid: int | None, settled: bool, non_transactional: bool,
                   duration_ms: float | None, statements_done: int | None, run_by: str,
                   flush: bool = True, db_id: int | None = None,
-                  mark: tuple[int, int | None] | None = None) -> int:
+                  mark: tuple[int, int | None] | None = None, run: int | None = None) -> int:
     """The record's columns depend on the schema's age: old rows get only what exists.
 
     ``flush=False``: this statement's own transaction commits with synchronous_commit off
@@ -292,6 +295,8 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
         "duration_ms": duration_ms, "statements_done": statements_done,
         "run_by": run_by, "pgpatch_version": __version__,
     }
+    if run is not None:  # a repeatable patch's record; the column exists where it can run
+        values["run"] = run
     if mark is not None:
         values["oid_horizon"], values["session_budget"] = mark
     if "user_name" not in columns:  # the original tool's integer versions

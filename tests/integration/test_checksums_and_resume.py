@@ -98,8 +98,11 @@ def test_a_baseline_counts_its_meta_commands_and_rows_not_its_comments(pg: Pg) -
 def pre_token_server(pg: Pg) -> None:
     """A state database as pgpatch left it before token checksums: no version columns, no
     record of their patch, each checksum the sha256 of the file's text."""
-    pg.query("DELETE FROM installed_patches WHERE major = '20261201' AND minor = '0003'",
-             "patches")
+    pg.query("DELETE FROM installed_patches WHERE major = '20261201' AND minor = '0003' "
+             "OR major = '20261202' AND minor = '0001'", "patches")  # and what came later
+    pg.query("DROP INDEX installed_patches_once", "patches")
+    pg.query("ALTER TABLE installed_patches DROP COLUMN run, "
+             "ADD UNIQUE (major, minor, database_id)", "patches")
     pg.query("""ALTER TABLE installed_patches DROP COLUMN checksum_version,
                 DROP COLUMN text_checksum, DROP COLUMN statement_checksums""", "patches")
     texts = {p.name.filename: p.text for p in builtin_patches("patches")}
@@ -117,7 +120,7 @@ def test_records_of_the_text_checksum_stay_valid_and_are_upgraded(pg: Pg) -> Non
     plan = plan_json(pg)
     assert plan["ok"] is True, plan["problems"]
     assert [(p["version"], p["action"]) for p in plan["patches"] if p["action"] != "applied"] == [
-        ("20261201.0003", "apply")]
+        ("20261201.0003", "apply"), ("20261202.0001", "apply")]
     status = json.loads(pg.cli("status", "--format", "json").stdout)
     assert {r["checksum_version"] for r in status["records"]} == {1}
     assert pg.cli("apply", pg.glob()).exit_code == 0

@@ -61,9 +61,10 @@ def test_plan_json_lists_patches_in_run_order(pg: Pg) -> None:
     assert [(p["database"], p["version"], p["action"]) for p in data["patches"]] == [
         ("patches", "00000000.0000", "applied"), ("patches", "20261126.0001", "applied"),
         ("patches", "20261201.0001", "applied"), ("patches", "20261201.0003", "applied"),
+        ("patches", "20261202.0001", "applied"),
         ("app", "00000000.0000", "applied"), ("app", "20240101.0001", "apply"),
         ("app", "20240101.0002", "apply")]
-    first = data["patches"][5]
+    first = data["patches"][6]
     assert {k: first[k] for k in ("major", "minor", "user", "description")} == {
         "major": "20240101", "minor": "0001", "user": "app", "description": "p1"}
     assert first["path"].endswith("app.20240101.0001.app.p1.sql")

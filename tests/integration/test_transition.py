@@ -54,10 +54,11 @@ def test_original_state_database_is_upgraded_in_place(pg: Pg) -> None:
     assert [(p["database"], p["version"], p["action"]) for p in plan["patches"]] == [
         ("patches", "00000000.0000", "applied"), ("patches", "20261126.0001", "apply"),
         ("patches", "20261201.0001", "apply"), ("patches", "20261201.0003", "apply"),
+        ("patches", "20261202.0001", "apply"),
         ("app", "00000000.0000", "applied"), ("app", "20240101.0001", "applied"),
         ("app", "20240102.0001", "apply")]
     assert plan["ok"], plan["problems"]
-    assert "no-checksum" in plan["patches"][5]["flags"]
+    assert "no-checksum" in plan["patches"][6]["flags"]
 
     result = pg.cli("apply", pg.glob())
     assert result.exit_code == 0, result.stderr
@@ -72,7 +73,8 @@ def test_original_state_database_is_upgraded_in_place(pg: Pg) -> None:
         ("patches", "00000000", "0000", "2021-06-01", True),
         ("patches", "20261126", "0001", rows[4][3], True),
         ("patches", "20261201", "0001", rows[5][3], True),
-        ("patches", "20261201", "0003", rows[6][3], True)]
+        ("patches", "20261201", "0003", rows[6][3], True),
+        ("patches", "20261202", "0001", rows[7][3], True)]
     owner = pg.query("SELECT tableowner FROM pg_tables WHERE tablename = 'installed_patches'",
                      "patches")
     assert owner == [("patches",)]

@@ -21,6 +21,9 @@ SHIPPED = {  # file: (version 1, version 2)
     "patches.20261201.0003.postgres.token_checksums.sql": (
         "5a729df05348be99a2ce16f477a134a88daa40c572a1be1af9e87bf311b9dde7",
         "c97f1d1e3a87612f6cb29b7f5fcd7fa0600b6476c36cdfe753d29afe01928b4f"),
+    "patches.20261202.0001.postgres.repeatable_runs.sql": (
+        "0f63a1458d6c568d102155c2e19d22389fb03b4917d3babeefe232b4879e87ac",
+        "b2e956c8336e43baa8aef7effbb149b5e99d12232cb8ddd7728826eb902db453"),
 }
 
 

@@ -107,7 +107,7 @@ def test_a_narrow_terminal_keeps_the_paths_that_fit_whole(
 def test_json_carries_findings_per_patch_and_in_one_list() -> None:
     data = plan_json(example_plan(), offline=True)
     assert (data["version"], data["offline"], data["lint"]) == (1, True, "warn")
-    assert data["summary"] == {"bootstrap": 1, "apply": 2, "applied": 0, "skip": 0,
+    assert data["summary"] == {"bootstrap": 1, "apply": 2, "applied": 0, "skip": 0, "reapply": 0,
                                "problems": 1, "findings": 1}
     finding = {"rule": "drop-column", "line": 1, "title": "DROP COLUMN",
                "lock": "ACCESS EXCLUSIVE (brief, but it queues behind every running query on "
