@@ -32,6 +32,7 @@ from postgresqlpatches.pg.server import (
 from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
+    from postgresqlpatches.core.locks import RelationLock
     from postgresqlpatches.core.statements import NewSession, Statement
     from postgresqlpatches.pg.server import Connection
 
@@ -204,8 +205,36 @@ def plan(options: Options) -> Plan:
     """Read-only: never creates anything, not even the state database."""
     patches, problems = discover(options.globs, state_db=options.state_db)
     server = options.server()
-    return _make_plan(options, server, patches, _read_server(options, server, patches),
-                      problems)
+    facts = _read_server(options, server, patches)
+    return _with_lock_conflicts(server, _make_plan(options, server, patches, facts, problems),
+                                facts.existing)
+
+
+def _with_lock_conflicts(server: Server, the_plan: Plan, existing: frozenset[str]) -> Plan:
+    """Each pending patch of a database that exists gets the live sessions whose locks
+    conflict with the ones it will take, and its database's oldest open transaction: one
+    read-only query per such database, none when nothing is pending (information for
+    whoever picks the moment to apply; never a problem)."""
+    from postgresqlpatches.core.locks import patch_locks
+    from postgresqlpatches.pg.locks import read_live_locks
+
+    wanted: dict[str, dict[int, tuple[RelationLock, ...]]] = {}  # database: {step index: its locks}
+    for index, step in enumerate(the_plan.steps):
+        database = step.patch.name.database
+        if step.action is Action.APPLY and database in existing:
+            wanted.setdefault(database, {})[index] = patch_locks(step.statements)
+    if not wanted:
+        return the_plan
+    steps = list(the_plan.steps)
+    for database, by_step in wanted.items():
+        live = read_live_locks(server, database,
+                               [lock for locks in by_step.values() for lock in locks])
+        if live is None:
+            continue
+        for index, locks in by_step.items():
+            steps[index] = replace(steps[index], lock_conflicts=live.conflicts(locks),
+                                   oldest_transaction=live.oldest)
+    return replace(the_plan, steps=tuple(steps))
 
 
 def plan_offline(options: Options) -> Plan:
