@@ -10,9 +10,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.core.discovery import Patch, discover
+from postgresqlpatches.core.locks import (
+    DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS,
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_LOCK_TIMEOUT_MS,
+    LockBudget,
+)
 from postgresqlpatches.core.planner import Action, Plan, ServerFacts, Step, make_plan
 from postgresqlpatches.core.records import Problem, Record
 from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError, ServerError
@@ -32,8 +39,11 @@ from postgresqlpatches.pg.server import (
 from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
-    from postgresqlpatches.core.locks import RelationLock
+    from collections.abc import Callable
+
+    from postgresqlpatches.core.locks import RelationLock, Session
     from postgresqlpatches.core.statements import NewSession, Statement
+    from postgresqlpatches.pg.locks import BlockerWatcher
     from postgresqlpatches.pg.server import Connection
 
 log = logging.getLogger("pgpatch")
@@ -51,12 +61,23 @@ class Options:
     state_db: str = DEFAULT_STATE_DB
     allow_out_of_order: bool = False
     lock_wait: float = 600.0
-    lock_timeout_ms: int | None = None
+    lock_timeout_ms: int | None = DEFAULT_LOCK_TIMEOUT_MS
+    """lock_timeout of patch sessions (0: none; None: the server's setting)."""
     statement_timeout_ms: int | None = None
     lint: str = "warn"
     strict_passwords: bool = False
     adopt: bool = False
     """Apply to databases that hold objects but have no record (else a problem)."""
+    lock_retries: int = DEFAULT_LOCK_RETRIES
+    """New tries of a patch that hit lock_timeout (SQLSTATE 55P03), after the first."""
+    concurrent_lock_timeout_ms: int | None = DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS
+    """lock_timeout of a ``... CONCURRENTLY`` statement instead (0: none; None: as the
+    others)."""
+
+    @property
+    def lock_budget(self) -> LockBudget:
+        return LockBudget(self.lock_timeout_ms, self.lock_retries,
+                          self.concurrent_lock_timeout_ms)
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
@@ -71,6 +92,11 @@ class Reporter(Protocol):
     def planned(self, plan: Plan) -> None: ...
     def step_started(self, step: Step) -> None: ...
     def step_done(self, step: Step, seconds: float) -> None: ...
+    def lock_retry(self, step: Step, retry: int, retries: int, wait_seconds: float,
+                   blockers: Sequence[Session]) -> None:
+        """A try of ``step`` hit lock_timeout: retry number ``retry`` of ``retries`` follows
+        in ``wait_seconds``; ``blockers``: who blocked it, when seen (runner._Run.retried).
+        Optional: a reporter without it is not told."""
 
 
 class SilentReporter:
@@ -81,6 +107,10 @@ class SilentReporter:
         pass
 
     def step_done(self, step: Step, seconds: float) -> None:
+        pass
+
+    def lock_retry(self, step: Step, retry: int, retries: int, wait_seconds: float,
+                   blockers: Sequence[Session]) -> None:
         pass
 
 
@@ -219,9 +249,12 @@ def _with_lock_conflicts(server: Server, the_plan: Plan, existing: frozenset[str
     from postgresqlpatches.pg.locks import read_live_locks
 
     wanted: dict[str, dict[int, tuple[RelationLock, ...]]] = {}  # database: {step index: its locks}
+    # a database that gets a bootstrap is made (or made again: an interrupted one's leftover,
+    # whose sessions prove who used it, planner.foreign_use): plan never connects to it
+    built = {s.patch.name.database for s in the_plan.steps if s.action is Action.BOOTSTRAP}
     for index, step in enumerate(the_plan.steps):
         database = step.patch.name.database
-        if step.action is Action.APPLY and database in existing:
+        if step.action is Action.APPLY and database in existing - built:
             wanted.setdefault(database, {})[index] = patch_locks(step.statements)
     if not wanted:
         return the_plan
@@ -294,6 +327,8 @@ class _Run:
         self.fill_later: list[tuple[int, Patch]] = []  # state bootstrap records, pre-upgrade
         self.result: ApplyResult | None = None
         self.current: Step | None = None  # the step about to run or running
+        self.reporter: Reporter = SilentReporter()
+        self.watcher: BlockerWatcher | None = None  # opened by the first watched try
 
     def close(self) -> None:
         """Settle this run's records; if the server is gone, the next run settles them."""
@@ -305,12 +340,15 @@ class _Run:
         except ServerError as e:
             log.debug("records left unsettled for the next run: %s", e.text)
         finally:
+            if self.watcher is not None:
+                self.watcher.close()
             for conn in self.conns.values():
                 conn.close()
             if self.store is not None:
                 self.store.close()
 
     def execute(self, reporter: Reporter) -> ApplyResult:
+        self.reporter = reporter
         existing = self.maint.existing_databases(
             {p.name.database for p in self.patches} | {self.state_db})
         self.store = _state_store(self.server, self.state_db, existing)
@@ -347,8 +385,8 @@ class _Run:
                 self._apply_non_transactional(step)
             else:
                 following = pending[index + 1] if index + 1 < len(pending) else None
-                self._apply_transactional(
-                    step, following if following and self._chains(step, following) else None)
+                chained = following if following and self._chains(step, following) else None
+                self.retried(step, partial(self._apply_transactional, step, chained))
             seconds = time.monotonic() - t0
             reporter.step_done(step, seconds)
             result.done.append((step, seconds))
@@ -429,6 +467,65 @@ class _Run:
                 NewSession("a psql baseline", every_connection=True) if step.via_psql
                 else new_session_needed(step.statements))
         return self.new_sessions[path]
+    # -- the lock budget -----------------------------------------------------------------
+
+    def retried(self, step: Step, attempt: Callable[[], None], *,
+                may_retry: Callable[[], bool] = lambda: True, watch: bool = False) -> None:
+        """Run ``attempt`` (one try of a patch, or of what is left of a non-transactional
+        one) until it does not hit lock_timeout (SQLSTATE 55P03), within the lock budget.
+
+        A try that hits it is rolled back by ``attempt`` (a transactional patch leaves no
+        record) and made again, on a session reset to a new one's state, after a backoff
+        with jitter; each retry is reported. Giving up re-raises the last error, which then
+        names the sessions that blocked the try (seen from a second session while it
+        waited: ``watch`` on every try, else on the tries that may be the last one)."""
+        from postgresqlpatches.pg.errors import LOCK_NOT_AVAILABLE
+        from postgresqlpatches.pg.locks import BlockerWatch, BlockerWatcher
+
+        budget = self.options.lock_budget
+        started = time.monotonic()
+        retry = 0
+        name = step.patch.name
+        while True:
+            seen: BlockerWatch | None = None
+            if watch or retry or not budget.retries:
+                pid = int(self._conn(name.database, name.user).info.backend_pid)
+                bounds = [budget.timeout_ms, budget.concurrent_timeout_ms if watch else None]
+                ms = min((b for b in bounds if b), default=1000)
+                if self.watcher is None:
+                    self.watcher = BlockerWatcher(self.server)
+                seen = self.watcher.watch(pid, every_seconds=ms / 4000)
+            try:
+                if seen is None:
+                    attempt()
+                else:
+                    with seen:
+                        attempt()
+                return
+            except PatchFailed as e:
+                if e.sqlstate != LOCK_NOT_AVAILABLE:
+                    raise
+                blockers = seen.blockers if seen is not None else ()
+                wait = budget.backoff(retry + 1)
+                elapsed = time.monotonic() - started
+                total = budget.total_seconds
+                if retry >= budget.retries or not may_retry() or (
+                        total is not None and elapsed + wait > total):
+                    e.message += _gave_up(budget, retry, elapsed, blockers, may_retry())
+                    if not e.hint:
+                        e.hint = ("the next apply goes on from here: wait for the blocking "
+                                  "session to end (or end it), or give the patch more time "
+                                  "with --lock-timeout and --lock-retries")
+                    raise
+            retry += 1
+            notify = getattr(self.reporter, "lock_retry", None)
+            if notify is not None:
+                notify(step, retry, budget.retries, wait, blockers)
+            log.info("%s: lock timeout, retry %d of %d in %.2f s", step.patch.path, retry,
+                     budget.retries, wait)
+            time.sleep(wait)
+            self._stop_if_lock_lost()
+
     # -- the lock ------------------------------------------------------------------------
 
     def _stop_if_lock_lost(self, *, round_trip: bool = False,
@@ -598,6 +695,7 @@ class _Run:
     def _apply_non_transactional(self, step: Step) -> None:
         """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
         from postgresqlpatches.core.checksums import statement_checksum
+        from postgresqlpatches.core.locks import is_concurrent
         from postgresqlpatches.pg.executor import run_statements
 
         assert self.store is not None
@@ -627,8 +725,11 @@ class _Run:
                         done=f"statements 1-{n} of {total} ran and stay done, the next run "
                              f"resumes at statement {n + 1}")
 
-            run_statements(conn, patch, step.statements, progress, start=step.resume_from,
-                           drop_invalid_index=True)
+            budget = self.options.lock_budget
+            self.retried(step, lambda: run_statements(
+                conn, patch, step.statements, progress, start=done, drop_invalid_index=True,
+                concurrent_lock_timeout_ms=budget.concurrent_timeout_ms),
+                may_retry=lambda: not is_concurrent(step.statements[done]), watch=True)
         except PatchFailed as e:
             e.message += _what_ran(e, done, total)
             if not done:  # nothing of it stays: no record either
@@ -819,6 +920,22 @@ def _what_ran(error: PatchFailed, done: int, total: int) -> str:
         said = ""
     return (said + f"; statements 1-{done} of {total} ran and stay done, the next run resumes "
             f"at statement {failed}")
+
+
+def _gave_up(budget: LockBudget, retries: int, seconds: float, blockers: Sequence[Session],
+             retriable: bool) -> str:
+    """What a patch that gave up on its locks says after the server's message: the budget
+    it used and who blocked it."""
+    if not retriable:
+        spent = (f"a CONCURRENTLY statement waits once, up to --concurrent-lock-timeout "
+                 f"{budget.concurrent_timeout_ms} ms")
+    else:
+        spent = (f"gave up after {retries} retr{'y' if retries == 1 else 'ies'} in "
+                 f"{seconds:.1f} s (--lock-timeout {budget.timeout_ms} ms, --lock-retries "
+                 f"{budget.retries})")
+    who = ("blocked by " + ", ".join(b.describe() for b in blockers) if blockers
+           else "the blocking session was not seen (it may have ended)")
+    return f"; {spent}; {who}"
 
 
 def _as_sent(step: Step) -> Sequence[Statement]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from postgresqlpatches.core.planner import EMPTY, Action, Plan, Step
@@ -355,10 +355,23 @@ class ConsoleReporter:
         elif not self.quiet:
             self.stream.write(_done_line(step, seconds) + "\n")
 
+    def lock_retry(self, step: Step, retry: int, retries: int, wait_seconds: float,
+                   blockers: Sequence[Session]) -> None:
+        """On stderr (stdout may be JSON); rich's bar shows it above itself."""
+        sys.stderr.write(lock_retry_line(step, retry, retries, wait_seconds, blockers) + "\n")
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def lock_retry_line(step: Step, retry: int, retries: int, wait_seconds: float,
+                    blockers: Sequence[Session]) -> str:
+    """``lock timeout: PATH: retry 1 of 5 in 0.31 s (blocked by pid 4711 (...))``."""
+    who = (f" (blocked by {', '.join(b.describe() for b in blockers)})" if blockers else "")
+    return (f"lock timeout: {step.patch.path}: retry {retry} of {retries} in "
+            f"{wait_seconds:.2f} s{who}")
 
 
 def _done_line(step: Step, seconds: float) -> str:

@@ -21,6 +21,7 @@ from postgresqlpatches.errors import ServerError
 DUPLICATE_OBJECT = "42710"
 INVALID_PASSWORD = "28P01"
 OBJECT_IN_USE = "55006"
+LOCK_NOT_AVAILABLE = "55P03"
 
 T = TypeVar("T")
 

@@ -105,21 +105,39 @@ ORDER BY b.xact_start NULLS LAST, b.pid
 """
 
 
-class BlockerWatch:
-    """While a patch session runs one try, look from a second session at who blocks it
-    (pg_blocking_pids), so that the retry line and the give-up error can name them: once
-    the lock_timeout has fired, the session no longer waits and nobody blocks it.
+class BlockerWatcher:
+    """Who blocks a patch session while it runs a try, seen from a second session of the
+    admin role on the maintenance database (pg_blocking_pids): once lock_timeout has
+    fired, the session no longer waits and nobody blocks it any more. The session is
+    opened by the first watch and kept for the run (a retry is watched warm)."""
 
-    A thread wakes after ``after_seconds`` (a try that ends sooner costs nothing, not even a
-    connection) and asks again every ``every_seconds`` until the try ends; the last
-    non-empty answer is kept."""
-
-    def __init__(self, server: Server, pid: int, after_seconds: float,
-                 every_seconds: float) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
+        self._conn: psycopg.Connection | None = None
+
+    def watch(self, pid: int, every_seconds: float) -> BlockerWatch:
+        return BlockerWatch(self, pid, every_seconds)
+
+    def blockers(self, pid: int) -> tuple[Session, ...]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.server.connect(MAINTENANCE_DB, SUPERUSER,
+                                             application_name=OWN_APPLICATION_NAME)
+        return tuple(_session(*row) for row in
+                     self._conn.execute(_BLOCKERS, [pid]).fetchall())
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class BlockerWatch:
+    """One try, watched: a thread asks every ``every_seconds`` until the try ends (a try
+    that ends sooner costs no query); the last non-empty answer is kept."""
+
+    def __init__(self, watcher: BlockerWatcher, pid: int, every_seconds: float) -> None:
+        self.watcher = watcher
         self.pid = pid
-        self.after = after_seconds
-        self.every = max(every_seconds, 0.01)
+        self.every = min(max(every_seconds, 0.01), 1.0)
         self.blockers: tuple[Session, ...] = ()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="pgpatch-blockers",
@@ -136,20 +154,10 @@ class BlockerWatch:
     def _watch(self) -> None:
         import psycopg
 
-        if self._done.wait(self.after):
-            return
-        conn: psycopg.Connection | None = None
         try:
-            conn = self.server.connect(MAINTENANCE_DB, SUPERUSER,
-                                       application_name=OWN_APPLICATION_NAME)
-            while True:
-                rows = conn.execute(_BLOCKERS, [self.pid]).fetchall()
-                if rows:
-                    self.blockers = tuple(_session(*row) for row in rows)
-                if self._done.wait(self.every):
-                    return
+            while not self._done.wait(self.every):
+                found = self.watcher.blockers(self.pid)
+                if found:
+                    self.blockers = found
         except (PgpatchError, psycopg.Error) as e:  # the error then names no blocker
             log.debug("cannot see who blocks server pid %s: %s", self.pid, e)
-        finally:
-            if conn is not None:
-                conn.close()

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 
+from postgresqlpatches.core.locks import LockBudget
 from tests.integration.conftest import STATE_PATCHES, Pg
-from tests.integration.test_safety import ledger_tree
+from tests.integration.test_safety import ledger_counts, ledger_tree, popen
 
 ALTER = "ALTER TABLE ledger ADD COLUMN note text;\n"
 
@@ -115,3 +116,137 @@ def test_plan_does_not_query_a_database_that_does_not_exist_yet(pg: Pg) -> None:
     assert all(p["lock_conflicts"] == [] and p["oldest_transaction"] is None
                for p in patches)
     assert "lock conflicts of" not in result.stderr
+
+
+# -- apply: the lock budget ----------------------------------------------------------------
+
+def records_of(pg: Pg, version: str) -> int:
+    major, minor = version.split(".")
+    return int(pg.query(
+        "SELECT count(*) FROM installed_patches i JOIN databases d ON d.id = i.database_id "
+        f"WHERE d.name = 'app' AND i.major = '{major}' AND i.minor = '{minor}'",
+        "patches")[0][0])
+
+
+def test_a_patch_blocked_by_a_held_lock_is_retried_and_applies_once_the_holder_commits(
+        pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    alter = pg.write("p/app.20240102.0001.postgres.alter.sql", ALTER)
+    with holder(pg) as conn:
+        proc = popen(pg, "apply", pg.glob(), "--lock-timeout", "100", "--lock-retries", "50")
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the first retry: the patch waited and was rolled back
+        assert first.startswith(f"lock timeout: {alter}: retry 1 of 50 in "), first
+        assert records_of(pg, "20240102.0001") == 0  # a rolled-back try leaves no record
+        conn.commit()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert all(line.startswith(f"lock timeout: {alter}: retry ") for line in err.splitlines())
+    assert pg.query("SELECT count(*) FROM information_schema.columns "
+                    "WHERE table_name = 'ledger' AND column_name = 'note'", "app") == [(1,)]
+    assert records_of(pg, "20240102.0001") == 1
+
+
+def test_with_the_holder_kept_apply_gives_up_within_its_budget_naming_the_blocker(
+        pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    pg.write("p/app.20240102.0001.postgres.before.sql", "INSERT INTO ledger VALUES ('b');\n")
+    alter = pg.write("p/app.20240102.0002.postgres.alter.sql", ALTER)
+    pg.write("p/app.20240102.0003.postgres.after.sql", "INSERT INTO ledger VALUES ('a');\n")
+    budget = LockBudget(100, 2)
+    with holder(pg) as conn:
+        pid = pid_of(conn)
+        started = time.monotonic()
+        result = pg.cli("apply", pg.glob(), "--lock-timeout", "100", "--lock-retries", "2",
+                        "--format", "json")
+        took = time.monotonic() - started
+    assert result.exit_code == 1
+    assert budget.total_seconds is not None and took < budget.total_seconds + 10
+    *retries, error, hint = result.stderr.splitlines()
+    assert [line.split(" in ")[0] for line in retries] == [
+        f"lock timeout: {alter}: retry 1 of 2", f"lock timeout: {alter}: retry 2 of 2"]
+    assert error.startswith(f"error: {alter}:1: canceling statement due to lock timeout; "
+                            "gave up after 2 retries in ")
+    assert (f"(--lock-timeout 100 ms, --lock-retries 2); blocked by pid {pid} (postgres, "
+            "report, idle in transaction for ") in error
+    assert error.endswith(": SELECT count(*) FROM ledger) [SQLSTATE 55P03]")
+    assert hint.startswith("hint: the next apply goes on from here")
+    assert "Traceback" not in result.stderr
+    assert ledger_counts(pg) == {"p1": 1, "b": 1}  # before it: applied; after it: not run
+    assert records_of(pg, "20240102.0001") == 1 and records_of(pg, "20240102.0002") == 0
+    again = pg.cli("apply", pg.glob())
+    assert again.exit_code == 0, again.stderr
+    assert ledger_counts(pg) == {"p1": 1, "b": 1, "a": 1}
+    assert records_of(pg, "20240102.0002") == 1
+
+
+def test_a_blocked_non_transactional_statement_is_retried_alone(pg: Pg) -> None:
+    """The INSERT before the VACUUM ran in autocommit and stays done: only the VACUUM is
+    tried again, on giving up too, and the next run resumes at it."""
+    ledger_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    vacuum = pg.write("p/app.20240102.0001.postgres.vacuum.sql",
+                      "INSERT INTO ledger VALUES ('nt');\nVACUUM ledger;\n")
+    with holder(pg, "LOCK TABLE ledger IN SHARE UPDATE EXCLUSIVE MODE") as conn:
+        pid = pid_of(conn)
+        result = pg.cli("apply", pg.glob(), "--lock-timeout", "100", "--lock-retries", "1")
+    assert result.exit_code == 1
+    retry, error, _hint = result.stderr.splitlines()
+    assert retry.startswith(f"lock timeout: {vacuum}: retry 1 of 1 in ")
+    assert error.startswith(f"error: {vacuum}:2: canceling statement due to lock timeout; "
+                            "gave up after 1 retry in ")
+    assert f"blocked by pid {pid} (postgres, report, " in error
+    assert error.endswith("; statements 1-1 of 2 ran and stay done, the next run resumes at "
+                          "statement 2 [SQLSTATE 55P03]")
+    assert ledger_counts(pg) == {"p1": 1, "nt": 1}
+    with holder(pg, "LOCK TABLE ledger IN SHARE UPDATE EXCLUSIVE MODE") as conn:
+        proc = popen(pg, "apply", pg.glob(), "--lock-timeout", "100", "--lock-retries", "50")
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith(f"lock timeout: {vacuum}: retry 1 of 50 in ")
+        conn.commit()
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert ledger_counts(pg) == {"p1": 1, "nt": 1}  # the INSERT never ran again
+
+
+def test_create_index_concurrently_waits_for_old_transactions_past_lock_timeout(
+        pg: Pg) -> None:
+    """Its own bound: it holds nobody up while it waits, so --lock-timeout does not cut it
+    short (the writer keeps its transaction open ten times longer than that)."""
+    ledger_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    pg.write("p/app.20240102.0001.postgres.index.sql",
+             "CREATE INDEX CONCURRENTLY ledger_name ON ledger (name);\n")
+    with pg.server.connect("app", autocommit=False) as writer:
+        writer.execute("INSERT INTO ledger VALUES ('w')")
+        release = threading.Timer(1.0, writer.commit)
+        release.start()
+        try:
+            result = pg.cli("apply", pg.glob(), "--lock-timeout", "100")
+        finally:
+            release.join()
+    assert result.exit_code == 0, result.stderr
+    assert "lock timeout:" not in result.stderr
+    assert pg.query("SELECT indisvalid FROM pg_index "
+                    "WHERE indexrelid = 'ledger_name'::regclass", "app") == [(True,)]
+
+
+def test_a_file_that_sets_lock_timeout_itself_keeps_it_for_its_concurrent_index(
+        pg: Pg) -> None:
+    ledger_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    bad = pg.write("p/app.20240102.0001.postgres.index.sql",
+                   "SET lock_timeout = '150ms';\n"
+                   "CREATE INDEX CONCURRENTLY ledger_name ON ledger (name);\n")
+    with pg.server.connect("app", autocommit=False) as writer:
+        writer.execute("INSERT INTO ledger VALUES ('w')")
+        result = pg.cli("apply", pg.glob())
+        writer.rollback()
+    assert result.exit_code == 1
+    (error, _hint) = result.stderr.splitlines()
+    assert error.startswith(f"error: {bad}:2: canceling statement due to lock timeout; "
+                            "a CONCURRENTLY statement waits once")
+

@@ -16,6 +16,7 @@ from postgresqlpatches.core.locks import (
     SHARE_ROW_EXCLUSIVE,
     SHARE_UPDATE_EXCLUSIVE,
     LiveLocks,
+    LockBudget,
     RelationLock,
     Session,
 )
@@ -170,3 +171,75 @@ def test_is_concurrent(sql: str, expected: bool) -> None:
 def test_sets_lock_timeout(sql: str, expected: bool) -> None:
     (statement,) = parse_sql(sql).statements
     assert locks.sets_lock_timeout(statement) is expected
+
+
+@pytest.mark.parametrize("retry, lowest, highest", [(1, 0.125, 0.25), (2, 0.25, 0.5),
+                                                    (3, 0.5, 1.0), (6, 2.5, 5.0),
+                                                    (20, 2.5, 5.0)])
+def test_the_backoff_doubles_up_to_a_cap_and_is_jittered_down_to_half(
+        retry: int, lowest: float, highest: float) -> None:
+    budget = LockBudget()
+    assert budget.backoff(retry, rng=lambda: 0.0) == lowest
+    assert budget.backoff(retry, rng=lambda: 1.0) == highest
+
+
+def test_the_total_budget_is_every_try_at_its_timeout_and_every_backoff_at_its_longest(
+        ) -> None:
+    assert LockBudget(1000, 2).total_seconds == 3 * 1.0 + 0.25 + 0.5
+    assert LockBudget(100, 0).total_seconds == 0.1
+    assert LockBudget(0, 3).total_seconds is None
+
+
+def test_the_cli_spells_the_lock_budget_defaults_as_core_does() -> None:
+    from postgresqlpatches.cli import commands
+
+    assert commands.LOCK_TIMEOUT_MS == locks.DEFAULT_LOCK_TIMEOUT_MS
+    assert commands.LOCK_RETRIES == locks.DEFAULT_LOCK_RETRIES
+    assert commands.CONCURRENT_LOCK_TIMEOUT_MS == locks.DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS
+
+
+def _pending(conflicts: tuple[locks.LockConflict, ...] = ()) -> object:
+    from postgresqlpatches.core.discovery import read_patch
+    from postgresqlpatches.core.planner import Action, Step
+
+    patch = read_patch("p/app.20240102.0001.postgres.alter.sql",
+                       text="ALTER TABLE ledger ADD COLUMN note text;\n")
+    return Step(patch, Action.APPLY, lock_conflicts=conflicts,
+                oldest_transaction=_session(4711, 12.0))
+
+
+def test_the_plan_note_names_the_first_conflict_and_counts_the_rest() -> None:
+    from postgresqlpatches.cli.render import step_json, step_note
+
+    conflicts = (locks.LockConflict("ledger", ACCESS_EXCLUSIVE, ACCESS_SHARE, True,
+                                    _session(4711, 12.0)),
+                 locks.LockConflict("ledger", ACCESS_EXCLUSIVE, ROW_EXCLUSIVE, False,
+                                    _session(4712)))
+    step = _pending(conflicts)
+    assert step_note(step) == ("lock conflict: pid 4711 holds AccessShareLock on ledger "
+                               "(+1 more)")
+    assert step_note(_pending()) == ""
+    data = step_json(step)
+    assert data["lock_conflicts"][1] == {
+        "pid": 4712, "user": "alice", "application_name": "psql",
+        "state": "idle in transaction", "xact_seconds": None, "query": "SELECT 1",
+        "relation": "ledger", "mode": ACCESS_EXCLUSIVE, "held_mode": ROW_EXCLUSIVE,
+        "granted": False}
+    assert data["oldest_transaction"]["pid"] == 4711
+
+
+def test_a_retry_is_one_line_on_stderr_with_patch_count_and_wait(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from postgresqlpatches.cli.render import ConsoleReporter
+
+    out = io.StringIO()
+    reporter = ConsoleReporter(out)
+    reporter.lock_retry(_pending(), 2, 5, 0.6149, (_session(4711, 3.0),))
+    reporter.lock_retry(_pending(), 3, 5, 1.2, ())
+    assert out.getvalue() == ""  # stdout may be JSON
+    assert capsys.readouterr().err.splitlines() == [
+        "lock timeout: p/app.20240102.0001.postgres.alter.sql: retry 2 of 5 in 0.61 s "
+        "(blocked by pid 4711 (alice, psql, idle in transaction for 3 s: SELECT 1))",
+        "lock timeout: p/app.20240102.0001.postgres.alter.sql: retry 3 of 5 in 1.20 s"]
