@@ -470,7 +470,8 @@ class _Run:
     # -- the lock budget -----------------------------------------------------------------
 
     def retried(self, step: Step, attempt: Callable[[], None], *,
-                may_retry: Callable[[], bool] = lambda: True, watch: bool = False) -> None:
+                may_retry: Callable[[], bool] = lambda: True, watch: bool = False,
+                done: Callable[[], str] = lambda: "nothing of it ran") -> None:
         """Run ``attempt`` (one try of a patch, or of what is left of a non-transactional
         one) until it does not hit lock_timeout (SQLSTATE 55P03), within the lock budget.
 
@@ -478,7 +479,8 @@ class _Run:
         record) and made again, on a session reset to a new one's state, after a backoff
         with jitter; each retry is reported. Giving up re-raises the last error, which then
         names the sessions that blocked the try (seen from a second session while it
-        waited: ``watch`` on every try, else on the tries that may be the last one)."""
+        waited: ``watch`` on every try, else on the tries that may be the last one).
+        ``done``: what of the patch stays done, should the run's lock be gone at a retry."""
         from postgresqlpatches.pg.errors import LOCK_NOT_AVAILABLE
         from postgresqlpatches.pg.locks import BlockerWatch, BlockerWatcher
 
@@ -521,10 +523,10 @@ class _Run:
             notify = getattr(self.reporter, "lock_retry", None)
             if notify is not None:
                 notify(step, retry, budget.retries, wait, blockers)
-            log.info("%s: lock timeout, retry %d of %d in %.2f s", step.patch.path, retry,
-                     budget.retries, wait)
+            log.debug("%s: lock timeout, retry %d of %d in %.2f s", step.patch.path, retry,
+                      budget.retries, wait)
             time.sleep(wait)
-            self._stop_if_lock_lost()
+            self._stop_if_lock_lost(done=done())
 
     # -- the lock ------------------------------------------------------------------------
 
@@ -729,7 +731,10 @@ class _Run:
             self.retried(step, lambda: run_statements(
                 conn, patch, step.statements, progress, start=done, drop_invalid_index=True,
                 concurrent_lock_timeout_ms=budget.concurrent_timeout_ms),
-                may_retry=lambda: not is_concurrent(step.statements[done]), watch=True)
+                may_retry=lambda: not is_concurrent(step.statements[done]), watch=True,
+                done=lambda: (f"statements 1-{done} of {total} ran and stay done, the next run "
+                              f"resumes at statement {done + 1}") if done else
+                "nothing of it ran")
         except PatchFailed as e:
             e.message += _what_ran(e, done, total)
             if not done:  # nothing of it stays: no record either
