@@ -11,9 +11,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.core.discovery import Patch, discover
+from postgresqlpatches.core.locks import (
+    DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS,
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_LOCK_TIMEOUT_MS,
+    LockBudget,
+)
 from postgresqlpatches.core.planner import Action, Plan, ServerFacts, Step, make_plan
 from postgresqlpatches.core.records import Problem, Record
 from postgresqlpatches.errors import PgpatchError
@@ -29,6 +35,9 @@ from postgresqlpatches.pg.server import (
 from postgresqlpatches.pg.session import RunSession, read_facts, read_server, state_store
 from postgresqlpatches.pg.state import STATE_USER
 
+if TYPE_CHECKING:
+    from postgresqlpatches.core.locks import RelationLock, Session
+
 DEFAULT_STATE_DB = "patches"
 
 
@@ -41,7 +50,8 @@ class Options:
     state_db: str = DEFAULT_STATE_DB
     allow_out_of_order: bool = False
     lock_wait: float = 600.0
-    lock_timeout_ms: int | None = None
+    lock_timeout_ms: int | None = DEFAULT_LOCK_TIMEOUT_MS
+    """lock_timeout of patch sessions (0: none; None: the server's setting)."""
     statement_timeout_ms: int | None = None
     lint: str = "warn"
     strict_passwords: bool = False
@@ -49,6 +59,16 @@ class Options:
     """Apply to databases that hold objects but have no record (else a problem)."""
     admin_user: str = SUPERUSER
     """The maintenance role (--admin-user): a managed service's admin needs no SUPERUSER."""
+    lock_retries: int = DEFAULT_LOCK_RETRIES
+    """New tries of a patch that hit lock_timeout (SQLSTATE 55P03), after the first."""
+    concurrent_lock_timeout_ms: int | None = DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS
+    """lock_timeout of a ``... CONCURRENTLY`` statement instead (0: none; None: as the
+    others)."""
+
+    @property
+    def lock_budget(self) -> LockBudget:
+        return LockBudget(self.lock_timeout_ms, self.lock_retries,
+                          self.concurrent_lock_timeout_ms)
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
@@ -63,6 +83,11 @@ class Reporter(Protocol):
     def planned(self, plan: Plan) -> None: ...
     def step_started(self, step: Step) -> None: ...
     def step_done(self, step: Step, seconds: float) -> None: ...
+    def lock_retry(self, step: Step, retry: int, retries: int, wait_seconds: float,
+                   blockers: Sequence[Session]) -> None:
+        """A try of ``step`` hit lock_timeout: retry number ``retry`` of ``retries`` follows
+        in ``wait_seconds``; ``blockers``: who blocked it, when seen (runner._Run.retried).
+        Optional: a reporter without it is not told."""
 
 
 class SilentReporter:
@@ -73,6 +98,10 @@ class SilentReporter:
         pass
 
     def step_done(self, step: Step, seconds: float) -> None:
+        pass
+
+    def lock_retry(self, step: Step, retry: int, retries: int, wait_seconds: float,
+                   blockers: Sequence[Session]) -> None:
         pass
 
 
@@ -158,7 +187,38 @@ def plan(options: Options) -> Plan:
                                  admin_user=options.admin_user)
     server = options.server()
     facts = read_server(server, options.state_db, patches, options.adopt)
-    return _make_plan(options, server, patches, facts, problems)
+    return _with_lock_conflicts(server, _make_plan(options, server, patches, facts, problems),
+                                facts.existing)
+
+
+def _with_lock_conflicts(server: Server, the_plan: Plan, existing: frozenset[str]) -> Plan:
+    """Each pending patch of a database that exists gets the live sessions whose locks
+    conflict with the ones it will take, and its database's oldest open transaction: one
+    read-only query per such database, none when nothing is pending (information for
+    whoever picks the moment to apply; never a problem)."""
+    from postgresqlpatches.core.locks import patch_locks
+    from postgresqlpatches.pg.locks import read_live_locks
+
+    wanted: dict[str, dict[int, tuple[RelationLock, ...]]] = {}  # database: {step index: its locks}
+    # a database that gets a bootstrap is made (or made again: an interrupted one's leftover,
+    # whose sessions prove who used it, planner.foreign_use): plan never connects to it
+    built = {s.patch.name.database for s in the_plan.steps if s.action is Action.BOOTSTRAP}
+    for index, step in enumerate(the_plan.steps):
+        database = step.patch.name.database
+        if step.action in (Action.APPLY, Action.REAPPLY) and database in existing - built:
+            wanted.setdefault(database, {})[index] = patch_locks(step.statements)
+    if not wanted:
+        return the_plan
+    steps = list(the_plan.steps)
+    for database, by_step in wanted.items():
+        live = read_live_locks(server, database,
+                               [lock for locks in by_step.values() for lock in locks])
+        if live is None:
+            continue
+        for index, locks in by_step.items():
+            steps[index] = replace(steps[index], lock_conflicts=live.conflicts(locks),
+                                   oldest_transaction=live.oldest)
+    return replace(the_plan, steps=tuple(steps))
 
 
 def plan_offline(options: Options) -> Plan:
@@ -198,7 +258,8 @@ def locked(options: Options) -> Iterator[RunSession]:
     maint = Maintenance(server)
     try:
         maint.lock(options.lock_wait)
-        run = RunSession(server, maint, options.state_db, options.lock_wait)
+        run = RunSession(server, maint, options.state_db, options.lock_wait,
+                         options.lock_budget)
         try:
             yield run
         finally:
@@ -220,6 +281,7 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
     if plan.problems:
         raise PlanRefused(plan)
     reporter.planned(plan)
+    run.on_retry = getattr(reporter, "lock_retry", None)  # optional for a reporter
     result = ApplyResult(plan)
 
     def finished(step: Step, seconds: float) -> None:

@@ -372,6 +372,10 @@ EXIT_PENDING = 3
 """plan --exit-code: the plan is valid and has patches to run (click keeps 2 for usage errors)."""
 
 LINT_MODES = ("error", "warn", "off")  # planner.LINT_MODES, spelled here to keep --help fast
+# core/locks.py's defaults, spelled here to keep --help fast (a unit test compares them)
+LOCK_TIMEOUT_MS = 1000
+LOCK_RETRIES = 5
+CONCURRENT_LOCK_TIMEOUT_MS = 600_000
 
 
 def lint_option(what: str) -> Callable[..., Any]:
@@ -440,8 +444,19 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
               help="Apply patches older than the newest applied one of their database.")
 @click.option("--lock-wait", type=click.FloatRange(0), default=600, show_default=True,
               metavar="SECONDS", help="How long to wait for another run's lock.")
-@click.option("--lock-timeout", type=click.IntRange(0), metavar="MS",
-              help="lock_timeout for patch sessions (default: off, the server's).")
+@click.option("--lock-timeout", type=click.IntRange(0), metavar="MS", default=LOCK_TIMEOUT_MS,
+              show_default=True,
+              help="lock_timeout for patch sessions: the longest a patch waiting for a lock "
+                   "holds up the queries queued behind it, per try; 0: no limit.")
+@click.option("--lock-retries", type=click.IntRange(0), metavar="N", default=LOCK_RETRIES,
+              show_default=True,
+              help="New tries of a patch that hit lock_timeout (rolled back, then run again "
+                   "after a backoff with jitter); 0: fail at once.")
+@click.option("--concurrent-lock-timeout", type=click.IntRange(0), metavar="MS",
+              default=CONCURRENT_LOCK_TIMEOUT_MS, show_default=True,
+              help="lock_timeout for CREATE INDEX CONCURRENTLY and the other CONCURRENTLY "
+                   "statements, which wait for older transactions without holding up "
+                   "others; they are not retried; 0: no limit.")
 @click.option("--statement-timeout", type=click.IntRange(0), metavar="MS",
               help="statement_timeout for patch sessions (default: off, the server's).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
@@ -450,8 +465,8 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
 @ADOPT
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
-          lock_timeout: int | None, statement_timeout: int | None, fmt: str, lint: str,
-          adopt: bool, **kw: Any) -> None:
+          lock_timeout: int, lock_retries: int, concurrent_lock_timeout: int,
+          statement_timeout: int | None, fmt: str, lint: str, adopt: bool, **kw: Any) -> None:
     """Apply every pending patch, each exactly once, in name order.
 
     Lint findings are printed on stderr before anything runs.
@@ -462,7 +477,8 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
-                       lint=lint, adopt=adopt)
+                       lint=lint, adopt=adopt, lock_retries=lock_retries,
+                       concurrent_lock_timeout_ms=concurrent_lock_timeout)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         result = runner.apply(options, reporter)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from postgresqlpatches.core.planner import EMPTY, Action, Plan, Step
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.lint import Finding
+    from postgresqlpatches.core.locks import Session
     from postgresqlpatches.core.records import Record
     from postgresqlpatches.runner import ApplyResult, Status
 
@@ -48,7 +49,17 @@ def step_note(step: Step) -> str:
         parts.append(step.reason)
     if step.findings:
         parts.append("lint: " + ", ".join(dict.fromkeys(f.rule.id for f in step.findings)))
+    if step.lock_conflicts:
+        parts.append(lock_conflicts_note(step))
     return ", ".join(parts)
+
+
+def lock_conflicts_note(step: Step) -> str:
+    """The first live session the patch's locks would wait for, short: JSON has them all."""
+    first, more = step.lock_conflicts[0], len(step.lock_conflicts) - 1
+    verb = "holds" if first.granted else "waits for"
+    return (f"lock conflict: pid {first.session.pid} {verb} {first.held_mode} on "
+            f"{first.relation}" + (f" (+{more} more)" if more else ""))
 
 
 def _plural(n: int, word: str) -> str:
@@ -268,7 +279,20 @@ def step_json(step: Step) -> dict[str, Any]:
         "checksum": step.checksum,
         "installed": rec.installed.isoformat() if rec and rec.installed else None,
         "findings": [finding_json(f) for f in step.findings],
+        "lock_conflicts": [dict(session_json(c.session), relation=c.relation, mode=c.mode,
+                                held_mode=c.held_mode, granted=c.granted)
+                           for c in step.lock_conflicts],
+        "oldest_transaction": (session_json(step.oldest_transaction)
+                               if step.oldest_transaction is not None else None),
     }
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    return {"pid": session.pid, "user": session.user,
+            "application_name": session.application_name, "state": session.state,
+            "xact_seconds": (round(session.xact_seconds, 3)
+                             if session.xact_seconds is not None else None),
+            "query": session.query}
 
 
 def dump_json(data: Any, stream: IO[str] | None = None) -> None:
@@ -334,10 +358,23 @@ class ConsoleReporter:
         elif not self.quiet:
             self.stream.write(_done_line(step, seconds) + "\n")
 
+    def lock_retry(self, step: Step, retry: int, retries: int, wait_seconds: float,
+                   blockers: Sequence[Session]) -> None:
+        """On stderr (stdout may be JSON); rich's bar shows it above itself."""
+        sys.stderr.write(lock_retry_line(step, retry, retries, wait_seconds, blockers) + "\n")
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def lock_retry_line(step: Step, retry: int, retries: int, wait_seconds: float,
+                    blockers: Sequence[Session]) -> str:
+    """``lock timeout: PATH: retry 1 of 5 in 0.31 s (blocked by pid 4711 (...))``."""
+    who = (f" (blocked by {', '.join(b.describe() for b in blockers)})" if blockers else "")
+    return (f"lock timeout: {step.patch.path}: retry {retry} of {retries} in "
+            f"{wait_seconds:.2f} s{who}")
 
 
 def _done_line(step: Step, seconds: float) -> str:

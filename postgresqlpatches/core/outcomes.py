@@ -10,6 +10,7 @@ from postgresqlpatches.core.planner import Action, Step
 from postgresqlpatches.errors import LockLost, PatchFailed
 
 if TYPE_CHECKING:
+    from postgresqlpatches.core.locks import LockBudget, Session
     from postgresqlpatches.core.statements import NewSession, Statement
 
 
@@ -100,3 +101,19 @@ def undo_hint(database: str, kept: str | None, roles: Sequence[str], *, duplicat
         return (f"nothing of {database} was kept: pgpatch dropped the database and the roles "
                 "its bootstrap created; fix the file and run again")
     return None
+
+
+def gave_up(budget: LockBudget, retries: int, seconds: float, blockers: Sequence[Session],
+            retriable: bool) -> str:
+    """What a patch that gave up on its locks says after the server's message: the budget
+    it used and who blocked it."""
+    if not retriable:
+        spent = (f"a CONCURRENTLY statement waits once, up to --concurrent-lock-timeout "
+                 f"{budget.concurrent_timeout_ms} ms")
+    else:
+        spent = (f"gave up after {retries} retr{'y' if retries == 1 else 'ies'} in "
+                 f"{seconds:.1f} s (--lock-timeout {budget.timeout_ms} ms, --lock-retries "
+                 f"{budget.retries})")
+    who = ("blocked by " + ", ".join(b.describe() for b in blockers) if blockers
+           else "the blocking session was not seen (it may have ended)")
+    return f"; {spent}; {who}"

@@ -13,6 +13,7 @@ from postgresqlpatches.core.records import Problem, Record
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.lint import Finding
+    from postgresqlpatches.core.locks import LockConflict, Session
     from postgresqlpatches.core.statements import ParsedSql, Statement
 
 
@@ -67,6 +68,11 @@ class Step:
     transaction: tuple[str, ...] = ()
     """The modes its transaction begins with (statements.TRANSACTION_MODES), as the file
     wrote them: its BEGIN ... COMMIT wrapper's, or a leading SET TRANSACTION's."""
+    lock_conflicts: tuple[LockConflict, ...] = ()
+    """plan only: live sessions holding or waiting for locks that conflict with the ones
+    this pending patch will take (information, never a problem; runner.plan fills it)."""
+    oldest_transaction: Session | None = None
+    """plan only: the oldest open transaction of its database, when it is read."""
 
     @property
     def pending(self) -> bool:

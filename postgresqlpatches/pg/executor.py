@@ -46,19 +46,38 @@ def failure(e: Exception, patch: Patch, statement: Statement | None,
 def run_statements(conn: psycopg.Connection, patch: Patch,
                    statements: Sequence[Statement],
                    after_each: Callable[[int], None] | None = None, start: int = 0, *,
-                   drop_invalid_index: bool = False) -> None:
+                   drop_invalid_index: bool = False,
+                   concurrent_lock_timeout_ms: int | None = None) -> None:
     """Run statements in order; on error raise PatchFailed (the caller rolls back).
 
     ``drop_invalid_index`` (autocommit only): a CREATE INDEX CONCURRENTLY that fails after
     its first phase committed leaves an invalid index, and the next run's same statement
     would fail with "already exists"; that index, and only that one, is dropped
     (PatchFailed.dropped_index says which).
+
+    ``concurrent_lock_timeout_ms`` (autocommit only): the lock_timeout of each ``...
+    CONCURRENTLY`` statement (and of the drop of what it left); the statement after it
+    goes back to the session's own (RESET). Once the file sets lock_timeout itself, its
+    choice stands.
     """
     import psycopg
 
+    from postgresqlpatches.core.locks import is_concurrent, sets_lock_timeout
+
     cur = conn.cursor()
+    own = concurrent_lock_timeout_ms is None or any(
+        sets_lock_timeout(s) for s in statements[:start])
+    raised = False  # lock_timeout is the concurrent one now
     for index in range(start, len(statements)):
         statement = statements[index]
+        own = own or sets_lock_timeout(statement)
+        if not own and is_concurrent(statement) != raised:
+            raised = not raised
+            if raised:
+                cur.execute("SELECT set_config('lock_timeout', %s, false)",
+                            [f"{concurrent_lock_timeout_ms}ms"])
+            else:
+                cur.execute("RESET lock_timeout")
         table = _concurrent_index_table(conn, statement) if drop_invalid_index else None
         before = _invalid_indexes(conn, table) if table is not None else None
         try:

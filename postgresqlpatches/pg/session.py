@@ -4,7 +4,8 @@ and the running of each step, pipelining included (the runner only says which st
 A run needs at most ``CONNECTIONS`` connections to the server, whatever the number of
 databases: the lock's session, the state database's, ``PATCH_SESSIONS`` patch sessions (the
 least recently used is closed when a step needs another (database, user)), and one more, short
-lived, for a psql baseline or a look into a database while planning (docs/safety.md).
+lived, for a psql baseline or a look into a database while planning (docs/safety.md); a patch
+that waits on its lock budget's retries adds the one that watches who blocks it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.discovery import Patch
+    from postgresqlpatches.core.locks import LockBudget, Session
     from postgresqlpatches.core.planner import Plan, ServerFacts, Step
     from postgresqlpatches.core.statements import NewSession
+    from postgresqlpatches.pg.locks import BlockerWatcher
     from postgresqlpatches.pg.server import Connection
+
+    LockRetry = Callable[[Step, int, int, float, Sequence[Session]], None]
 
 log = logging.getLogger("pgpatch")
 
@@ -32,6 +37,8 @@ PATCH_SESSIONS = 2
 """Patch sessions kept open at once: two, so that patches alternating between two users of
 one database keep theirs."""
 CONNECTIONS = 1 + 1 + PATCH_SESSIONS + 1
+"""The most connections one run opens at once (the module's docstring counts them), not
+counting the blocker watch of a patch that hits lock_timeout."""
 """The most connections one run opens at once (the module's docstring counts them)."""
 
 
@@ -90,8 +97,12 @@ class RunSession:
     next patch, and sends a patch down the pipeline behind the one before it when it can."""
 
     def __init__(self, server: Server, maint: Maintenance, state_db: str,
-                 lock_wait: float) -> None:
+                 lock_wait: float, budget: LockBudget | None = None,
+                 on_retry: LockRetry | None = None) -> None:
         self.server = server
+        self.budget = budget  # None: a lock timeout is an error at once (baseline's run)
+        self.on_retry = on_retry  # told of each retry (the runner's reporter)
+        self.watcher: BlockerWatcher | None = None  # opened by the first watched try
         self.maint = maint
         self.state_db = state_db
         self.lock_wait = lock_wait
@@ -137,6 +148,8 @@ class RunSession:
         except ServerError as e:
             log.debug("records left unsettled for the next run: %s", e.text)
         finally:
+            if self.watcher is not None:
+                self.watcher.close()
             for conn in self.conns.values():
                 conn.close()
             if self.store is not None:
@@ -176,8 +189,72 @@ class RunSession:
             if following is not None and not chains(step, following, self.state_db,
                                                     self._new_session(step)):
                 following = None
-            self._apply_transactional(step, following)
+            self.retried(step, lambda: self._apply_transactional(step, following))
         self.applied += 1
+
+    # -- the lock budget -----------------------------------------------------------------
+
+    def retried(self, step: Step, attempt: Callable[[], None], *,
+                may_retry: Callable[[], bool] = lambda: True, watch: bool = False,
+                done: Callable[[], str] = lambda: "nothing of it ran") -> None:
+        """Run ``attempt`` (one try of a patch, or of what is left of a non-transactional
+        one) until it does not hit lock_timeout (SQLSTATE 55P03), within the lock budget.
+
+        A try that hits it is rolled back by ``attempt`` (a transactional patch leaves no
+        record) and made again, on a session reset to a new one's state, after a backoff
+        with jitter; each retry is reported. Giving up re-raises the last error, which then
+        names the sessions that blocked the try (seen from a second session while it
+        waited: ``watch`` on every try, else on the tries that may be the last one).
+        ``done``: what of the patch stays done, should the run's lock be gone at a retry."""
+        from postgresqlpatches.core.outcomes import gave_up
+        from postgresqlpatches.pg.errors import LOCK_NOT_AVAILABLE
+        from postgresqlpatches.pg.locks import BlockerWatch, BlockerWatcher
+
+        budget = self.budget
+        if budget is None:
+            attempt()
+            return
+        started = time.monotonic()
+        retry = 0
+        name = step.patch.name
+        while True:
+            seen: BlockerWatch | None = None
+            if watch or retry or not budget.retries:
+                pid = int(self._conn(name.database, name.user).info.backend_pid)
+                bounds = [budget.timeout_ms, budget.concurrent_timeout_ms if watch else None]
+                ms = min((b for b in bounds if b), default=1000)
+                if self.watcher is None:
+                    self.watcher = BlockerWatcher(self.server)
+                seen = self.watcher.watch(pid, every_seconds=ms / 4000)
+            try:
+                if seen is None:
+                    attempt()
+                else:
+                    with seen:
+                        attempt()
+                return
+            except PatchFailed as e:
+                if e.sqlstate != LOCK_NOT_AVAILABLE:
+                    raise
+                blockers = seen.blockers if seen is not None else ()
+                wait = budget.backoff(retry + 1)
+                elapsed = time.monotonic() - started
+                total = budget.total_seconds
+                if retry >= budget.retries or not may_retry() or (
+                        total is not None and elapsed + wait > total):
+                    e.message += gave_up(budget, retry, elapsed, blockers, may_retry())
+                    if not e.hint:
+                        e.hint = ("the next apply goes on from here: wait for the blocking "
+                                  "session to end (or end it), or give the patch more time "
+                                  "with --lock-timeout and --lock-retries")
+                    raise
+            retry += 1
+            if self.on_retry is not None:
+                self.on_retry(step, retry, budget.retries, wait, blockers)
+            log.debug("%s: lock timeout, retry %d of %d in %.2f s", step.patch.path, retry,
+                      budget.retries, wait)
+            time.sleep(wait)
+            self._stop_if_lock_lost(done=done())
 
     # -- connections ---------------------------------------------------------------------
 
@@ -412,6 +489,7 @@ class RunSession:
     def _apply_non_transactional(self, step: Step) -> None:
         """Statement by statement in autocommit; progress is recorded so a rerun resumes."""
         from postgresqlpatches.core.checksums import statement_checksum
+        from postgresqlpatches.core.locks import is_concurrent
         from postgresqlpatches.core.outcomes import what_ran
         from postgresqlpatches.core.sending import sending
         from postgresqlpatches.pg.executor import run_statements
@@ -428,7 +506,7 @@ class RunSession:
                                      statements_done=0)
         conn.autocommit = True
         t0 = time.monotonic()
-        done = step.resume_from
+        done = sending(step, self.state_db).start
         total = len(step.statements)
         # what each done statement was, so that a resume can tell an edited done part
         checksums = [statement_checksum(s.text) for s in step.statements[:done]]
@@ -443,8 +521,14 @@ class RunSession:
                         done=f"statements 1-{n} of {total} ran and stay done, the next run "
                              f"resumes at statement {n + 1}")
 
-            run_statements(conn, patch, step.statements, progress,
-                           start=sending(step, self.state_db).start, drop_invalid_index=True)
+            concurrent_ms = self.budget.concurrent_timeout_ms if self.budget else None
+            self.retried(step, lambda: run_statements(
+                conn, patch, step.statements, progress, start=done, drop_invalid_index=True,
+                concurrent_lock_timeout_ms=concurrent_ms),
+                may_retry=lambda: not is_concurrent(step.statements[done]), watch=True,
+                done=lambda: (f"statements 1-{done} of {total} ran and stay done, the next run "
+                              f"resumes at statement {done + 1}") if done else
+                "nothing of it ran")
         except PatchFailed as e:
             e.message += what_ran(e, done, total)
             if not done:  # nothing of it stays: no record either

@@ -4,6 +4,7 @@ a failed CREATE INDEX CONCURRENTLY leaves (docs/safety.md)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from postgresqlpatches.core.checksums import text_checksum, token_checksum
@@ -265,11 +266,17 @@ def test_an_invalid_index_that_cannot_be_dropped_is_named_with_what_to_do(pg: Pg
                    "CREATE INDEX CONCURRENTLY users_email ON users (email);\n")
     with pg.server.connect("app", autocommit=False) as writer:
         writer.execute("INSERT INTO users VALUES (10, 'zed@example.com')")  # left open
-        result = pg.cli("apply", pg.glob(), "--lock-timeout", "300")
+        pid = writer.info.backend_pid
+        result = pg.cli("apply", pg.glob(), "--concurrent-lock-timeout", "300")
         writer.rollback()
     assert result.exit_code == 1
-    assert result.stderr.splitlines() == [
-        f"error: {bad}:1: canceling statement due to lock timeout; statement 1 of 1 left the "
+    error, *rest = result.stderr.splitlines()
+    blocked = re.search(r"; blocked by pid \d+ \(postgres, idle in transaction for \d+ s: "
+                        r"INSERT INTO users VALUES \(10, 'zed@example.com'\)\)", error)
+    assert blocked is not None and f"pid {pid} " in blocked.group(0), error
+    assert [error.replace(blocked.group(0), ""), *rest] == [
+        f"error: {bad}:1: canceling statement due to lock timeout; a CONCURRENTLY statement "
+        "waits once, up to --concurrent-lock-timeout 300 ms; statement 1 of 1 left the "
         "invalid index public.users_email, which pgpatch did not drop (canceling statement "
         "due to lock timeout); no other statement of it ran [SQLSTATE 55P03]",
         "hint: drop it (DROP INDEX CONCURRENTLY public.users_email) before the next run, or "

@@ -28,6 +28,8 @@ GATE = 4242
 """An advisory lock the test holds: a patch that takes it waits there until the test lets go,
 so each test decides exactly when a run is inside which step."""
 AT_THE_GATE = "SELECT pg_advisory_xact_lock(4242);\n"
+AT_THE_GATE_OPTIONS = ("--lock-timeout", "0")
+"""A run that waits at the gate waits as long as the test holds it, not one lock_timeout."""
 EARLIER_RUN_WARNING = "warning: an earlier pgpatch run is still working (server pid"
 
 
@@ -119,7 +121,7 @@ def test_an_idle_session_timeout_does_not_end_the_lock_and_the_second_run_waits(
     pg.query("ALTER ROLE postgres IN DATABASE postgres SET idle_session_timeout = '300ms'")
     try:
         with gate(pg):
-            first = start("apply", pg.glob())
+            first = start("apply", pg.glob(), *AT_THE_GATE_OPTIONS)
             wait_for("the first run at the gate", lambda: waiting_at_the_gate(pg, first, 0.8))
             assert len(pg.query(LOCK_HOLDER)) == 1  # well past 300 ms idle, still there
             second = start("apply", pg.glob(), "--lock-wait", "60")
@@ -137,7 +139,7 @@ def test_a_lost_lock_stops_the_run_and_the_second_waits_for_its_unfinished_state
         pg: Pg, start: Start) -> None:
     three_patches(pg, NON_TRANSACTIONAL_AT_THE_GATE)
     with gate(pg):
-        first = start("apply", pg.glob())
+        first = start("apply", pg.glob(), *AT_THE_GATE_OPTIONS)
         wait_for("the first run at the gate", lambda: waiting_at_the_gate(pg, first))
         end_the_lock_session(pg)
         second = start("apply", pg.glob(), "--lock-wait", "60")
@@ -160,7 +162,7 @@ def test_a_lost_lock_during_a_patch_stops_before_the_one_sent_behind_it(
         pg: Pg, start: Start) -> None:
     three_patches(pg, "INSERT INTO ledger VALUES ('p2');\n" + AT_THE_GATE)
     with gate(pg):
-        first = start("apply", pg.glob())
+        first = start("apply", pg.glob(), *AT_THE_GATE_OPTIONS)
         wait_for("the first run at the gate", lambda: waiting_at_the_gate(pg, first))
         end_the_lock_session(pg)
     code1, _, err1 = finish(first)
@@ -183,7 +185,7 @@ def test_a_lost_lock_during_a_bootstrap_never_lets_the_second_run_drop_it(
              "\\connect app\nCREATE TABLE ledger (name text NOT NULL);\n")
     pg.write("p/app.20240101.0001.postgres.p1.sql", "INSERT INTO ledger VALUES ('p1');\n")
     with gate(pg, "postgres"):
-        first = start("apply", pg.glob())
+        first = start("apply", pg.glob(), *AT_THE_GATE_OPTIONS)
         wait_for("the baseline at the gate", lambda: waiting_at_the_gate(pg, first))
         end_the_lock_session(pg)
         second = start("apply", pg.glob(), "--lock-wait", "60")

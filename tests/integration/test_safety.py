@@ -447,8 +447,12 @@ def test_lock_timeout_makes_a_blocked_patch_fail_cleanly(pg: Pg) -> None:
         assert time.monotonic() - started < 30
         busy.rollback()
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: {alter}:1: canceling statement due to lock timeout")
-    assert "[SQLSTATE 55P03]" in result.stderr
+    *retries, error, hint = result.stderr.splitlines()
+    assert [line.split(" in ")[0] for line in retries] == [
+        f"lock timeout: {alter}: retry {n} of 5" for n in range(1, 6)]
+    assert error.startswith(f"error: {alter}:1: canceling statement due to lock timeout")
+    assert error.endswith("[SQLSTATE 55P03]")
+    assert hint.startswith("hint: the next apply goes on from here")
     assert pg.cli("apply", pg.glob()).exit_code == 0
 
 
