@@ -6,9 +6,11 @@ per step: execute, record, report -> unlock. plan is the same without lock or wr
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,12 +58,38 @@ class Options:
     strict_passwords: bool = False
     adopt: bool = False
     """Apply to databases that hold objects but have no record (else a problem)."""
+    # -- for rehearse (rehearse.py): the live server read-only, the copy with its own
+    # passwords, and what each statement did there
+    read_only: bool = False
+    environ: Mapping[str, str] | None = None
+    observer: Observer | None = None
 
     def server(self) -> Server:
-        return Server(host=self.host, port=self.port, prefix=self.prefix,
-                      lock_timeout_ms=self.lock_timeout_ms,
-                      statement_timeout_ms=self.statement_timeout_ms,
-                      strict=self.strict_passwords)
+        server = Server(host=self.host, port=self.port, prefix=self.prefix,
+                        lock_timeout_ms=self.lock_timeout_ms,
+                        statement_timeout_ms=self.statement_timeout_ms,
+                        strict=self.strict_passwords, read_only=self.read_only)
+        if self.environ is not None:
+            server.environ = self.environ
+        return server
+
+
+class Observer(Protocol):
+    """Sees the statements of each APPLY step as they run (rehearse's lock watch); apply has
+    none, and then nothing of this is called."""
+
+    def sent(self, patch: Patch, statements: Sequence[Statement]) -> Sequence[Statement]:
+        """The statements to send in one transaction, with queries of its own between them."""
+        ...
+
+    def result(self, statement: Statement, result: object) -> None:
+        """The server's result of each statement ``sent`` returned, in order."""
+        ...
+
+    def running(self, conn: Connection, patch: Patch,
+                statement: Statement) -> AbstractContextManager[None]:
+        """Around each statement of a non-transactional patch."""
+        ...
 
 
 class Reporter(Protocol):
@@ -505,12 +533,15 @@ class _Run:
 
         t0 = time.monotonic()
         sent, self.sent_ahead = self.sent_ahead is patch, None
+        observer = self.options.observer
         try:
-            run_transaction(conn, patch, _as_sent(step), write_record,
-                            (following.patch, _as_sent(following)) if following else None,
+            run_transaction(conn, patch, _observed(observer, step), write_record,
+                            (following.patch, _observed(observer, following))
+                            if following else None,
                             sent=sent, modes=step.transaction,
                             following_modes=following.transaction if following else (),
-                            reset=self._new_session(step) is None)
+                            reset=self._new_session(step) is None,
+                            observe=observer.result if observer is not None else None)
         except BaseException as e:
             rollback_quietly(conn)
             self._after_patch(step)
@@ -598,8 +629,11 @@ class _Run:
                         done=f"statements 1-{n} of {total} ran and stay done, the next run "
                              f"resumes at statement {n + 1}")
 
+            observer = self.options.observer
             run_statements(conn, patch, step.statements, progress, start=step.resume_from,
-                           drop_invalid_index=True)
+                           drop_invalid_index=True,
+                           watch=(functools.partial(observer.running, conn, patch)
+                                  if observer is not None else None))
         except PatchFailed as e:
             e.message += _what_ran(e, done, total)
             if not done:  # nothing of it stays: no record either
@@ -800,6 +834,12 @@ def _as_sent(step: Step) -> Sequence[Statement]:
     if creates_temp_objects(step.statements):
         return (*step.statements, DISCARD_TEMP)
     return step.statements
+
+
+def _observed(observer: Observer | None, step: Step) -> Sequence[Statement]:
+    """What goes down the pipeline: _as_sent, with an observer's queries between."""
+    statements = _as_sent(step)
+    return observer.sent(step.patch, statements) if observer is not None else statements
 
 
 def _forget_record(store: StateStore, record_id: int) -> None:
