@@ -59,8 +59,10 @@ class _Timing:
     def __init__(self, expected: Plan | None) -> None:
         self.expected = expected
         self.started: Step | None = None
+        self.t0 = 0.0
         self.done: dict[str, float] = {}
         self.plan: Plan | None = None
+        self.failed_after: float | None = None
 
     def planned(self, plan: Plan) -> None:
         self.plan = plan
@@ -79,10 +81,15 @@ class _Timing:
 
     def step_started(self, step: Step) -> None:
         self.started = step
+        self.t0 = time.monotonic()
 
     def step_done(self, step: Step, seconds: float) -> None:
         self.done[step.patch.path] = seconds
         self.started = None
+
+    def running_for(self) -> float | None:
+        """How long the step that is running (or failed) has run."""
+        return time.monotonic() - self.t0 if self.started is not None else None
 
 
 def _step_text(step: tuple[str, Action] | None) -> str:
@@ -94,13 +101,13 @@ def rehearse(options: Options, *, offline: bool = False, data: bool = False,
              major: int | None = None, data_limit_mb: int = DATA_LIMIT_MB) -> Rehearsal:
     """The pending patches on a throwaway copy; the live server is only read."""
     from postgresqlpatches import runner
-    from postgresqlpatches.pg.rehearsal import installation_for
+    from postgresqlpatches.pg.rehearsal import CopyPasswords, installation_for
     from postgresqlpatches.pg.server import Maintenance
 
     started = time.monotonic()
     live = replace(options, read_only=True)
-    if offline:
-        plan = runner.plan_offline(options)
+    if offline:  # the copy's passwords: an offline plan logs in nowhere else
+        plan = runner.plan_offline(replace(options, environ=CopyPasswords()))
     else:
         plan = runner.plan(live)
     result = Rehearsal(plan, offline)
@@ -177,13 +184,15 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
                 result.error = e
         except PgpatchError as e:
             failure = e
+            timing.failed_after = timing.running_for()
         ran = timing.plan or plan
         result.plan = ran if offline and timing.plan is not None else result.plan
         result.patches = _reports(ran, timing, watch, failure)
         if failure is not None and not any(p.outcome == "failed" for p in result.patches):
             result.error = failure  # not one patch's: the copy's, say
     finally:
-        scratch.cleanup()
+        with _uninterrupted():
+            scratch.cleanup()
 
 
 def _reports(plan: Plan, timing: _Timing, watch: Any,
@@ -200,6 +209,7 @@ def _reports(plan: Plan, timing: _Timing, watch: Any,
             report.seconds = timing.done[step.patch.path]
         elif failure is not None and step.patch.path == failed_path:
             report.outcome = "failed"
+            report.seconds = timing.failed_after
             report.line, report.sqlstate = failure.line, failure.sqlstate
             report.message = failure.message
         report.statements = list(watch.seen.get(step.patch.path, []))
@@ -223,3 +233,17 @@ def _interruptible() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """A second Ctrl-C while the copy is removed would leave its files: it waits until then."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
