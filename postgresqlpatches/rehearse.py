@@ -178,16 +178,18 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
         failure: PgpatchError | None = None
         try:
             runner.apply(on_copy, timing)
-        except runner.PlanRefused as e:
-            result.plan = e.plan if offline else result.plan
-            if not offline:
+        except runner.PlanRefused as e:  # nothing ran on the copy
+            if offline:  # the copy's plan is the tree's on an empty server: its problems
+                result.plan = e.plan
+            else:
                 result.error = e
+            return
         except PgpatchError as e:
             failure = e
             timing.failed_after = timing.running_for()
-        ran = timing.plan or plan
-        result.plan = ran if offline and timing.plan is not None else result.plan
-        result.patches = _reports(ran, timing, watch, failure)
+        if offline and timing.plan is not None:
+            result.plan = timing.plan
+        result.patches = _reports(timing.plan or plan, timing, watch, failure)
         if failure is not None and not any(p.outcome == "failed" for p in result.patches):
             result.error = failure  # not one patch's: the copy's, say
     finally:

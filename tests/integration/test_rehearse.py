@@ -308,3 +308,11 @@ def _running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_offline_a_database_without_a_bootstrap_is_a_problem(pg: Pg) -> None:
+    pg.write("zoo.20240101.0001.postgres.cage.sql", "CREATE TABLE cage (id int);\n")
+    code, doc = _rehearse_json(pg, "--offline", "--major", str(pg.server.major))
+    assert code == 1
+    assert [p["kind"] for p in doc["problems"]] == ["no-baseline"]
+    assert doc["patches"] == []
