@@ -35,7 +35,8 @@ INSERT INTO t SELECT g, CASE WHEN g % 2 = 0 THEN 'x' END FROM generate_series(1,
 ADD_COLUMN = ("-- a volatile default: every row gets its own value, so the table is rewritten\n"
               "ALTER TABLE t ADD COLUMN seen timestamptz DEFAULT clock_timestamp();\n")
 CONCURRENT_INDEX = "CREATE INDEX CONCURRENTLY t_v ON t (v);\n"
-NOT_NULL = "SELECT 1;\nGRANT SELECT ON t TO reporting;\nALTER TABLE t ALTER COLUMN v SET NOT NULL;\n"
+NOT_NULL = ("SELECT 1;\nGRANT SELECT ON t TO reporting;\n"
+            "ALTER TABLE t ALTER COLUMN v SET NOT NULL;\n")
 
 
 def _live_tree(pg: Pg) -> None:
