@@ -58,6 +58,7 @@ def pin_search_path(conn: psycopg.Connection) -> None:
     """For the rest of this transaction, pgpatch's own search_path (on a patch session)."""
     conn.execute("SELECT set_config('search_path', %s, true)", [OWN_SEARCH_PATH])
 READ_ONLY_SETTING = "-c default_transaction_read_only=on"
+"""libpq options of every session on a server that is only read (Server.read_only)."""
 RUN_APPLICATION_NAME = "pgpatch apply"
 """The application_name of every session an apply run works in (never its lock's session):
 a run that takes the lock first waits until no such session of an earlier run is left."""
