@@ -8,7 +8,7 @@ database work, connections and pipelining included, is pg/session.py's.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
@@ -37,6 +37,7 @@ from postgresqlpatches.pg.state import STATE_USER
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.locks import RelationLock, Session
+    from postgresqlpatches.pg.session import Observer
 
 DEFAULT_STATE_DB = "patches"
 
@@ -64,6 +65,11 @@ class Options:
     concurrent_lock_timeout_ms: int | None = DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS
     """lock_timeout of a ``... CONCURRENTLY`` statement instead (0: none; None: as the
     others)."""
+    # -- for rehearse (rehearse.py): the live server read-only, the copy with its own
+    # passwords, and what each statement did there (pg/session.py Observer)
+    read_only: bool = False
+    environ: Mapping[str, str] | None = None
+    observer: Observer | None = None
 
     @property
     def lock_budget(self) -> LockBudget:
@@ -71,10 +77,14 @@ class Options:
                           self.concurrent_lock_timeout_ms)
 
     def server(self) -> Server:
-        return Server(host=self.host, port=self.port, prefix=self.prefix,
-                      lock_timeout_ms=self.lock_timeout_ms,
-                      statement_timeout_ms=self.statement_timeout_ms,
-                      strict=self.strict_passwords, admin_user=self.admin_user)
+        server = Server(host=self.host, port=self.port, prefix=self.prefix,
+                        lock_timeout_ms=self.lock_timeout_ms,
+                        statement_timeout_ms=self.statement_timeout_ms,
+                        strict=self.strict_passwords, admin_user=self.admin_user,
+                        read_only=self.read_only)
+        if self.environ is not None:
+            server.environ = self.environ
+        return server
 
 
 class Reporter(Protocol):
@@ -259,7 +269,7 @@ def locked(options: Options) -> Iterator[RunSession]:
     try:
         maint.lock(options.lock_wait)
         run = RunSession(server, maint, options.state_db, options.lock_wait,
-                         options.lock_budget)
+                         options.lock_budget, observer=options.observer)
         try:
             yield run
         finally:

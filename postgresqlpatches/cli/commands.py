@@ -600,6 +600,65 @@ def demo(keep: bool, log_level: str) -> None:
         _fail(e, log_level)
 
 
+@main.command()
+@GLOBS
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: the rehearsal as one JSON document on stdout.")
+@click.option("--offline", is_flag=True,
+              help="No live server: build every database from the tree (bootstraps, then "
+                   "every patch) on a throwaway server: the CI gate that the whole tree "
+                   "builds.")
+@click.option("--major", type=click.IntRange(10), metavar="N",
+              help="With --offline: the PostgreSQL major to build on (default: the newest "
+                   "one installed).")
+@click.option("--data", is_flag=True,
+              help="Copy the rows too, of each database up to --data-limit, to catch what "
+                   "depends on data (NOT NULL over nulls, a unique index over duplicates).")
+@click.option("--data-limit", type=click.IntRange(0), default=100, show_default=True,
+              metavar="MB", help="With --data: a larger database is copied as its schema.")
+@lint_option("rehearse anyway")
+@click.option("--allow-out-of-order", is_flag=True,
+              help="Rehearse patches older than the newest applied one of their database.")
+@ADOPT
+@common_options
+def rehearse(globs: tuple[str, ...], fmt: str, offline: bool, major: int | None, data: bool,
+             data_limit: int, lint: str, allow_out_of_order: bool, adopt: bool,
+             **kw: Any) -> None:
+    """Run the pending patches on a throwaway copy of the live schema first.
+
+    Reads the live server and never writes to it (its sessions are read-only); copies the
+    roles (without passwords) and the schema of each database with pending patches into a
+    throwaway server of the same major, with the state database's records; runs the
+    pending patches there as apply would; reports per patch ran or failed, its time, and
+    per statement the locks it took and the tables it rewrote. The throwaway server lives
+    under TMPDIR and is always removed. See docs/rehearse.md.
+
+    \b
+    Exit status:
+      0  every pending patch ran on the copy
+      1  a patch failed, the plan has problems, or the copy could not be made
+      2  usage error (a bad option)
+    """
+    from postgresqlpatches import rehearse as rehearse_module
+    from postgresqlpatches.cli import render
+
+    _require_globs(globs)
+    if major is not None and not offline:
+        raise click.UsageError("--major goes with --offline: a rehearsal of a live server "
+                               "runs on that server's major")
+    if data and offline:
+        raise click.UsageError("--data copies a live server's rows: not with --offline")
+    options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
+                       adopt=adopt)
+    result = rehearse_module.rehearse(options, offline=offline, data=data, major=major,
+                                      data_limit_mb=data_limit)
+    if fmt == "json":
+        render.dump_json(render.rehearsal_json(result))
+    else:
+        render.print_rehearsal(result)
+    sys.exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
+
+
 def _require_globs(globs: tuple[str, ...]) -> None:
     if not globs:
         raise click.UsageError("give at least one GLOB of patch files, e.g. 'patches/**/*.sql'")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from postgresqlpatches.core.lint import Finding
     from postgresqlpatches.core.locks import Session
     from postgresqlpatches.core.records import Record
+    from postgresqlpatches.rehearse import Rehearsal
     from postgresqlpatches.runner import ApplyResult, Status
 
 JSON_VERSION = 1
@@ -521,3 +522,94 @@ def print_plan_sql(plan: Plan, state_db: str, stream: IO[str] | None = None) -> 
                  "the state database, DISCARD ALL after each patch)\n")
     for step in pending:
         stream.write("\n" + redact(as_text(sending(step, state_db))))
+# -- rehearse ----------------------------------------------------------------------------
+
+def _blocked(reads: bool, writes: bool) -> str:
+    what = [w for w, on in (("reads", reads), ("writes", writes)) if on]
+    return "blocks " + " and ".join(what) if what else "blocks neither reads nor writes"
+
+
+def rehearsal_lines(r: Rehearsal) -> list[str]:
+    """Per patch its outcome and time on the copy, then each statement's locks and rewrites."""
+    where = (f"a throwaway PostgreSQL {r.major} server" if r.major else "a throwaway server")
+    source = ("built from the tree alone (--offline)" if r.offline else
+              "copied from the live server: " + (
+                  ", ".join(f"{d} (schema and rows)" if d in r.with_rows else f"{d} (schema)"
+                            for d in r.copied) or "no database (all are new)"))
+    lines = [f"rehearsal on {where}, {source}"]
+    lines += [f"warning: {d} is larger than the --data limit: only its schema was copied"
+              for d in r.too_large]
+    for p in r.patches:
+        seconds = f"{p.seconds:.3f} s" if p.seconds is not None else "-"
+        if p.outcome == "failed":
+            where_line = f"{p.path}:{p.line}" if p.line else p.path
+            code = f" [SQLSTATE {p.sqlstate}]" if p.sqlstate else ""
+            lines.append(f"failed   {seconds:>9}  {where_line}: {p.message}{code}")
+        else:
+            lines.append(f"{p.outcome:<8} {seconds:>9}  {p.path}")
+        for s in p.statements:
+            for lock in s.locks:
+                lines.append(f"    line {s.line}: {lock.mode} on {lock.relation} "
+                             f"({_blocked(lock.blocks_reads, lock.blocks_writes)})")
+            for table in s.rewritten:
+                lines.append(f"    line {s.line}: rewrote {table}")
+    for p in r.plan.problems:
+        lines.append(f"problem: {_problem_text(p)}")
+        if p.hint:
+            lines.append(f"  hint: {p.hint}")
+    if r.error is not None:
+        lines.append(f"error: {r.error}")
+        if r.error.hint:
+            lines.append(f"hint: {r.error.hint}")
+    lines.append(rehearsal_summary(r))
+    return lines
+
+
+def rehearsal_summary(r: Rehearsal) -> str:
+    if not r.plan.ok:
+        return f"not rehearsed: the plan has {_plural(len(r.plan.problems), 'problem')}"
+    if not r.patches and r.error is None:
+        return "nothing to rehearse: no pending patch"
+    counts = {o: sum(p.outcome == o for p in r.patches) for o in ("ran", "failed", "not run")}
+    said = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+    return (f"rehearsal {'passed' if r.ok else 'failed'}: {said or 'no patch ran'} "
+            f"({r.seconds:.2f} s)")
+
+
+def print_rehearsal(r: Rehearsal, stream: IO[str] | None = None) -> None:
+    from postgresqlpatches.core.redact import redact
+
+    stream = stream or sys.stdout
+    stream.write("".join(redact(line) + "\n" for line in rehearsal_lines(r)))
+
+
+def rehearsal_json(r: Rehearsal) -> dict[str, Any]:
+    """docs/rehearse.md describes it."""
+    return {
+        "version": JSON_VERSION,
+        "ok": r.ok,
+        "offline": r.offline,
+        "major": r.major,
+        "copied": [{"database": d, "rows": d in r.with_rows} for d in r.copied],
+        "too_large": r.too_large,
+        "seconds": round(r.seconds, 6),
+        "patches": [{
+            "path": p.path, "database": p.database, "version": p.version, "user": p.user,
+            "action": p.action, "outcome": p.outcome,
+            "seconds": round(p.seconds, 6) if p.seconds is not None else None,
+            "error": None if p.outcome != "failed" else {
+                "line": p.line, "sqlstate": p.sqlstate, "message": p.message},
+            "statements": [{
+                "line": s.line,
+                "locks": [{"relation": lk.relation, "mode": lk.mode,
+                           "blocks_reads": lk.blocks_reads, "blocks_writes": lk.blocks_writes}
+                          for lk in s.locks],
+                "rewritten": list(s.rewritten)} for s in p.statements],
+        } for p in r.patches],
+        "problems": [
+            {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
+             "hint": p.hint} for p in r.plan.problems],
+        "error": None if r.error is None else {
+            "path": r.error.path, "line": r.error.line, "sqlstate": r.error.sqlstate,
+            "message": r.error.message, "hint": r.error.hint},
+    }

@@ -386,3 +386,55 @@ def pg_dump_failure(stderr: str, returncode: int, server: Server) -> PgpatchErro
                 "a member of their owners, or GRANT pg_read_all_data TO "
                 f"{server.admin_user} (docs/managed.md)")
     return PgpatchError(redact(f"pg_dump failed: {said}"), hint=hint)
+# -- rehearse: every role of the server, without passwords ------------------------------------
+
+ALL_ROLES_QUERY = """
+SELECT r.oid, r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb,
+       r.rolcanlogin, r.rolreplication, r.rolbypassrls, r.rolconnlimit,
+       CASE WHEN isfinite(r.rolvaliduntil)
+            THEN to_char(r.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'
+            ELSE r.rolvaliduntil::text END,
+       coalesce((SELECT s.setconfig FROM pg_db_role_setting s
+                 WHERE s.setdatabase = 0 AND s.setrole = r.oid), '{}')
+FROM pg_roles r
+WHERE r.rolname <> 'postgres' AND r.rolname !~ '^pg_'
+ORDER BY r.rolname
+"""
+"""As ROLES_QUERY, for every role: a patch may name a role that no object refers to yet (a
+GRANT to it), and rehearse runs the patches as apply would. pg_roles shows no password."""
+
+
+def read_all_roles(conn: psycopg.Connection) -> tuple[list[Role], list[Membership]]:
+    """Every role of the server (but postgres and the predefined ones) and their memberships."""
+    rows = conn.execute(ALL_ROLES_QUERY).fetchall()
+    roles = [Role(r[1], *r[2:11], tuple(r[11])) for r in rows]
+    options = MEMBERSHIP_OPTIONS[conn.info.server_version >= 160000]
+    members = conn.execute(MEMBERSHIPS_QUERY.format(options=options),
+                           {"roles": [r[0] for r in rows]}).fetchall()
+    return roles, [Membership(*m) for m in members]
+
+
+def pipe_dump(pg_dump: str, server: Server, database: str, scope: list[str],
+              psql: list[str], psql_env: dict[str, str]) -> None:
+    """``pg_dump --create`` of ``database`` straight into ``psql`` (another server), without
+    holding the dump in memory; pg_dump's or psql's last error line on failure."""
+    args = _dump_command(pg_dump, server, database) + ["--create", *scope]
+    dump = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=server.psql_environment(server.admin_user, dbname=database))
+    try:
+        restore = subprocess.run(psql, stdin=dump.stdout, capture_output=True, env=psql_env,
+                                 check=False)
+    finally:
+        assert dump.stdout is not None
+        dump.stdout.close()
+        dumped = dump.wait()
+    dump_err = dump.stderr.read() if dump.stderr is not None else b""
+    if dump.stderr is not None:
+        dump.stderr.close()
+    if dumped != 0:
+        msg = dump_err.decode(errors="replace").strip().splitlines()
+        raise PgpatchError(f"pg_dump of {database} failed: {msg[-1] if msg else dumped}")
+    if restore.returncode != 0:
+        msg = [t for t in restore.stderr.decode(errors="replace").splitlines() if t.strip()]
+        raise PgpatchError(f"copying {database} to the throwaway server failed: "
+                           f"{msg[-1] if msg else restore.returncode}")

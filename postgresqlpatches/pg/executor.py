@@ -6,6 +6,7 @@ import logging
 import re
 import subprocess
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.core.redact import known_passwords, redact, remembered_passwords
@@ -47,7 +48,9 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
                    statements: Sequence[Statement],
                    after_each: Callable[[int], None] | None = None, start: int = 0, *,
                    drop_invalid_index: bool = False,
-                   concurrent_lock_timeout_ms: int | None = None) -> None:
+                   concurrent_lock_timeout_ms: int | None = None,
+                   watch: Callable[[Statement], AbstractContextManager[None]] | None = None,
+                   ) -> None:
     """Run statements in order; on error raise PatchFailed (the caller rolls back).
 
     ``drop_invalid_index`` (autocommit only): a CREATE INDEX CONCURRENTLY that fails after
@@ -59,6 +62,7 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
     CONCURRENTLY`` statement (and of the drop of what it left); the statement after it
     goes back to the session's own (RESET). Once the file sets lock_timeout itself, its
     choice stands.
+    ``watch`` (rehearse only): a context around each statement, to see what it locks.
     """
     import psycopg
 
@@ -81,7 +85,11 @@ def run_statements(conn: psycopg.Connection, patch: Patch,
         table = _concurrent_index_table(conn, statement) if drop_invalid_index else None
         before = _invalid_indexes(conn, table) if table is not None else None
         try:
-            cur.execute(statement.text)
+            if watch is None:
+                cur.execute(statement.text)
+            else:
+                with watch(statement):
+                    cur.execute(statement.text)
         except psycopg.Error as e:
             error = failure(e, patch, statement)
             if table is not None and before is not None:
@@ -160,7 +168,8 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
                     statements: Sequence[Statement], record: Callable[[int], None],
                     following: tuple[Patch, Sequence[Statement]] | None = None, *,
                     sent: bool = False, modes: Sequence[str] = (),
-                    following_modes: Sequence[str] = (), reset: bool = True) -> int:
+                    following_modes: Sequence[str] = (), reset: bool = True,
+                    observe: Callable[[Statement, object], None] | None = None) -> int:
     """Run a patch in one transaction and commit it, its record written in between; returns
     the transaction id.
 
@@ -183,6 +192,7 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     caller passes False only when it closes the connection after this patch anyway.
     ``modes`` (and ``following_modes``): the patch's own transaction modes, sent with its
     BEGIN: set later, after the transaction id's query, isolation and deferrability fail.
+    ``observe`` (rehearse only): called with each statement and its result as it arrives.
 
     PatchFailed means the server answered with an error: the transaction did not commit.
     Any other exception once ``record`` has returned (a lost connection, an interrupt)
@@ -238,6 +248,8 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
                         "the session could not be reset after the commit: "
                         + str(error).strip().splitlines()[0])
                 failed = statements[index] if index < len(statements) else None
+            if observe is not None and index < len(statements):
+                observe(statements[index], result)
             _end_of_query(pg)
             if index == len(statements) and error is None:
                 crash_point("after-commit-result")

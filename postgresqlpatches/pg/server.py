@@ -58,6 +58,8 @@ def session_options(settings: list[str], *, own: bool,
 def pin_search_path(conn: psycopg.Connection) -> None:
     """For the rest of this transaction, pgpatch's own search_path (on a patch session)."""
     conn.execute("SELECT set_config('search_path', %s, true)", [OWN_SEARCH_PATH])
+READ_ONLY_SETTING = "-c default_transaction_read_only=on"
+"""libpq options of every session on a server that is only read (Server.read_only)."""
 RUN_APPLICATION_NAME = "pgpatch apply"
 """The application_name of every session an apply run works in (never its lock's session):
 a run that takes the lock first waits until no such session of an earlier run is left."""
@@ -167,6 +169,9 @@ class Server:
     admin_user: str = SUPERUSER
     """--admin-user: the role of the maintenance session (lock, pg_database, creating and
     dropping databases, the state database's bootstrap); the only one PGPASSWORD is for."""
+    read_only: bool = False
+    """rehearse reads the live server: every session it opens (psycopg, psql, pg_dump) has
+    default_transaction_read_only=on, so nothing it runs there can write."""
     _warned: set[str] = field(default_factory=set)
     _files: dict[str, str | None] = field(default_factory=dict)
 
@@ -331,6 +336,8 @@ class Server:
             settings.append(f"-c lock_timeout={int(self.lock_timeout_ms)}")
         if session_settings and self.statement_timeout_ms is not None:
             settings.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
+        if self.read_only:
+            settings.append(READ_ONLY_SETTING)
         kwargs: dict[str, object] = dict(self.libpq_params())
         options = session_options(settings, own=not session_settings, environ=self.environ)
         if options is not None:
@@ -396,6 +403,9 @@ class Server:
                if not is_password_variable(k)}
         if own:
             env["PGOPTIONS"] = session_options([], own=True, environ=env) or ""
+        if self.read_only:
+            env["PGOPTIONS"] = " ".join(filter(None, [env.get("PGOPTIONS", ""),
+                                                      READ_ONLY_SETTING]))
         env["PGPASSWORD"] = self.password(user, dbname)
         env["PGAPPNAME"] = self.application_name  # a run's psql is one of its sessions
         env.pop("PGDATABASE", None)

@@ -10,10 +10,12 @@ that waits on its lock budget's retries adds the one that watches who blocks it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError, ServerError
 from postgresqlpatches.pg.errors import DUPLICATE_OBJECT, is_driver_error, server_errors
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from postgresqlpatches.core.discovery import Patch
     from postgresqlpatches.core.locks import LockBudget, Session
     from postgresqlpatches.core.planner import Plan, ServerFacts, Step
-    from postgresqlpatches.core.statements import NewSession
+    from postgresqlpatches.core.statements import NewSession, Statement
     from postgresqlpatches.pg.locks import BlockerWatcher
     from postgresqlpatches.pg.server import Connection
 
@@ -40,6 +42,24 @@ CONNECTIONS = 1 + 1 + PATCH_SESSIONS + 1
 """The most connections one run opens at once (the module's docstring counts them), not
 counting the blocker watch of a patch that hits lock_timeout."""
 """The most connections one run opens at once (the module's docstring counts them)."""
+
+
+class Observer(Protocol):
+    """Sees the statements of each APPLY step as they run (rehearse's lock watch); apply has
+    none, and then nothing of this is called."""
+
+    def sent(self, patch: Patch, statements: Sequence[Statement]) -> Sequence[Statement]:
+        """The statements to send in one transaction, with queries of its own between them."""
+        ...
+
+    def result(self, statement: Statement, result: object) -> None:
+        """The server's result of each statement ``sent`` returned, in order."""
+        ...
+
+    def running(self, conn: Connection, patch: Patch,
+                statement: Statement) -> AbstractContextManager[None]:
+        """Around each statement of a non-transactional patch."""
+        ...
 
 
 def state_store(server: Server, state_db: str, existing: set[str]) -> StateStore | None:
@@ -98,8 +118,9 @@ class RunSession:
 
     def __init__(self, server: Server, maint: Maintenance, state_db: str,
                  lock_wait: float, budget: LockBudget | None = None,
-                 on_retry: LockRetry | None = None) -> None:
+                 on_retry: LockRetry | None = None, observer: Observer | None = None) -> None:
         self.server = server
+        self.observer = observer  # rehearse's: what each statement did on the copy
         self.budget = budget  # None: a lock timeout is an error at once (baseline's run)
         self.on_retry = on_retry  # told of each retry (the runner's reporter)
         self.watcher: BlockerWatcher | None = None  # opened by the first watched try
@@ -191,6 +212,14 @@ class RunSession:
                 following = None
             self.retried(step, lambda: self._apply_transactional(step, following))
         self.applied += 1
+
+    def _observed(self, step: Step) -> Sequence[Statement]:
+        """What goes down the pipeline: as_sent, with an observer's queries between."""
+        from postgresqlpatches.core.outcomes import as_sent
+
+        statements = as_sent(step, self.state_db)
+        return (self.observer.sent(step.patch, statements) if self.observer is not None
+                else statements)
 
     # -- the lock budget -----------------------------------------------------------------
 
@@ -383,7 +412,6 @@ class RunSession:
         dies, the record stays unsettled and the next run asks the server what became of
         the transaction: deleting it then could drop the record of a committed patch.
         """
-        from postgresqlpatches.core.outcomes import as_sent
         from postgresqlpatches.core.planner import next_run
         from postgresqlpatches.pg.executor import (
             crash_point,
@@ -424,12 +452,13 @@ class RunSession:
         t0 = time.monotonic()
         sent, self.sent_ahead = self.sent_ahead is patch, None
         try:
-            run_transaction(conn, patch, as_sent(step, self.state_db), write_record,
-                            (following.patch, as_sent(following, self.state_db))
+            run_transaction(conn, patch, self._observed(step), write_record,
+                            (following.patch, self._observed(following))
                             if following else None,
                             sent=sent, modes=step.transaction,
                             following_modes=following.transaction if following else (),
-                            reset=self._new_session(step) is None)
+                            reset=self._new_session(step) is None,
+                            observe=self.observer.result if self.observer else None)
         except BaseException as e:
             rollback_quietly(conn)
             self._after_patch(step)
@@ -524,7 +553,9 @@ class RunSession:
             concurrent_ms = self.budget.concurrent_timeout_ms if self.budget else None
             self.retried(step, lambda: run_statements(
                 conn, patch, step.statements, progress, start=done, drop_invalid_index=True,
-                concurrent_lock_timeout_ms=concurrent_ms),
+                concurrent_lock_timeout_ms=concurrent_ms,
+                watch=(functools.partial(self.observer.running, conn, patch)
+                       if self.observer is not None else None)),
                 may_retry=lambda: not is_concurrent(step.statements[done]), watch=True,
                 done=lambda: (f"statements 1-{done} of {total} ran and stay done, the next run "
                               f"resumes at statement {done + 1}") if done else

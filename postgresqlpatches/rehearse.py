@@ -1,0 +1,251 @@
+"""``pgpatch rehearse``: the pending patches on a throwaway copy, before production sees them.
+
+live (read-only) -> plan -> throwaway server of the live major -> roles, schemas (rows with
+--data) and the state database copied -> runner.apply on the copy, with a lock watch ->
+per patch: ran or failed, time, per statement locks and rewrites -> the copy is removed.
+With --offline there is no live server: the tree is built on an empty copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from postgresqlpatches.core.planner import Action, Plan, Step
+from postgresqlpatches.core.rehearsal import PatchRehearsal
+from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.pg.errors import translated
+
+if TYPE_CHECKING:
+    from postgresqlpatches.runner import Options
+
+log = logging.getLogger("pgpatch")
+
+DATA_LIMIT_MB = 100
+"""--data copies the rows of a database up to this size (pg_database_size); a larger one is
+copied as its schema, and the report says so."""
+
+
+@dataclass
+class Rehearsal:
+    plan: Plan
+    """The live plan (offline: the tree's, on an empty server)."""
+    offline: bool
+    major: int | None = None
+    copied: list[str] = field(default_factory=list)
+    """Databases whose schema was copied from the live server; ``with_rows``: and their rows."""
+    with_rows: list[str] = field(default_factory=list)
+    too_large: list[str] = field(default_factory=list)
+    patches: list[PatchRehearsal] = field(default_factory=list)
+    error: PgpatchError | None = None
+    """Why the rehearsal stopped before or outside a patch (a copy that failed, a plan on the
+    copy that differs)."""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (self.plan.ok and self.error is None
+                and all(p.outcome == "ran" for p in self.patches))
+
+
+class _Timing:
+    """runner.Reporter: how long each step took on the copy, and which one was running."""
+
+    def __init__(self, expected: Plan | None) -> None:
+        self.expected = expected
+        self.started: Step | None = None
+        self.t0 = 0.0
+        self.done: dict[str, float] = {}
+        self.plan: Plan | None = None
+        self.failed_after: float | None = None
+
+    def planned(self, plan: Plan) -> None:
+        self.plan = plan
+        if self.expected is None:
+            return
+        want = [(s.patch.path, s.action) for s in self.expected.pending]
+        got = [(s.patch.path, s.action) for s in plan.pending]
+        if want != got:
+            differ = next((w, g) for w, g in zip([*want, None], [*got, None], strict=False)
+                          if w != g)
+            raise PgpatchError(
+                "the plan on the copy differs from the live plan (live: "
+                f"{_step_text(differ[0])}; copy: {_step_text(differ[1])}): nothing ran",
+                hint="run with -l debug and report it: rehearse copies the state database so "
+                     "that both plans agree")
+
+    def step_started(self, step: Step) -> None:
+        self.started = step
+        self.t0 = time.monotonic()
+
+    def step_done(self, step: Step, seconds: float) -> None:
+        self.done[step.patch.path] = seconds
+        self.started = None
+
+    def running_for(self) -> float | None:
+        """How long the step that is running (or failed) has run."""
+        return time.monotonic() - self.t0 if self.started is not None else None
+
+
+def _step_text(step: tuple[str, Action] | None) -> str:
+    return "nothing more" if step is None else f"{step[1].value} {step[0]}"
+
+
+@translated
+def rehearse(options: Options, *, offline: bool = False, data: bool = False,
+             major: int | None = None, data_limit_mb: int = DATA_LIMIT_MB) -> Rehearsal:
+    """The pending patches on a throwaway copy; the live server is only read."""
+    from postgresqlpatches import runner
+    from postgresqlpatches.pg.rehearsal import CopyPasswords, installation_for
+    from postgresqlpatches.pg.server import Maintenance
+
+    started = time.monotonic()
+    live = replace(options, read_only=True)
+    if offline:  # the copy's passwords: an offline plan logs in nowhere else
+        plan = runner.plan_offline(replace(options, environ=CopyPasswords()))
+    else:
+        plan = runner.plan(live)
+    result = Rehearsal(plan, offline)
+    if not plan.ok or not plan.pending:
+        return result
+    existing: set[str] = set()
+    if not offline:
+        maint = Maintenance(live.server())
+        try:
+            major = maint.server_version() // 10000
+            existing = maint.existing_databases(
+                {s.patch.name.database for s in plan.steps} | {options.state_db})
+        finally:
+            maint.close()
+    installation = installation_for(major)
+    result.major = installation.major
+    with _interruptible():
+        _on_copy(options, live, installation, plan, existing, result, offline=offline,
+                 data=data, data_limit_mb=data_limit_mb)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
+             existing: set[str], result: Rehearsal, *, offline: bool, data: bool,
+             data_limit_mb: int) -> None:
+    """Start the copy, fill it, run the patches there, remove it (also on Ctrl-C)."""
+    from postgresqlpatches import runner
+    from postgresqlpatches.pg.lockwatch import LockWatch
+    from postgresqlpatches.pg.rehearsal import (
+        CopyPasswords,
+        copy_database,
+        copy_roles,
+        database_sizes,
+        psql_command,
+    )
+    from postgresqlpatches.pg.scratch import ScratchServer
+
+    passwords = CopyPasswords()
+    scratch = ScratchServer(installation, password=passwords.password,
+                            settings={"fsync": "off", "max_connections": "100"})
+    try:
+        scratch.start()
+        if not offline:
+            live_server = live.server()
+            psql = psql_command(scratch.installation, scratch)
+            copy_roles(live_server, scratch, psql)
+            targets = sorted({s.patch.name.database for s in plan.pending
+                              if s.action is Action.APPLY} & existing - {options.state_db})
+            sizes = database_sizes(live_server, set(targets)) if data else {}
+            limit = data_limit_mb * 1024 * 1024
+            for database in targets:
+                rows = data and sizes.get(database, 0) <= limit
+                if data and not rows:
+                    result.too_large.append(database)
+                copy_database(live_server, database, scratch, psql, rows=rows,
+                              major=result.major or installation.major)
+                result.copied.append(database)
+                if rows:
+                    result.with_rows.append(database)
+            if options.state_db in existing:  # its records make the copy's plan the live one
+                copy_database(live_server, options.state_db, scratch, psql, rows=True,
+                              major=result.major or installation.major)
+        watch = LockWatch(scratch.connect)
+        on_copy = replace(options, host=scratch.host, port=scratch.port, environ=passwords,
+                          read_only=False, observer=watch, lock_wait=10.0)
+        timing = _Timing(None if offline else plan)
+        failure: PgpatchError | None = None
+        try:
+            runner.apply(on_copy, timing)
+        except runner.PlanRefused as e:  # nothing ran on the copy
+            if offline:  # the copy's plan is the tree's on an empty server: its problems
+                result.plan = e.plan
+            else:
+                result.error = e
+            return
+        except PgpatchError as e:
+            failure = e
+            timing.failed_after = timing.running_for()
+        if offline and timing.plan is not None:
+            result.plan = timing.plan
+        result.patches = _reports(timing.plan or plan, timing, watch, failure)
+        if failure is not None and not any(p.outcome == "failed" for p in result.patches):
+            result.error = failure  # not one patch's: the copy's, say
+    finally:
+        with _uninterrupted():
+            scratch.cleanup()
+
+
+def _reports(plan: Plan, timing: _Timing, watch: Any,
+             failure: PgpatchError | None) -> list[PatchRehearsal]:
+    reports = []
+    failed_path = (failure.path if failure is not None and failure.path
+                   else timing.started.patch.path if timing.started is not None else None)
+    for step in plan.pending:
+        name = step.patch.name
+        report = PatchRehearsal(step.patch.path, name.database, name.version, name.user,
+                                step.action.value)
+        if step.patch.path in timing.done:
+            report.outcome = "ran"
+            report.seconds = timing.done[step.patch.path]
+        elif failure is not None and step.patch.path == failed_path:
+            report.outcome = "failed"
+            report.seconds = timing.failed_after
+            report.line, report.sqlstate = failure.line, failure.sqlstate
+            report.message = failure.message
+        report.statements = list(watch.seen.get(step.patch.path, []))
+        reports.append(report)
+    return reports
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, a killed terminal) ends the rehearsal as Ctrl-C does: by an
+    exception, so that the copy is stopped and removed on the way out."""
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to take
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """A second Ctrl-C while the copy is removed would leave its files: it waits until then."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
