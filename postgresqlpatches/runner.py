@@ -86,6 +86,8 @@ class SilentReporter:
 class PlanRefused(PgpatchError):
     """The plan has problems: nothing ran."""
 
+    kind = "problems"
+
     def __init__(self, plan: Plan) -> None:
         first = plan.problems[0]
         more = len(plan.problems) - 1
@@ -101,6 +103,15 @@ class ApplyResult:
     plan: Plan
     done: list[tuple[Step, float]] = field(default_factory=list)
     seconds: float = 0.0
+    failed: tuple[Step, float] | None = None
+    """The step the run stopped in (failed, or interrupted before it committed), with its
+    seconds; only in the ``result`` an apply's error carries (_stopped)."""
+
+    @property
+    def pending(self) -> list[Step]:
+        """What is left: the plan's pending steps that neither ran nor failed."""
+        gone = {id(s) for s, _ in self.done} | ({id(self.failed[0])} if self.failed else set())
+        return [s for s in self.plan.pending if id(s) not in gone]
 
 
 def _state_store(server: Server, state_db: str, existing: set[str]) -> StateStore | None:
@@ -231,17 +242,134 @@ def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
     server = options.server()
     server.application_name = RUN_APPLICATION_NAME  # the next run waits for these sessions
     maint = Maintenance(server)
+    tracked = _Tracked(reporter)
+    run: _Run | None = None
     try:
         maint.lock(options.lock_wait)
         run = _Run(options, server, maint, patches)
         try:
-            result = run.execute(reporter)
+            result = run.execute(tracked)
         finally:
             run.close()
+    except BaseException as e:
+        error = _stopped(e, options, server, maint, run, tracked, started)
+        if error is e:
+            raise
+        raise error from e
     finally:
         maint.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+# -- what -l debug shows ---------------------------------------------------------------------
+
+def _log_plan(plan: Plan, state_db: str) -> None:
+    """What pgpatch decided, for -l debug: the plan's counts and how each pending step runs."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    pending = plan.pending
+    log.debug("plan: %d patch%s, %d pending (%d to bootstrap), %d applied", len(plan.steps),
+              "es" * (len(plan.steps) != 1), len(pending), plan.count(Action.BOOTSTRAP),
+              plan.count(Action.APPLIED))
+    for step in pending:
+        log.debug("plan: %s: %s", step.patch.path, step_mode(step, state_db))
+
+
+def step_mode(step: Step, state_db: str) -> str:
+    """How a pending step is run, in words (the SQL mode -l debug names)."""
+    if step.via_psql:
+        return "bootstrap through psql (a 0000 baseline), as a whole"
+    modes = f", {' '.join(step.transaction)}" if step.transaction else ""
+    if step.action is Action.BOOTSTRAP:
+        return ("bootstrap script, statement by statement in autocommit"
+                if step.non_transactional else f"bootstrap script, one transaction{modes}")
+    if step.patch.name.database == state_db:
+        return f"one transaction with its record in it (the state database){modes}"
+    if step.non_transactional:
+        start = f", resuming at statement {step.resume_from + 1}" if step.resume_from else ""
+        return f"statement by statement in autocommit, each recorded when done{start}"
+    return (f"one transaction{modes}, pipelined: its record is written before its COMMIT, "
+            "and settled at the end of the run")
+
+
+# -- a run that stopped ----------------------------------------------------------------------
+
+class _Tracked:
+    """The caller's reporter, and which step is running and since when (_stopped)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.running: tuple[Step, float] | None = None
+
+    def planned(self, plan: Plan) -> None:
+        self.reporter.planned(plan)
+
+    def step_started(self, step: Step) -> None:
+        self.running = (step, time.monotonic())
+        self.reporter.step_started(step)
+
+    def step_done(self, step: Step, seconds: float) -> None:
+        self.running = None
+        self.reporter.step_done(step, seconds)
+
+
+def _stopped(e: BaseException, options: Options, server: Server, maint: Maintenance,
+             run: _Run | None, tracked: _Tracked, started: float) -> BaseException:
+    """The error an apply stops with, carrying as ``result`` what ran, what failed and what
+    is left (when a plan was made), so that every apply can end with that (docs/json.md).
+
+    Ctrl-C becomes ``Interrupted``, saying what became of the patch in flight (asked of the
+    server once every session of the run is closed: pg/aftermath.py) and what the next run
+    does. The steps of a bootstrap that did not finish are not among what ran: none of them
+    is recorded as applied."""
+    from postgresqlpatches.errors import Interrupted
+    from postgresqlpatches.pg.errors import as_server_error
+
+    if not isinstance(e, Exception | KeyboardInterrupt):
+        return e
+    error: BaseException = as_server_error(e) if is_driver_error(e) else e
+    plan = run.result.plan if run is not None and run.result is not None else getattr(
+        e, "plan", None)
+    result = None
+    if run is not None and run.result is not None:
+        result = ApplyResult(plan, list(run.result.done))
+    elif plan is not None:
+        result = ApplyResult(plan)
+    running = tracked.running
+    failed = (running[0], time.monotonic() - running[1]) if running is not None else None
+    if result is not None:
+        unfinished = {s.patch.name.database for s in result.plan.pending
+                      if s.action is Action.BOOTSTRAP and not any(s is d for d, _ in result.done)}
+        result.done = [(s, t) for s, t in result.done
+                       if not (s.action is Action.BOOTSTRAP
+                               and s.patch.name.database in unfinished)]
+    if isinstance(e, KeyboardInterrupt):
+        from postgresqlpatches.pg.aftermath import fate_of
+
+        if running is not None and failed is not None:
+            fate = fate_of(server, maint, options.state_db, running[0])
+            if fate.committed and result is not None:
+                result.done.append(failed)
+                failed = None
+            where = f"while it ran: {fate.words}"
+        elif run is None:
+            where = "while waiting for the lock: nothing ran"
+        elif plan is None:
+            where = "while reading the server: nothing ran"
+        else:
+            where = "between two patches: none was running"
+        n = len(result.done) if result is not None else 0
+        error = Interrupted(
+            f"interrupted (Ctrl-C) {where}",
+            path=running[0].patch.path if running is not None else None,
+            hint=f"{n} patch{'es' * (n != 1)} of this run {'were' if n != 1 else 'was'} "
+                 "applied and recorded; the next run goes on from here")
+    if result is not None:
+        result.failed = failed
+        result.seconds = time.monotonic() - started
+    error.result = result  # type: ignore[attr-defined]
+    return error
 
 
 class _Run:
@@ -292,6 +420,7 @@ class _Run:
         plan = _make_plan(self.options, self.server, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)
+        _log_plan(plan, self.state_db)
         reporter.planned(plan)
         result = self.result = ApplyResult(plan)
         pending = list(plan.pending)
@@ -428,6 +557,8 @@ class _Run:
         deadline = time.monotonic() + self.options.lock_wait
         while True:
             records = [r for r in self.store.unsettled() if r.xid is not None]
+            log.debug("settle: %d unsettled record%s of an earlier run", len(records),
+                      "s" * (len(records) != 1))
             if not records:
                 return
             status = self.maint.xact_status([r.xid for r in records if r.xid is not None])
@@ -524,7 +655,7 @@ class _Run:
                 if unknown:
                     error.hint = may_have
                 raise error from e
-            if unknown:  # an interrupt: the record stays unsettled (docs/safety.md)
+            if unknown and not isinstance(e, KeyboardInterrupt):  # Ctrl-C: see _stopped
                 log.warning("%s: stopped while committing; %s", patch.path, may_have)
             raise
         if following is not None:
