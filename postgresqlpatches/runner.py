@@ -127,7 +127,8 @@ def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
                 adopt: bool = False) -> ServerFacts:
     """The records and the fate of unsettled transactions, from what the caller opened: a
     state database that exists without a store is one whose bootstrap was cut short. The
-    roles only when a baseline may run (the password check needs them, see _make_plan).
+    roles when there are patches: the password check and every pending patch's login need
+    them (see _make_plan).
     Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
     from postgresqlpatches.core.planner import unrecorded_candidates
 
@@ -135,16 +136,13 @@ def _read_facts(maint: Maintenance, state_db: str, existing: set[str],
     records = store.records() if store is not None else []
     xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
     present = existing - {state_db} if half_made else existing
-    built = {p.name.database for p in patches if p.name.is_baseline}
-    may_build = bool(built - present) or any(
-        r.database in built and r.major == "00000000" and not r.settled for r in records)
     unrecorded = {} if adopt else maint.objects_of_their_own(
         unrecorded_candidates(patches, present, records, state_db))
     interrupted = {r.database for r in records
                    if r.major == "00000000" and not r.settled and r.xid is None}
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
                        frozenset({state_db}) if half_made else frozenset(),
-                       frozenset(maint.roles()) if may_build else None, unrecorded,
+                       frozenset(maint.roles()) if patches else None, unrecorded,
                        maint.leftovers(interrupted & present - {state_db}))
 
 
@@ -155,7 +153,26 @@ def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
     check of what it will run."""
     the_plan = make_plan(patches, facts, state_db=options.state_db, problems=problems,
                          allow_out_of_order=options.allow_out_of_order, lint=options.lint)
-    return _check_passwords(server, the_plan, facts.roles, online=online)
+    the_plan = _check_passwords(server, the_plan, facts.roles, online=online)
+    the_plan = _check_logins(the_plan, facts.roles) if online else the_plan
+    _log_plan(the_plan, options.state_db)
+    return the_plan
+
+
+def _check_logins(the_plan: Plan, roles: frozenset[str] | None) -> Plan:
+    """A pending patch's user that will not exist when it runs (core/logins.py): a problem,
+    or a warning line where an earlier patch may make it unseen."""
+    from postgresqlpatches.core.logins import missing_logins
+
+    if roles is None:
+        return the_plan
+    blamed = {p.path for p in the_plan.problems}  # a file with a problem already: enough
+    problems, warnings = missing_logins(
+        [s for s in the_plan.pending if s.patch.path not in blamed], roles)
+    for line in warnings:
+        log.warning("%s", line)
+    return replace(the_plan, problems=(*the_plan.problems, *problems)) if problems \
+        else the_plan
 
 
 def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None, *,
@@ -420,7 +437,6 @@ class _Run:
         plan = _make_plan(self.options, self.server, self.patches, facts)
         if plan.problems:
             raise PlanRefused(plan)
-        _log_plan(plan, self.state_db)
         reporter.planned(plan)
         result = self.result = ApplyResult(plan)
         pending = list(plan.pending)

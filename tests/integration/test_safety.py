@@ -169,8 +169,9 @@ def test_an_interrupt_after_the_commit_keeps_the_record_and_settles_it(pg: Pg) -
 
 
 def test_ctrl_c_during_a_statement_cancels_it_and_the_next_run_settles(pg: Pg) -> None:
-    """The COMMIT was already queued behind the statement: its record stays unsettled until
-    the next run has asked the server (the transaction was rolled back)."""
+    """The COMMIT was already queued behind the statement: its record is written, and
+    pgpatch asks the server before it exits (the transaction was rolled back: the record
+    goes, and the error line says so)."""
     ledger_tree(pg, 2)
     pg.write("p/app.20240101.0002.postgres.p2.sql",
              "INSERT INTO ledger VALUES ('p2');\nSELECT pg_sleep(30);\n")
@@ -184,6 +185,9 @@ def test_ctrl_c_during_a_statement_cancels_it_and_the_next_run_settles(pg: Pg) -
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "Traceback" not in err
+    assert "interrupted (Ctrl-C) while it ran: it was rolled back, nothing of it committed: " \
+           "the next run runs it again" in err
+    assert "Aborted!" not in err and "stopped while committing" not in err
     assert time.monotonic() - t0 < 20  # not after the 30 s sleep
     assert pg.query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
                     "AND pid <> pg_backend_pid()") == [(0,)]
