@@ -7,6 +7,8 @@ class PgpatchError(Exception):
     """An error the user can act on: printed as ``error: PATH:LINE: message`` and ``hint: ...``."""
 
     exit_code = 1
+    kind = "error"
+    """A stable word for the ``error`` member of ``--format json`` (docs/json.md)."""
 
     def __init__(
         self,
@@ -37,9 +39,13 @@ class PgpatchError(Exception):
 class ConnectionFailed(PgpatchError):
     """The server could not be reached or refused the login."""
 
+    kind = "connection"
+
 
 class PatchFailed(PgpatchError):
     """A patch raised an error on the server; it was rolled back."""
+
+    kind = "patch-failed"
 
     dropped_index: str | None = None
     """A failed CREATE INDEX CONCURRENTLY had made this (invalid) index; pgpatch dropped it."""
@@ -51,13 +57,26 @@ class PatchFailed(PgpatchError):
 class LockTimeout(PgpatchError):
     """Another pgpatch run held the lock longer than --lock-wait."""
 
+    kind = "lock-timeout"
+
 
 class SqlSyntaxError(PgpatchError):
     """A patch file does not parse as PostgreSQL SQL; ``line`` says where."""
 
+    kind = "syntax"
+
 
 class LockLost(PgpatchError):
     """The run's lock ended under it (its session was ended): the run stopped."""
+
+    kind = "lock-lost"
+
+
+class Interrupted(PgpatchError):
+    """Ctrl-C (SIGINT) stopped the command; the message says what became of the patch in
+    flight, the hint what the next run does."""
+
+    kind = "interrupted"
 
 
 class ServerError(PgpatchError):
@@ -66,6 +85,8 @@ class ServerError(PgpatchError):
 
     Printed as the one line ``error: the server failed: <first line>``, without the SQLSTATE
     suffix, as such errors always were."""
+
+    kind = "server"
 
     def __init__(self, reason: str, *, sqlstate: str | None = None, text: str = "") -> None:
         super().__init__(f"the server failed: {reason}", sqlstate=sqlstate)

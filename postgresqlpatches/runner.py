@@ -8,9 +8,9 @@ database work, connections and pipelining included, is pg/session.py's.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from postgresqlpatches.core.discovery import Patch, discover
@@ -26,17 +26,15 @@ from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.errors import translated
 from postgresqlpatches.pg.server import (
     DEFAULT_PREFIX,
-    MAINTENANCE_DB,
     RUN_APPLICATION_NAME,
     SUPERUSER,
     Maintenance,
     Server,
 )
 from postgresqlpatches.pg.session import RunSession, read_facts, read_server, state_store
-from postgresqlpatches.pg.state import STATE_USER
 
 if TYPE_CHECKING:
-    from postgresqlpatches.core.locks import RelationLock, Session
+    from postgresqlpatches.core.locks import Session
     from postgresqlpatches.pg.session import Observer
 
 DEFAULT_STATE_DB = "patches"
@@ -118,6 +116,8 @@ class SilentReporter:
 class PlanRefused(PgpatchError):
     """The plan has problems: nothing ran."""
 
+    kind = "problems"
+
     def __init__(self, plan: Plan) -> None:
         first = plan.problems[0]
         more = len(plan.problems) - 1
@@ -133,6 +133,15 @@ class ApplyResult:
     plan: Plan
     done: list[tuple[Step, float]] = field(default_factory=list)
     seconds: float = 0.0
+    failed: tuple[Step, float] | None = None
+    """The step the run stopped in (failed, or interrupted before it committed), with its
+    seconds; only in the ``result`` an apply's error carries (stopped.py)."""
+
+    @property
+    def pending(self) -> list[Step]:
+        """What is left: the plan's pending steps that neither ran nor failed."""
+        gone = {id(s) for s, _ in self.done} | ({id(self.failed[0])} if self.failed else set())
+        return [s for s in self.plan.pending if id(s) not in gone]
 
 
 def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
@@ -142,52 +151,14 @@ def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
     check of what it will run."""
     the_plan = make_plan(patches, facts, state_db=options.state_db, problems=problems,
                          allow_out_of_order=options.allow_out_of_order, lint=options.lint)
-    return _check_passwords(server, the_plan, facts.roles, online=online,
-                            state_db=options.state_db)
+    from postgresqlpatches.preflight import check_logins, check_passwords, log_plan
 
+    the_plan = check_passwords(server, the_plan, facts.roles, online=online,
+                               state_db=options.state_db)
+    the_plan = check_logins(the_plan, facts.roles) if online else the_plan
+    log_plan(the_plan, options.state_db)
+    return the_plan
 
-def _check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None, *,
-                     online: bool, state_db: str = DEFAULT_STATE_DB) -> Plan:
-    """Every fallback to the user name, found before anything runs: one warning line per
-    role, or with --strict-passwords a problem each (kind ``password``).
-
-    Who needs a password: every user a pending step logs in as, the admin role and patches
-    (online, they always log in), and every role a pending baseline names a password
-    variable of and that does not exist yet (``roles``; unknown offline: all of them).
-    A password is had from a variable or from libpq's sources for the database it logs in to
-    (``first_db``)."""
-    from postgresqlpatches.pg.server import baseline_variables, fallback_problem
-
-    created: dict[str, Patch] = {}  # role: the first baseline that names it
-    logins: dict[str, Patch | None] = (dict.fromkeys((server.admin_user, STATE_USER))
-                                       if online else {})
-    first_db = {server.admin_user: MAINTENANCE_DB, STATE_USER: state_db}
-    for step in the_plan.pending:
-        patch = step.patch
-        if step.via_psql:
-            for role in baseline_variables(patch.text, server.prefix,
-                                           patch.name.database).values():
-                if roles is None or role not in roles:
-                    created.setdefault(role, patch)
-                    first_db.setdefault(role, patch.name.database)
-        logins.setdefault(patch.name.user, patch)
-        first_db.setdefault(patch.name.user,
-                            MAINTENANCE_DB if step.via_psql else patch.name.database)
-    problems: list[Problem] = []
-    for role in [*created, *(r for r in logins if r not in created)]:
-        if server.has_password(role, first_db[role]):
-            continue
-        first = created.get(role) or logins[role]
-        if not server.strict:
-            server.warn_fallback(role, first.name.filename if role in created and first
-                                 else None)
-            continue
-        message, hint = fallback_problem(server.prefix, role, role in created)
-        problems.append(Problem("password", first.path if first else None, message,
-                                hint=hint))
-    if not problems:
-        return the_plan
-    return replace(the_plan, problems=(*the_plan.problems, *problems))
 
 
 @translated
@@ -197,38 +168,11 @@ def plan(options: Options) -> Plan:
                                  admin_user=options.admin_user)
     server = options.server()
     facts = read_server(server, options.state_db, patches, options.adopt)
-    return _with_lock_conflicts(server, _make_plan(options, server, patches, facts, problems),
+    from postgresqlpatches.preflight import with_lock_conflicts
+
+    return with_lock_conflicts(server, _make_plan(options, server, patches, facts, problems),
                                 facts.existing)
 
-
-def _with_lock_conflicts(server: Server, the_plan: Plan, existing: frozenset[str]) -> Plan:
-    """Each pending patch of a database that exists gets the live sessions whose locks
-    conflict with the ones it will take, and its database's oldest open transaction: one
-    read-only query per such database, none when nothing is pending (information for
-    whoever picks the moment to apply; never a problem)."""
-    from postgresqlpatches.core.locks import patch_locks
-    from postgresqlpatches.pg.locks import read_live_locks
-
-    wanted: dict[str, dict[int, tuple[RelationLock, ...]]] = {}  # database: {step index: its locks}
-    # a database that gets a bootstrap is made (or made again: an interrupted one's leftover,
-    # whose sessions prove who used it, planner.foreign_use): plan never connects to it
-    built = {s.patch.name.database for s in the_plan.steps if s.action is Action.BOOTSTRAP}
-    for index, step in enumerate(the_plan.steps):
-        database = step.patch.name.database
-        if step.action in (Action.APPLY, Action.REAPPLY) and database in existing - built:
-            wanted.setdefault(database, {})[index] = patch_locks(step.statements)
-    if not wanted:
-        return the_plan
-    steps = list(the_plan.steps)
-    for database, by_step in wanted.items():
-        live = read_live_locks(server, database,
-                               [lock for locks in by_step.values() for lock in locks])
-        if live is None:
-            continue
-        for index, locks in by_step.items():
-            steps[index] = replace(steps[index], lock_conflicts=live.conflicts(locks),
-                                   oldest_transaction=live.oldest)
-    return replace(the_plan, steps=tuple(steps))
 
 
 def plan_offline(options: Options) -> Plan:
@@ -246,26 +190,39 @@ def plan_offline(options: Options) -> Plan:
 
 @translated
 def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
-    """Carry the plan out; nothing runs when the plan has a problem."""
-    reporter = reporter or SilentReporter()
+    """Carry the plan out; nothing runs when the plan has a problem. An apply that stops
+    raises an error that carries what ran, what failed and what is left (stopped.py)."""
+    from postgresqlpatches.stopped import Tracked, stopped_error
+
+    tracked = Tracked(reporter or SilentReporter())
     started = time.monotonic()
     patches, problems = discover(options.globs, state_db=options.state_db,
                                  admin_user=options.admin_user)
     if problems:
         raise PlanRefused(Plan((), tuple(problems)))
-    with locked(options) as run:
-        result = execute(options, run, patches, reporter)
+
+    def stopped(e: BaseException, server: Server, maint: Maintenance,
+                run: RunSession | None) -> BaseException:
+        return stopped_error(e, options, server, maint, run is not None, tracked, started)
+
+    with locked(options, stopped) as run:
+        result = execute(options, run, patches, tracked)
     result.seconds = time.monotonic() - started
     return result
 
 
+Stopped = Callable[[BaseException, Server, Maintenance, "RunSession | None"], BaseException]
+
+
 @contextmanager
-def locked(options: Options) -> Iterator[RunSession]:
+def locked(options: Options, stopped: Stopped | None = None) -> Iterator[RunSession]:
     """The server's lock and a run's session under it, for apply and baseline alike: the
-    session's connections close first, then the lock goes."""
+    session's connections close first, then the lock goes. ``stopped``: what an error
+    becomes, asked once the run's sessions are closed and while the lock is still held."""
     server = options.server()
     server.application_name = RUN_APPLICATION_NAME  # the next run waits for these sessions
     maint = Maintenance(server)
+    run: RunSession | None = None
     try:
         maint.lock(options.lock_wait)
         run = RunSession(server, maint, options.state_db, options.lock_wait,
@@ -274,6 +231,11 @@ def locked(options: Options) -> Iterator[RunSession]:
             yield run
         finally:
             run.close()
+    except BaseException as e:
+        error = stopped(e, server, maint, run) if stopped is not None else e
+        if error is e:
+            raise
+        raise error from e
     finally:
         maint.close()
 

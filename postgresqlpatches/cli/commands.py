@@ -6,20 +6,22 @@ Heavy modules (psycopg, rich, pglast) are imported inside the commands, so that
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import io
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from postgresqlpatches import DEFAULT_PREFIX
 
-LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_LEVELS = ["trace", "debug", "info", "warning", "error"]
+"""trace: debug, and the driver's (psycopg's) own log lines too."""
 log = logging.getLogger("pgpatch")
 
 
@@ -89,6 +91,46 @@ class PatchGroup(click.Group):
                                                  "quote it, e.g. 'db/**/*.sql')"), ctx)
         return super().parse_args(ctx, ["apply", *leading, *rest])
 
+    # -- usage errors as JSON: with --format json a CI gate reads a document on stdout, exit 2
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            ctx = super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            _usage_json(e, args, None)
+            raise
+        ctx.meta[JSON_ARGS] = list(args)
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            args = ctx.meta.get(JSON_ARGS, [])
+            _usage_json(e, args, ctx.invoked_subcommand)
+            raise
+
+
+JSON_ARGS = "pgpatch.args"
+"""ctx.meta: the command line as given, for _usage_json."""
+
+
+def _wants_json(args: list[str]) -> bool:
+    """--format json (or --format=json) anywhere on the line, before a bare ``--``."""
+    args = args[:args.index("--")] if "--" in args else args
+    return "--format=json" in args or any(
+        a == "--format" and b == "json" for a, b in zip(args, args[1:], strict=False))
+
+
+def _usage_json(e: click.UsageError, args: list[str], command: str | None) -> None:
+    """A usage error's document on stdout (the error itself goes to stderr, as click's)."""
+    if not _wants_json(args) or (e.ctx is not None and e.ctx.resilient_parsing):
+        return
+    from postgresqlpatches.cli import render
+
+    render.dump_json(render.usage_error_json(e, command))
+
 
 def _fit_leading(command: click.Command, name: str, leading: list[str],
                  completing: bool = False) -> list[str]:
@@ -154,6 +196,8 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         _setup_logging(kwargs["log_level"])
         try:
             return func(**kwargs)
+        except KeyboardInterrupt as e:  # Ctrl-C outside apply's patches (_json_failure)
+            _fail(_interrupted(e), kwargs["log_level"])
         except Exception as e:  # the one place that turns errors into a line and an exit code
             _fail(e, kwargs["log_level"])
 
@@ -175,13 +219,16 @@ def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelFormatter())
     log.handlers[:] = [handler]
-    log.setLevel(level.upper())
+    trace = level.lower() == "trace"
+    log.setLevel("DEBUG" if trace else level.upper())
     log.propagate = False
     # psycopg's own notes (e.g. a pipeline it could not close on a lost connection) repeat
-    # what our error line says: shown with -l debug only
+    # what our error line says, and its debug lines are connection chatter: its warnings
+    # with -l debug, everything with -l trace, else nothing
     driver = logging.getLogger("psycopg")
     driver.handlers[:] = [handler]
-    driver.setLevel(logging.DEBUG if level.lower() == "debug" else logging.CRITICAL + 1)
+    driver.setLevel(logging.DEBUG if trace else logging.WARNING if level.lower() == "debug"
+                    else logging.CRITICAL + 1)
     driver.propagate = False
 
 
@@ -192,7 +239,8 @@ class _LevelFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         from postgresqlpatches.core.redact import redact
 
-        return f"{record.levelname.lower()}: {redact(record.getMessage())}"
+        source = "" if record.name.startswith("pgpatch") else f"{record.name}: "
+        return f"{record.levelname.lower()}: {source}{redact(record.getMessage())}"
 
 
 def _fail(e: Exception, level: str) -> None:
@@ -211,14 +259,14 @@ def _fail(e: Exception, level: str) -> None:
         click.echo(redact(f"error: {e}"), err=True)
         if e.hint:
             click.echo(redact(f"hint: {e.hint}"), err=True)
-        if level == "debug":
+        if level in ("debug", "trace"):
             log.debug("traceback", exc_info=e)
         sys.exit(e.exit_code)
     if isinstance(e, ServerError):  # the server said no where no step expected it
         click.echo(redact(f"error: {e}"), err=True)
     else:  # the fallback: not the project's error, so pgpatch has a bug
         click.echo(redact(f"error: unexpected {type(e).__name__}: {e}"), err=True)
-    if level == "debug":
+    if level in ("debug", "trace"):
         import traceback
 
         click.echo(redact("".join(traceback.format_exception(e))).rstrip("\n"), err=True)
@@ -260,9 +308,47 @@ ADMIN_USER = click.option(
          "names.")
 
 
-FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+class _FormatChoice(click.Choice):  # type: ignore[type-arg]
+    """table|json on every command; ``text``, apply's old spelling of table, still works."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        return super().convert("table" if value == "text" else value, param, ctx)
+
+
+FORMAT = click.option("--format", "fmt", type=_FormatChoice(["table", "json"]), default="table",
                       show_default=True,
-                      help="table: rich on a terminal, plain text when piped; json: for scripts.")
+                      help="table: rich on a terminal, plain text when piped (text: the same); "
+                           "json: one JSON document on stdout, also when the command fails "
+                           "(docs/json.md).")
+
+
+@contextlib.contextmanager
+def _json_failure(fmt: str, document: Callable[[BaseException], dict[str, Any]]
+                  ) -> Iterator[None]:
+    """With --format json, a command that fails still prints its one document (``document``
+    of the error); the error line and exit code follow as without (common_options). Ctrl-C
+    is an error of its own here (Interrupted), not click's bare "Aborted!"."""
+    try:
+        yield
+    except click.ClickException:
+        raise  # a usage error: its document is PatchGroup's
+    except (Exception, KeyboardInterrupt) as e:
+        error = _interrupted(e) if isinstance(e, KeyboardInterrupt) else e
+        if fmt == "json":
+            from postgresqlpatches.cli import render
+
+            render.dump_json(document(error))
+        if error is e:
+            raise
+        raise error from e
+
+
+def _interrupted(e: BaseException) -> Exception:
+    """Ctrl-C outside an apply's patches (those say what became of them: stopped.stopped_error)."""
+    from postgresqlpatches.errors import Interrupted
+
+    return Interrupted("interrupted (Ctrl-C)", hint="run the command again")
 # a Path type only for shell completion: the shell offers files and folders; pgpatch expands
 GLOBS = click.argument("globs", nargs=-1, metavar="GLOB...", type=click.Path())
 ADOPT = click.option(
@@ -426,11 +512,12 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
         raise click.UsageError("--sql prints SQL text: it does not combine with --format json")
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
                        adopt=adopt)
-    the_plan = runner.plan_offline(options) if offline else runner.plan(options)
+    with _json_failure(fmt, lambda e: render.plan_failure_json(e, offline=offline, lint=lint)):
+        the_plan = runner.plan_offline(options) if offline else runner.plan(options)
     if show_sql:
         render.print_plan_sql(the_plan, options.state_db)
     elif fmt == "json":
-        render.dump_json(render.plan_json(the_plan, offline=offline))
+        render.dump_json(dict(render.plan_json(the_plan, offline=offline), error=None))
     else:
         render.print_plan(the_plan)
     if not the_plan.ok:
@@ -459,8 +546,7 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
                    "others; they are not retried; 0: no limit.")
 @click.option("--statement-timeout", type=click.IntRange(0), metavar="MS",
               help="statement_timeout for patch sessions (default: off, the server's).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="json: the applied patches as JSON on stdout.")
+@FORMAT
 @lint_option("apply anyway")
 @ADOPT
 @common_options
@@ -469,7 +555,8 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           statement_timeout: int | None, fmt: str, lint: str, adopt: bool, **kw: Any) -> None:
     """Apply every pending patch, each exactly once, in name order.
 
-    Lint findings are printed on stderr before anything runs.
+    Lint findings are printed on stderr before anything runs. Every run ends with what it
+    applied; one that stops also with what failed and what is left pending.
     """
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
@@ -481,13 +568,29 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
                        concurrent_lock_timeout_ms=concurrent_lock_timeout)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
-        result = runner.apply(options, reporter)
-    finally:
-        reporter.close()
+        with _json_failure(fmt, lambda e: render.apply_json_of(_partial(e), e)):
+            try:
+                result = runner.apply(options, reporter)
+            finally:
+                reporter.close()
+    except (Exception, KeyboardInterrupt) as e:
+        if fmt != "json" and not isinstance(e, click.ClickException):
+            click.echo(render.apply_stopped_summary(_partial(e)))
+        raise
     if fmt == "json":
         render.dump_json(render.apply_json(result))
     else:
         click.echo(render.apply_summary(result))
+
+
+def _partial(e: BaseException) -> Any:
+    """What an apply that stopped with ``e`` ran (stopped.stopped_error), or None before a plan."""
+    result = getattr(e, "result", None)
+    if result is None and getattr(e, "plan", None) is not None:  # refused before the lock
+        from postgresqlpatches.runner import ApplyResult
+
+        result = ApplyResult(e.plan)  # type: ignore[attr-defined]
+    return result
 
 
 @main.command()
@@ -502,7 +605,8 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
 
-    st = runner.status(_options(kw, globs))
+    with _json_failure(fmt, render.status_failure_json):
+        st = runner.status(_options(kw, globs))
     if fmt == "json":
         render.dump_json(render.status_json(st))
     else:
@@ -518,9 +622,10 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
 @click.option("--data-for", "data_for", multiple=True, metavar="PATTERN",
               help="The schema, and the rows of the tables PATTERN matches only (a pattern as "
                    "pg_dump's --table; repeatable).")
+@FORMAT
 @common_options
 def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[str, ...],
-             **kw: Any) -> None:
+             fmt: str, **kw: Any) -> None:
     """Write a baseline of a live database from pg_dump and record it as applied.
 
     Empty servers are then built from the file; this server goes on from here. By default
@@ -530,12 +635,17 @@ def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[
     memberships and settings; passwords are read from the environment when the file runs.
     """
     from postgresqlpatches import baseline as baseline_module
+    from postgresqlpatches.cli import render
 
     if schema_only and data_for:
         raise click.UsageError("--schema-only and --data-for exclude each other")
-    written = baseline_module.write_baseline(_options(kw), database, output_dir,
-                                             schema_only=schema_only, data_for=data_for)
-    click.echo(written.summary())
+    with _json_failure(fmt, lambda e: render.baseline_json(database, error=e)):
+        written = baseline_module.write_baseline(_options(kw), database, output_dir,
+                                                 schema_only=schema_only, data_for=data_for)
+    if fmt == "json":
+        render.dump_json(render.baseline_json(database, written))
+    else:
+        click.echo(written.summary())
 
 
 @main.command()
@@ -571,16 +681,22 @@ def new(database: str, user: str, description: str, directory: str, log_level: s
 @click.argument("database", callback=_identifier("database"))
 @click.option("--lock-wait", type=click.FloatRange(0), default=600, show_default=True,
               metavar="SECONDS", help="How long to wait for another run's lock.")
+@FORMAT
 @common_options
-def forget(database: str, lock_wait: float, **kw: Any) -> None:
+def forget(database: str, lock_wait: float, fmt: str, **kw: Any) -> None:
     """Forget the records of a database that was dropped, so that it is built anew.
 
     Refused while the database exists.
     """
     from postgresqlpatches import runner
+    from postgresqlpatches.cli import render
 
-    n = runner.forget(_options(kw, lock_wait=lock_wait), database)
-    click.echo(f"forgot {n} record{'s' * (n != 1)} of {database}")
+    with _json_failure(fmt, lambda e: render.forget_json(database, None, e)):
+        n = runner.forget(_options(kw, lock_wait=lock_wait), database)
+    if fmt == "json":
+        render.dump_json(render.forget_json(database, n))
+    else:
+        click.echo(f"forgot {n} record{'s' * (n != 1)} of {database}")
 
 
 @main.command()

@@ -314,12 +314,7 @@ def apply_summary(result: ApplyResult) -> str:
 
 
 def apply_json(result: ApplyResult) -> dict[str, Any]:
-    return {
-        "version": JSON_VERSION,
-        "applied": [dict(step_json(s), seconds=round(t, 6)) for s, t in result.done],
-        "seconds": round(result.seconds, 6),
-        "summary": plan_json(result.plan)["summary"],
-    }
+    return apply_json_of(result)
 
 
 class ConsoleReporter:
@@ -477,6 +472,8 @@ def status_json(st: Status) -> dict[str, Any]:
 
     data: dict[str, Any] = {
         "version": JSON_VERSION,
+        "ok": st.plan is None or st.plan.ok,  # as the exit status: 0
+        "error": None,
         "state_database": st.state_exists,
         "records": [
             {"database": r.database, "major": r.major, "minor": r.minor, "version": r.version,
@@ -613,3 +610,118 @@ def rehearsal_json(r: Rehearsal) -> dict[str, Any]:
             "path": r.error.path, "line": r.error.line, "sqlstate": r.error.sqlstate,
             "message": r.error.message, "hint": r.error.hint},
     }
+# -- JSON from every command, also when it fails ---------------------------------------------
+# Each command's document: docs/COMMAND.schema.json; a usage error's: docs/error.schema.json.
+
+def error_json(e: BaseException, exit_code: int | None = None) -> dict[str, Any]:
+    """The ``error`` member: what stopped the command, as its error line says it (never a
+    password); ``kind`` is the error's stable word (errors.PgpatchError.kind)."""
+    import click
+
+    from postgresqlpatches.core.redact import redact
+    from postgresqlpatches.errors import PgpatchError
+
+    if isinstance(e, click.UsageError):
+        kind, message, code = "usage", e.format_message(), e.exit_code
+        hint = path = line = sqlstate = None
+    elif isinstance(e, PgpatchError):
+        kind, message, code = e.kind, e.message, e.exit_code
+        hint, path, line, sqlstate = e.hint, e.path, e.line, e.sqlstate
+    else:  # not the project's error: a bug, told as the error line tells it
+        kind, message, code = "internal", f"unexpected {type(e).__name__}: {e}", 1
+        hint = path = line = sqlstate = None
+    return {"kind": kind, "message": redact(message), "path": path, "line": line,
+            "sqlstate": sqlstate, "hint": redact(hint) if hint else None,
+            "exit_code": code if exit_code is None else exit_code}
+
+
+def usage_error_json(e: BaseException, command: str | None) -> dict[str, Any]:
+    """A usage error (exit 2) with --format json: no command ran, so no command's document."""
+    return {"version": JSON_VERSION, "ok": False, "command": command, "error": error_json(e)}
+
+
+def plan_failure_json(e: BaseException, *, offline: bool, lint: str) -> dict[str, Any]:
+    """plan's document when no plan was made (the server cannot be reached, ...): the plan's
+    shape, empty, and the error."""
+    empty = plan_json(Plan((), (), lint=lint), offline=offline)
+    return dict(empty, ok=False, error=error_json(e))
+
+
+def apply_json_of(result: ApplyResult | None, error: BaseException | None = None,
+                  ) -> dict[str, Any]:
+    """apply's document, whatever happened: what ran (with seconds), the step that failed
+    (with the error's line, SQLSTATE, message and hint), what is left, and the error.
+
+    ``pending`` and ``summary`` are null when the run stopped before it had a plan (the
+    server could not be reached, the lock wait ran out)."""
+    failed = None
+    if result is not None and result.failed is not None and error is not None:
+        step, seconds = result.failed
+        err = error_json(error)
+        failed = dict(step_json(step), seconds=round(seconds, 6), line=err["line"],
+                      sqlstate=err["sqlstate"], message=err["message"], hint=err["hint"])
+    problems = result.plan.problems if result is not None else ()
+    return {
+        "version": JSON_VERSION,
+        "ok": error is None,
+        "applied": [dict(step_json(s), seconds=round(t, 6)) for s, t in result.done]
+        if result is not None else [],
+        "failed": failed,
+        "pending": [step_json(s) for s in result.pending] if result is not None else None,
+        "seconds": round(result.seconds, 6) if result is not None else 0.0,
+        "summary": plan_json(result.plan)["summary"] if result is not None else None,
+        "problems": [
+            {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
+             "hint": p.hint} for p in problems
+        ],
+        "error": error_json(error) if error is not None else None,
+    }
+
+
+def apply_stopped_summary(result: ApplyResult | None) -> str:
+    """The last line of an apply that stopped (its error is on stderr): what ran, what
+    failed, what is left, by database."""
+    if result is None:
+        return "stopped before anything ran"
+    n = len(result.done)
+    ran = (f"applied {n} patch{'es' * (n != 1)} in {result.seconds:.2f} s" if n
+           else "nothing applied")
+    parts = [f"stopped: {ran}"]
+    if result.failed is not None:
+        parts.append(f"failed: {result.failed[0].patch.path}")
+    left = result.pending
+    if left:
+        per_db: dict[str, int] = {}
+        for s in left:
+            per_db[s.patch.name.database] = per_db.get(s.patch.name.database, 0) + 1
+        parts.append(f"{len(left)} left pending ("
+                     + ", ".join(f"{db}: {k}" for db, k in per_db.items()) + ")")
+    elif result.plan.problems:
+        parts.append(_plural(len(result.plan.problems), "problem"))
+    else:
+        parts.append("nothing left pending")
+    return "; ".join(parts)
+
+
+def status_failure_json(e: BaseException) -> dict[str, Any]:
+    return {"version": JSON_VERSION, "ok": False, "state_database": None, "records": [],
+            "problems": [], "error": error_json(e)}
+
+
+def baseline_json(database: str, written: Any = None,
+                  error: BaseException | None = None) -> dict[str, Any]:
+    """baseline's document: the file written and recorded, or the error (then nothing was
+    recorded; ``path`` is null)."""
+    return {"version": JSON_VERSION, "ok": error is None, "database": database,
+            "path": str(written.path) if written is not None else None,
+            "size": written.size if written is not None else None,
+            "rows_of": list(written.rows_of) if written is not None
+            and written.rows_of is not None else None,
+            "recorded": written is not None,
+            "error": error_json(error) if error is not None else None}
+
+
+def forget_json(database: str, forgotten: int | None,
+                error: BaseException | None = None) -> dict[str, Any]:
+    return {"version": JSON_VERSION, "ok": error is None, "database": database,
+            "forgotten": forgotten, "error": error_json(error) if error is not None else None}

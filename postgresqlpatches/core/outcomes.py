@@ -117,3 +117,20 @@ def gave_up(budget: LockBudget, retries: int, seconds: float, blockers: Sequence
     who = ("blocked by " + ", ".join(b.describe() for b in blockers) if blockers
            else "the blocking session was not seen (it may have ended)")
     return f"; {spent}; {who}"
+
+
+def step_mode(step: Step, state_db: str) -> str:
+    """How a pending step is run, in words (the SQL mode -l debug names)."""
+    if step.via_psql:
+        return "bootstrap through psql (a 0000 baseline), as a whole"
+    modes = f", {' '.join(step.transaction)}" if step.transaction else ""
+    if step.action is Action.BOOTSTRAP:
+        return ("bootstrap script, statement by statement in autocommit"
+                if step.non_transactional else f"bootstrap script, one transaction{modes}")
+    if step.patch.name.database == state_db:
+        return f"one transaction with its record in it (the state database){modes}"
+    if step.non_transactional:
+        start = f", resuming at statement {step.resume_from + 1}" if step.resume_from else ""
+        return f"statement by statement in autocommit, each recorded when done{start}"
+    return (f"one transaction{modes}, pipelined: its record is written before its COMMIT, "
+            "and settled at the end of the run")

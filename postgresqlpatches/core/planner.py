@@ -45,6 +45,7 @@ PROBLEM_KINDS = (
     "no-baseline",
     "state-mismatch", "unsettled", "lint", "unrecorded-database", "interrupted-bootstrap",
     "password",  # runner, with --strict-passwords
+    "no-role",  # runner: core/logins.py
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
 

@@ -75,7 +75,8 @@ def read_facts(maint: Maintenance, state_db: str, existing: set[str],
                adopt: bool = False) -> ServerFacts:
     """The records and the fate of unsettled transactions, from what the caller opened: a
     state database that exists without a store is one whose bootstrap was cut short. The
-    roles only when a baseline may run (the runner's password check needs them).
+    roles when there are patches: the password check and every pending patch's login need
+    them (preflight.py).
     Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
     from postgresqlpatches.core.planner import ServerFacts, unrecorded_candidates
 
@@ -83,16 +84,13 @@ def read_facts(maint: Maintenance, state_db: str, existing: set[str],
     records = store.records() if store is not None else []
     xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
     present = existing - {state_db} if half_made else existing
-    built = {p.name.database for p in patches if p.name.is_baseline}
-    may_build = bool(built - present) or any(
-        r.database in built and r.major == "00000000" and not r.settled for r in records)
     unrecorded = {} if adopt else maint.objects_of_their_own(
         unrecorded_candidates(patches, present, records, state_db))
     interrupted = {r.database for r in records
                    if r.major == "00000000" and not r.settled and r.xid is None}
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
                        frozenset({state_db}) if half_made else frozenset(),
-                       frozenset(maint.roles()) if may_build else None, unrecorded,
+                       frozenset(maint.roles()) if patches else None, unrecorded,
                        maint.leftovers(interrupted & present - {state_db}))
 
 
@@ -383,6 +381,8 @@ class RunSession:
         deadline = time.monotonic() + self.lock_wait
         while True:
             records = [r for r in self.store.unsettled() if r.xid is not None]
+            log.debug("settle: %d unsettled record%s of an earlier run", len(records),
+                      "s" * (len(records) != 1))
             if not records:
                 return
             status = self.maint.xact_status([r.xid for r in records if r.xid is not None])
@@ -472,7 +472,7 @@ class RunSession:
                 if unknown:
                     error.hint = may_have
                 raise error from e
-            if unknown:  # an interrupt: the record stays unsettled (docs/safety.md)
+            if unknown and not isinstance(e, KeyboardInterrupt):  # Ctrl-C: stopped.stopped_error
                 log.warning("%s: stopped while committing; %s", patch.path, may_have)
             raise
         if following is not None:

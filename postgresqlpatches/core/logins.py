@@ -1,0 +1,57 @@
+"""Every pending patch logs in as the user in its name: that role must exist when it runs.
+
+A role the server does not have is fine when an earlier pending patch of the same run
+creates it by name (a bootstrap's baseline, usually). When none does, the patch would fail
+to connect half-way through the run: the plan says so first. Where an earlier patch might
+create it in a way the text does not show by name (EXECUTE format(...), a psql variable),
+pgpatch cannot rule the creation out: a warning instead of a problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from postgresqlpatches.core.records import Problem
+
+if TYPE_CHECKING:
+    from postgresqlpatches.core.planner import Step
+
+
+def missing_logins(pending: Sequence[Step], roles: frozenset[str]
+                   ) -> tuple[list[Problem], list[str]]:
+    """The problems (kind ``no-role``) and warnings (for log.warning) of the users that
+    ``pending`` steps log in as and that neither ``roles`` (the server's) nor an earlier
+    pending step creates."""
+    from postgresqlpatches.core.statements import created_role_names
+
+    created: set[str] = set()
+    earlier: list[str] = []  # texts of the steps before, for a name they may compute
+    told: set[str] = set()
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    for step in pending:
+        patch = step.patch
+        user = patch.name.user
+        if user not in roles and user not in created and user not in told:
+            told.add(user)
+            named = re.compile(rf"(?<![A-Za-z0-9_$]){re.escape(user)}(?![A-Za-z0-9_$])",
+                               re.IGNORECASE)
+            maker = next((text for text in earlier if named.search(text)), None)
+            if maker is not None:
+                warnings.append(
+                    f"{patch.path}: role {user} does not exist on the server; an "
+                    "earlier patch of this run names it but does not create it by name "
+                    "(CREATE ROLE): if it does not make it, this patch fails to log in "
+                    "[no-role]")
+            else:
+                problems.append(Problem(
+                    "no-role", patch.path,
+                    f"role {user} does not exist on the server, and no earlier patch of this "
+                    "run creates it: the patch would fail to log in",
+                    hint=f"create the role {user} before it (in the database's 0000 baseline, "
+                         "or a patch of its own), or fix the user in the file name"))
+        created |= created_role_names(patch.text)
+        earlier.append(patch.text)
+    return problems, warnings

@@ -1,0 +1,192 @@
+"""Generated JSON Schemas: docs/COMMAND.schema.json of apply, status, baseline and forget, and
+docs/error.schema.json of a usage error, from docs/plan.schema.json (the hand-written one,
+whose definitions of a patch, a problem and an error they all share) and the shapes below.
+
+``python tools/schemas.py`` rewrites them; ``--check`` exits 1 when one differs (a unit test
+runs it), so a change to the plan's schema reaches every command's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+VERSIONING = ("Version 1. The schema is strict so that pgpatch's own tests catch any drift; a "
+              "consumer should ignore members it does not know: new members may come without "
+              "a new version.")
+
+
+def _null_or(ref: str) -> dict[str, Any]:
+    return {"anyOf": [{"type": "null"}, {"$ref": ref}]}
+
+
+def _strict(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": required,
+            "properties": properties}
+
+
+def _document(title: str, description: str, properties: dict[str, Any],
+              plan: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A command's document: version, ok, error and ``properties``, all required."""
+    members = {
+        "version": {"const": 1, "description": "The version of this format."},
+        "ok": {"type": "boolean", "description": "True exactly when the exit status is 0."},
+        **properties,
+        "error": {"$ref": "#/$defs/error",
+                  "description": "Null when the command succeeded; else what stopped it."},
+    }
+    return {"$schema": DRAFT, "title": title, "description": f"{description} {VERSIONING}",
+            **_strict(list(members), members),
+            "$defs": {**plan["$defs"], **(defs or {})}}
+
+
+def _patch_and(plan: dict[str, Any], extra: dict[str, Any],
+               description: str) -> dict[str, Any]:
+    """The plan's patch with more members (still strict: no member beyond them)."""
+    patch = plan["$defs"]["patch"]
+    return {**patch, "description": description,
+            "required": [*patch["required"], *extra],
+            "properties": {**patch["properties"], **extra}}
+
+
+SECONDS = {"type": "number", "minimum": 0}
+
+
+def apply_schema(plan: dict[str, Any]) -> dict[str, Any]:
+    timed = _patch_and(plan, {"seconds": SECONDS}, "A patch this run applied and recorded.")
+    failed = _patch_and(
+        plan, {"seconds": SECONDS, "line": {"type": ["integer", "null"], "minimum": 1},
+               "sqlstate": {"type": ["string", "null"]}, "message": {"type": "string"},
+               "hint": {"type": ["string", "null"]}},
+        "The patch the run stopped in: it failed (rolled back; a non-transactional one keeps "
+        "the statements its message names), or was interrupted before it committed.")
+    return _document(
+        "pgpatch apply --format json",
+        "The output of `pgpatch apply --format json`, also when the run stops.",
+        {"applied": {"type": "array", "items": {"$ref": "#/$defs/timed_patch"},
+                     "description": "What this run applied and recorded, in order, with "
+                                    "the seconds each took."},
+         "failed": _null_or("#/$defs/failed_patch"),
+         "pending": {"anyOf": [{"type": "null"},
+                               {"type": "array", "items": {"$ref": "#/$defs/patch"}}],
+                     "description": "What is left for the next run; null when the run "
+                                    "stopped before it had a plan."},
+         "seconds": {"type": "number", "minimum": 0},
+         "summary": {"anyOf": [{"type": "null"}, plan["properties"]["summary"]],
+                     "description": "The plan's counts; null without a plan."},
+         "problems": {"type": "array", "items": {"$ref": "#/$defs/problem"},
+                      "description": "The plan's problems, when they refused the run."}},
+        plan, {"timed_patch": timed, "failed_patch": failed})
+
+
+def status_schema(plan: dict[str, Any]) -> dict[str, Any]:
+    record = _strict(
+        ["database", "major", "minor", "version", "name", "user", "installed", "duration_ms",
+         "checksum", "checksum_version", "state", "path", "run_by", "pgpatch_version"],
+        {"database": {"type": "string"},
+         "major": {"type": "string", "pattern": "^[0-9]{8}$"},
+         "minor": {"type": "string", "pattern": "^[0-9]{4}$"},
+         "version": {"type": "string", "pattern": "^[0-9]{8}\\.[0-9]{4}$"},
+         "name": {"type": "string", "description": "The file name."},
+         "user": {"type": ["string", "null"]},
+         "installed": {"type": ["string", "null"], "format": "date-time"},
+         "duration_ms": {"type": ["number", "null"]},
+         "checksum": {"type": ["string", "null"]},
+         "checksum_version": {"type": ["integer", "null"]},
+         "state": {"enum": ["applied", "applied (no checksum)", "unsettled", "incomplete"]},
+         "path": {"type": ["string", "null"]},
+         "run_by": {"type": ["string", "null"],
+                    "description": "The operating system user who ran pgpatch."},
+         "pgpatch_version": {"type": ["string", "null"]}})
+    the_plan = {k: v for k, v in plan.items()
+                if k not in ("$schema", "title", "description", "$defs")}
+    doc = _document(
+        "pgpatch status --format json",
+        "The output of `pgpatch status [GLOB]... --format json`, also when it fails.",
+        {"state_database": {"type": ["boolean", "null"],
+                            "description": "Whether the state database exists; null when "
+                                           "the server could not be asked."},
+         "records": {"type": "array", "items": {"$ref": "#/$defs/record"}},
+         "problems": {"type": "array", "items": {"$ref": "#/$defs/problem"},
+                      "description": "Without GLOBs: records whose outcome the server "
+                                     "cannot tell (with GLOBs they are the plan's)."},
+         "plan": {"$ref": "#/$defs/plan", "description": "With GLOBs: the plan."}},
+        plan, {"record": record, "plan": the_plan})
+    doc["required"] = [k for k in doc["required"] if k not in ("problems", "plan")]
+    return doc
+
+
+def baseline_schema(plan: dict[str, Any]) -> dict[str, Any]:
+    return _document(
+        "pgpatch baseline --format json",
+        "The output of `pgpatch baseline DATABASE --format json`, also when it fails (then "
+        "nothing was recorded and no baseline file is left).",
+        {"database": {"type": "string"},
+         "path": {"type": ["string", "null"], "description": "The file written."},
+         "size": {"type": ["integer", "null"], "minimum": 0, "description": "In bytes."},
+         "rows_of": {"type": ["array", "null"], "items": {"type": "string"},
+                     "description": "The tables whose rows the file holds ([] with "
+                                    "--schema-only); null: every table's (or on error)."},
+         "recorded": {"type": "boolean",
+                      "description": "The file is recorded as applied in the state database."}},
+        plan)
+
+
+def forget_schema(plan: dict[str, Any]) -> dict[str, Any]:
+    return _document(
+        "pgpatch forget --format json",
+        "The output of `pgpatch forget DATABASE --format json`, also when it fails.",
+        {"database": {"type": "string"},
+         "forgotten": {"type": ["integer", "null"], "minimum": 0,
+                       "description": "How many records were deleted; null on error."}},
+        plan)
+
+
+def error_schema(plan: dict[str, Any]) -> dict[str, Any]:
+    members = {
+        "version": {"const": 1},
+        "ok": {"const": False},
+        "command": {"type": ["string", "null"],
+                    "description": "The command the line named, if it got that far."},
+        "error": {"$ref": "#/$defs/error"},
+    }
+    return {"$schema": DRAFT, "title": "pgpatch usage error with --format json",
+            "description": "What any command prints on stdout with --format json when the "
+                           f"command line is wrong (exit status 2): no command ran. {VERSIONING}",
+            **_strict(list(members), members),
+            "$defs": {"error": plan["$defs"]["error"]}}
+
+
+SCHEMAS = {"apply": apply_schema, "status": status_schema, "baseline": baseline_schema,
+           "forget": forget_schema, "error": error_schema}
+
+
+def render_schemas() -> dict[Path, str]:
+    plan = json.loads((DOCS / "plan.schema.json").read_text(encoding="utf-8"))
+    return {DOCS / f"{name}.schema.json": json.dumps(make(plan), indent=2,
+                                                     ensure_ascii=False) + "\n"
+            for name, make in SCHEMAS.items()}
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for path, text in render_schemas().items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        if "--check" in argv:
+            stale.append(path.name)
+        else:
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print(f"stale: {', '.join(stale)}: run python tools/schemas.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
