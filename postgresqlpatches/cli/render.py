@@ -516,7 +516,8 @@ def print_plan_sql(plan: Plan, state_db: str, stream: IO[str] | None = None) -> 
     stream.write(f"-- pgpatch plan --sql: what apply would send, in order "
                  f"({len(pending)} pending patch{'es' * (len(pending) != 1)})\n"
                  "-- not shown: pgpatch's own queries (each transaction's id, the records in "
-                 "the state database, DISCARD ALL after each patch)\n")
+                 "the state database, DISCARD ALL after each patch, the lock_timeout set "
+                 "around a CONCURRENTLY statement)\n")
     for step in pending:
         stream.write("\n" + redact(as_text(sending(step, state_db))))
 # -- rehearse ----------------------------------------------------------------------------

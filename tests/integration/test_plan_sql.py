@@ -57,7 +57,9 @@ TREE = {
 }
 
 
-BOOKKEEPING = ("SELECT pg_current_xact_id()::text", "DISCARD ALL")
+BOOKKEEPING = ("SELECT pg_current_xact_id()::text", "DISCARD ALL",
+               # the lock budget of a CONCURRENTLY statement, set around it and reset after
+               "SELECT set_config('lock_timeout', $1, false)", "RESET lock_timeout")
 """pgpatch's own queries on a patch's session, which `plan --sql` says it does not show."""
 
 
