@@ -295,7 +295,7 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
                    prefix=kwargs["prefix"], state_db=kwargs["state_db"],
-                   strict_passwords=kwargs["strict_passwords"], **extra)
+                   strict_passwords=kwargs["strict_passwords"], groups=_groups(), **extra)
 
 
 def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], str]:
@@ -426,6 +426,15 @@ EXIT_PENDING = 3
 LINT_MODES = ("error", "warn", "off")  # planner.LINT_MODES, spelled here to keep --help fast
 
 
+# --- database groups: a failing database stops only itself, unless --fail-fast
+
+FAIL_FAST = click.option(
+    "--fail-fast", is_flag=True,
+    help="Stop the whole run at the first failed patch, also on a database of a group "
+         "(default: a group's failing database stops only its own later patches, the "
+         "others go on; exit 1 either way).")
+
+
 def lint_option(what: str) -> Callable[..., Any]:
     return click.option(
         "--lint", type=click.Choice(LINT_MODES), default="warn", show_default=True,
@@ -493,10 +502,11 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
               show_default=True, help="json: the applied patches as JSON on stdout.")
 @lint_option("apply anyway")
 @ADOPT
+@FAIL_FAST
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int | None, statement_timeout: int | None, fmt: str, lint: str,
-          adopt: bool, **kw: Any) -> None:
+          adopt: bool, fail_fast: bool, **kw: Any) -> None:
     """Apply every pending patch, each exactly once, in name order.
 
     Lint findings are printed on stderr before anything runs.
@@ -508,7 +518,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
-                       lint=lint, adopt=adopt)
+                       lint=lint, adopt=adopt, fail_fast=fail_fast)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         result = runner.apply(options, reporter)
