@@ -329,12 +329,18 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
                 hint=f"drop its records with `pgpatch forget {record.database}` to build it anew,"
                      " or restore the database"))
             break
+    # each database's records, gathered once: asking all of them per database made a plan
+    # of 300 databases x 20 records quadratic (2 s of CPU for 6,000 records)
+    of_database: dict[str, list[Record]] = {}
+    for r in records.values():
+        of_database.setdefault(r.database, []).append(r)
     for database, group in by_db.items():
         exists = database in facts.existing
+        own = of_database.get(database, ())
         if database in facts.unrecorded:
             problems.append(unrecorded_problem(database, facts.unrecorded[database], state_db))
-        marks = sorted((r for r in records.values() if r.database == database
-                        and r.major == "00000000" and not r.settled and r.xid is None),
+        marks = sorted((r for r in own
+                        if r.major == "00000000" and not r.settled and r.xid is None),
                        key=lambda r: r.minor)
         redo = database in facts.half_made or exists and bool(marks)
         if redo:
@@ -354,8 +360,7 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
                 f"database {database} does not exist and there is no "
                 f"{database}.00000000.0000.<user>.<description>.sql baseline to create it",
                 hint="create the database, or add its baseline (see `pgpatch baseline`)"))
-        newest = max((r.version for r in records.values()
-                      if r.database == database and r.major != "00000000"), default=None)
+        newest = max((r.version for r in own if r.major != "00000000"), default=None)
         for patch in group:
             step = _step(patch, exists, records.get(patch.name.key), newest,
                          allow_out_of_order, problems)
