@@ -207,6 +207,8 @@ def report(args: argparse.Namespace, plan: dict[str, Samples],
         s = plan[name]
         lines.append(f"| {label} | {len(s.values)} | {s.median:.3f} | {min(s.values):.3f} "
                      f"| {max(s.values):.3f} | {fmt_ratio(s.paired)} |")
+    if not apply:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"## apply: {args.apply_patches} group patches to {args.apply_members} databases",
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--plan-members", type=int, default=300)
     p.add_argument("--plan-patches", type=int, default=20)
-    p.add_argument("--apply-members", type=int, default=200)
+    p.add_argument("--apply-members", type=int, default=200, help="0: no apply rounds")
     p.add_argument("--apply-patches", type=int, default=5)
     p.add_argument("--runs", type=int, default=5, help="interleaved rounds of each pair")
     p.add_argument("--quick", action="store_true", help="a smoke run: 4 databases, 1 round")
@@ -254,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
             say(f"server: {server}")
             say(f"== plan: {args.plan_members} databases x {args.plan_patches} patches")
             plan = b.plan_rounds(work, args.plan_members, args.plan_patches, args.runs, say)
-            say(f"== apply: {args.apply_patches} patches to {args.apply_members} databases")
-            apply = b.apply_rounds(work, args.apply_members, args.apply_patches, args.runs,
-                                   say)
+            apply: dict[str, Samples] = {}
+            if args.apply_members:
+                say(f"== apply: {args.apply_patches} patches to {args.apply_members} "
+                    "databases")
+                apply = b.apply_rounds(work, args.apply_members, args.apply_patches,
+                                       args.runs, say)
             text = report(args, plan, apply, server)
             b.admin.close()
     finally:
