@@ -6,17 +6,19 @@ the decisions are core/'s, the reading pg/'s."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.core.planner import Action, Plan
 from postgresqlpatches.core.records import Problem
-from postgresqlpatches.pg.server import MAINTENANCE_DB, Server
+from postgresqlpatches.pg.server import MAINTENANCE_DB, Maintenance, Server
 from postgresqlpatches.pg.state import STATE_USER
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.discovery import Patch
     from postgresqlpatches.core.locks import RelationLock
+    from postgresqlpatches.runner import Options
 
 log = logging.getLogger("pgpatch")
 
@@ -125,3 +127,33 @@ def log_plan(plan: Plan, state_db: str) -> None:
               plan.count(Action.APPLIED))
     for step in pending:
         log.debug("plan: %s: %s", step.patch.path, step_mode(step, state_db))
+
+
+# -- database groups (@NAME patches) ---------------------------------------------------------
+
+def expand_groups(options: Options, maint: Maintenance | None,
+                   patches: Sequence[Patch]) -> tuple[Sequence[Patch], list[Problem]]:
+    """``@NAME`` patches, one per database of the group when this is asked (planner.
+    expand_groups); without a session (offline) they stay one each. Asks the server only
+    when a group patch is among ``patches``."""
+    from postgresqlpatches.core.planner import expand_groups as expand
+
+    if not any(p.name.group is not None for p in patches):
+        return patches, []
+    names = maint.group_candidates() if maint is not None else None
+    return expand(patches, options.groups, names, options.state_db)
+
+
+def expand_groups_read_only(options: Options, server: Server, patches: Sequence[Patch],
+                             problems: Sequence[Problem]) -> tuple[Sequence[Patch],
+                                                                   list[Problem]]:
+    """plan and status: the groups' databases from a short session of its own (only when a
+    group patch is among ``patches``)."""
+    if not any(p.name.group is not None for p in patches):
+        return patches, list(problems)
+    maint = Maintenance(server)
+    try:
+        patches, more = expand_groups(options, maint, patches)
+    finally:
+        maint.close()
+    return patches, [*problems, *more]

@@ -7,6 +7,7 @@ database work, connections and pipelining included, is pg/session.py's.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from postgresqlpatches.core.locks import (
 )
 from postgresqlpatches.core.planner import Action, Plan, ServerFacts, Step, make_plan
 from postgresqlpatches.core.records import Problem, Record
-from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.errors import PatchFailed, PgpatchError
 from postgresqlpatches.pg.errors import translated
 from postgresqlpatches.pg.server import (
     DEFAULT_PREFIX,
@@ -36,6 +37,8 @@ from postgresqlpatches.pg.session import RunSession, read_facts, read_server, st
 if TYPE_CHECKING:
     from postgresqlpatches.core.locks import Session
     from postgresqlpatches.pg.session import Observer
+
+log = logging.getLogger("pgpatch")
 
 DEFAULT_STATE_DB = "patches"
 
@@ -73,6 +76,10 @@ class Options:
     def lock_budget(self) -> LockBudget:
         return LockBudget(self.lock_timeout_ms, self.lock_retries,
                           self.concurrent_lock_timeout_ms)
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """The config file's database groups: name -> database name patterns (``@NAME`` files)."""
+    fail_fast: bool = False
+    """A group database's failed patch stops the whole run (else only that database)."""
 
     def server(self) -> Server:
         server = Server(host=self.host, port=self.port, prefix=self.prefix,
@@ -136,6 +143,8 @@ class ApplyResult:
     failed: tuple[Step, float] | None = None
     """The step the run stopped in (failed, or interrupted before it committed), with its
     seconds; only in the ``result`` an apply's error carries (stopped.py)."""
+    members_failed: list[tuple[Step, PatchFailed]] = field(default_factory=list)
+    """Group databases whose patch failed (their later patches did not run), in run order."""
 
     @property
     def pending(self) -> list[Step]:
@@ -167,11 +176,12 @@ def plan(options: Options) -> Plan:
     patches, problems = discover(options.globs, state_db=options.state_db,
                                  admin_user=options.admin_user)
     server = options.server()
-    facts = read_server(server, options.state_db, patches, options.adopt)
-    from postgresqlpatches.preflight import with_lock_conflicts
+    from postgresqlpatches.preflight import expand_groups_read_only, with_lock_conflicts
 
+    patches, problems = expand_groups_read_only(options, server, patches, problems)
+    facts = read_server(server, options.state_db, patches, options.adopt)
     return with_lock_conflicts(server, _make_plan(options, server, patches, facts, problems),
-                                facts.existing)
+                               facts.existing)
 
 
 
@@ -181,8 +191,12 @@ def plan_offline(options: Options) -> Plan:
     A database with a 0000 baseline in the tree is taken as new (built from its scripts);
     one without is taken as existing with nothing applied (it must be on the server).
     """
+    from postgresqlpatches.preflight import expand_groups
+
     patches, problems = discover(options.globs, state_db=options.state_db,
                                  admin_user=options.admin_user)
+    patches, more = expand_groups(options, None, patches)
+    problems = [*problems, *more]
     built_here = {p.name.database for p in patches if p.name.is_baseline}
     facts = ServerFacts(frozenset(p.name.database for p in patches) - built_here)
     return _make_plan(options, options.server(), patches, facts, problems, online=False)
@@ -245,7 +259,11 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
     """Under the lock (``locked``): settle, read, plan, stop on problems, then each step:
     run (which records it), report."""
     from postgresqlpatches.core.outcomes import bootstrap_group
+    from postgresqlpatches.preflight import expand_groups
 
+    patches, problems = expand_groups(options, run.maint, patches)  # under the lock
+    if problems:
+        raise PlanRefused(Plan((), tuple(dict.fromkeys(problems))))
     existing = run.open({p.name.database for p in patches})
     facts = read_facts(run.maint, options.state_db, existing, run.store, patches,
                        options.adopt)
@@ -263,8 +281,12 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
     pending = list(plan.pending)
     run.begin(pending)
     index = 0
+    failed: set[str] = set()  # group databases whose patch failed: the rest of theirs wait
     while index < len(pending):
         step = pending[index]
+        if step.patch.name.database in failed:
+            index += 1
+            continue
         if step.action is Action.BOOTSTRAP:
             group = bootstrap_group(pending, index)
             run.bootstrap(group, reporter.step_started, finished)
@@ -273,11 +295,36 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
         run.ready(step)
         t0 = time.monotonic()
         reporter.step_started(step)
-        run.run(step)
+        try:
+            run.run(step)
+        except PatchFailed as e:
+            if step.patch.group is None:
+                raise
+            _member_failed(options, step, e, result)  # only this database stops
+            failed.add(step.patch.name.database)
+            index += 1
+            continue
         finished(step, time.monotonic() - t0)
         index += 1
     run.fill_checksums(plan)
+    if result.members_failed:
+        from postgresqlpatches.stopped import GroupMembersFailed
+
+        raise GroupMembersFailed(result)
     return result
+
+
+def _member_failed(options: Options, step: Step, error: PatchFailed,
+                   result: ApplyResult) -> None:
+    """A group database's patch failed (rolled back, no record): named on stderr, and only
+    that database stops; with --fail-fast the run stops here."""
+    from postgresqlpatches.stopped import member_failed
+
+    named = member_failed(step, error)
+    if options.fail_fast:
+        raise named from error
+    log.error("%s", named)
+    result.members_failed.append((step, named))
 
 
 # -- status ------------------------------------------------------------------------------
@@ -301,8 +348,11 @@ def status(options: Options) -> Status:
         facts = read_server(server, options.state_db, (), options.adopt)
         return Status(list(facts.records), None, facts.state_exists,
                       record_problems(facts, options.state_db))
+    from postgresqlpatches.preflight import expand_groups_read_only
+
     patches, problems = discover(options.globs, state_db=options.state_db,
                                  admin_user=options.admin_user)
+    patches, problems = expand_groups_read_only(options, server, patches, problems)
     facts = read_server(server, options.state_db, patches, options.adopt)
     return Status(list(facts.records), _make_plan(options, server, patches, facts, problems),
                   facts.state_exists)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from postgresqlpatches.core.planner import Action, Plan, Step
+from postgresqlpatches.errors import PatchFailed
 from postgresqlpatches.pg.errors import is_driver_error
 from postgresqlpatches.pg.server import Maintenance, Server
 from postgresqlpatches.runner import ApplyResult, Options, Reporter
@@ -59,6 +60,10 @@ def stopped_error(e: BaseException, options: Options, server: Server, maint: Mai
         result = ApplyResult(plan)
     running = tracked.running
     failed = (running[0], time.monotonic() - running[1]) if running is not None else None
+    if isinstance(e, GroupMembersFailed):  # the run went on past them: they are listed
+        failed = None
+        if result is not None:
+            result.members_failed = list(e.result.members_failed)
     if result is not None:
         unfinished = {s.patch.name.database for s in result.plan.pending
                       if s.action is Action.BOOTSTRAP and not any(s is d for d, _ in result.done)}
@@ -91,3 +96,27 @@ def stopped_error(e: BaseException, options: Options, server: Server, maint: Mai
         result.seconds = time.monotonic() - started
     error.result = result  # type: ignore[attr-defined]
     return error
+
+
+class GroupMembersFailed(PatchFailed):
+    """Patches failed on some databases of a group; the others went on (``result`` says
+    what ran)."""
+
+    def __init__(self, result: ApplyResult) -> None:
+        names = [s.patch.name.database for s, _ in result.members_failed]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        super().__init__(
+            f"{len(names)} database{'s' * (len(names) != 1)} of a group failed: {shown}",
+            hint="each error above names its database; their later patches did not run, the "
+                 "other databases' did. Fix the patch and run again: only what is pending runs")
+        self.result = result
+
+
+def member_failed(step: Step, error: PatchFailed) -> PatchFailed:
+    """A group database's failure, naming the database (the file is the group's)."""
+    named = PatchFailed(f"in database {step.patch.name.database} of group {step.patch.group}: "
+                        f"{error.message}", hint=error.hint, path=error.path, line=error.line,
+                        sqlstate=error.sqlstate)
+    named.dropped_index, named.left_index = error.dropped_index, error.left_index
+    named.left_reason = error.left_reason
+    return named

@@ -40,10 +40,11 @@ class PatchGroup(click.Group):
     common options given before the command name are moved after it."""
 
     VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db",
-                     "--admin-user"}
+                     "--admin-user", "--config"}
     FLAG_OPTIONS = {"--strict-passwords"}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _read_config(ctx, args, self.commands)
         leading: list[str] = []
         i = 0
         while i < len(args):
@@ -163,6 +164,70 @@ def _looks_like_a_glob(arg: str) -> bool:
             or os.path.exists(arg))
 
 
+# --- the config file (cli/configfile.py finds it, core/config.py checks it)
+
+CONFIG_KEY = "pgpatch.config"
+"""ctx.meta's key for the Config in use (None: no file)."""
+
+CONFIG = click.option(
+    "--config", "config_file", metavar="FILE", expose_value=False,
+    help="The config file (docs/config.md); replaces the search for pgpatch.toml or "
+         "[tool.pgpatch] in pyproject.toml from the working directory up.")
+"""Read before the command's options (PatchGroup.parse_args), so only declared here."""
+
+
+def _given_config(args: list[str]) -> str | None:
+    """The value of --config anywhere on the line (before or after the command's name)."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _read_config(ctx: click.Context, args: list[str], commands: Any) -> None:
+    """Check the whole config file whatever the command, and make its options the
+    commands' defaults (click: command line > environment > default_map > default). A bad
+    file is one ``error:`` line and exit 2; ``--help`` and completion never stop on it."""
+    if any(a in ("--help", "-h", "--version") for a in args):
+        return  # help shows the built-in defaults, and works whatever the file holds
+    from postgresqlpatches.cli.configfile import load_config, option_defaults
+    from postgresqlpatches.errors import PgpatchError
+
+    try:
+        config = load_config(_given_config(args))
+    except PgpatchError as e:
+        if ctx.resilient_parsing:
+            return
+        from postgresqlpatches.core.redact import redact
+
+        click.echo(redact(f"error: {e}"), err=True)
+        if e.hint:
+            click.echo(redact(f"hint: {e.hint}"), err=True)
+        ctx.exit(e.exit_code)
+    ctx.meta[CONFIG_KEY] = config
+    if config is not None:
+        defaults = option_defaults(config, os.environ)
+        ctx.default_map = {name: dict(defaults) for name in commands}
+
+
+def _configured(globs: tuple[str, ...]) -> tuple[str, ...]:
+    """The globs given, else the config file's ``patches``."""
+    from postgresqlpatches.cli.configfile import patch_globs
+
+    config = click.get_current_context().meta.get(CONFIG_KEY)
+    return globs or (patch_globs(config) if config is not None else ())
+
+
+def _groups() -> dict[str, tuple[str, ...]]:
+    """The config file's database groups (``@NAME`` patches), none without a file."""
+    config = click.get_current_context().meta.get(CONFIG_KEY)
+    return dict(config.groups) if config is not None else {}
+
+
 LOG_LEVEL = click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
                          default="warning", show_default=True, help="How much to log on stderr.")
 
@@ -171,6 +236,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes after its name; PGHOST/PGPORT etc. work as in libpq."""
     options = [
         LOG_LEVEL,
+        CONFIG,
         click.option("-p", "--prefix", default=DEFAULT_PREFIX, show_default=True,
                      metavar="PREFIX",
                      help="Passwords come from {PREFIX}{USER}_PASSWORD (a missing _ is added)."),
@@ -281,7 +347,8 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
                    prefix=kwargs["prefix"], state_db=kwargs["state_db"],
                    strict_passwords=kwargs["strict_passwords"],
-                   admin_user=kwargs.get("admin_user") or "postgres", **extra)
+                   admin_user=kwargs.get("admin_user") or "postgres", groups=_groups(),
+                   **extra)
 
 
 def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], str]:
@@ -464,6 +531,15 @@ LOCK_RETRIES = 5
 CONCURRENT_LOCK_TIMEOUT_MS = 600_000
 
 
+# --- database groups: a failing database stops only itself, unless --fail-fast
+
+FAIL_FAST = click.option(
+    "--fail-fast", is_flag=True,
+    help="Stop the whole run at the first failed patch, also on a database of a group "
+         "(default: a group's failing database stops only its own later patches, the "
+         "others go on; exit 1 either way).")
+
+
 def lint_option(what: str) -> Callable[..., Any]:
     return click.option(
         "--lint", type=click.Choice(LINT_MODES), default="warn", show_default=True,
@@ -507,6 +583,7 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
 
+    globs = _configured(globs)
     _require_globs(globs)
     if show_sql and fmt == "json":
         raise click.UsageError("--sql prints SQL text: it does not combine with --format json")
@@ -549,10 +626,12 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
 @FORMAT
 @lint_option("apply anyway")
 @ADOPT
+@FAIL_FAST
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int, lock_retries: int, concurrent_lock_timeout: int,
-          statement_timeout: int | None, fmt: str, lint: str, adopt: bool, **kw: Any) -> None:
+          statement_timeout: int | None, fmt: str, lint: str, adopt: bool, fail_fast: bool,
+          **kw: Any) -> None:
     """Apply every pending patch, each exactly once, in name order.
 
     Lint findings are printed on stderr before anything runs. Every run ends with what it
@@ -561,11 +640,12 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
 
+    globs = _configured(globs)
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
                        lint=lint, adopt=adopt, lock_retries=lock_retries,
-                       concurrent_lock_timeout_ms=concurrent_lock_timeout)
+                       concurrent_lock_timeout_ms=concurrent_lock_timeout, fail_fast=fail_fast)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         with _json_failure(fmt, lambda e: render.apply_json_of(_partial(e), e)):
@@ -606,7 +686,7 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     from postgresqlpatches.cli import render
 
     with _json_failure(fmt, render.status_failure_json):
-        st = runner.status(_options(kw, globs))
+        st = runner.status(_options(kw, _configured(globs)))
     if fmt == "json":
         render.dump_json(render.status_json(st))
     else:
@@ -658,6 +738,7 @@ def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[
               help="A repeatable patch (major 99999999): it runs after the database's "
                    "versioned patches whenever it is new or changed (views, functions, grants).")
 @LOG_LEVEL
+@CONFIG
 def new(database: str, user: str, description: str, directory: str, log_level: str,
         repeatable: bool = False) -> None:
     """Create the next correctly named patch file and print its path.
@@ -777,7 +858,8 @@ def rehearse(globs: tuple[str, ...], fmt: str, offline: bool, major: int | None,
 
 def _require_globs(globs: tuple[str, ...]) -> None:
     if not globs:
-        raise click.UsageError("give at least one GLOB of patch files, e.g. 'patches/**/*.sql'")
+        raise click.UsageError("give at least one GLOB of patch files, e.g. 'patches/**/*.sql' "
+                               "(or `patches` in the config file)")
 
 
 if __name__ == "__main__":
