@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,12 +56,14 @@ class Options:
     strict_passwords: bool = False
     adopt: bool = False
     """Apply to databases that hold objects but have no record (else a problem)."""
+    settings: Mapping[str, str] = field(default_factory=dict)
+    """A target's libpq settings besides host and port (server.TARGET_SETTINGS)."""
 
     def server(self) -> Server:
         return Server(host=self.host, port=self.port, prefix=self.prefix,
                       lock_timeout_ms=self.lock_timeout_ms,
                       statement_timeout_ms=self.statement_timeout_ms,
-                      strict=self.strict_passwords)
+                      strict=self.strict_passwords, settings=self.settings)
 
 
 class Reporter(Protocol):

@@ -74,6 +74,22 @@ EARLIER_RUN_QUIET_SECONDS = 0.5
 that."""
 
 
+TARGET_SETTINGS = {
+    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL", "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI", "sslnegotiation": "PGSSLNEGOTIATION",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME", "require_auth": "PGREQUIREAUTH",
+    "hostaddr": "PGHOSTADDR", "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS", "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "passfile": "PGPASSFILE", "service": "PGSERVICE",
+}
+"""libpq connection settings a target may give besides host and port, each with the variable
+psql and pg_dump read it from: a target's own value wins over the caller's environment."""
+
+
 def normalise_prefix(prefix: str) -> str:
     """``-p MYAPP`` and ``-p MYAPP_`` mean the same: variables are MYAPP_<USER>_PASSWORD."""
     return prefix if not prefix or prefix.endswith("_") else prefix + "_"
@@ -149,6 +165,8 @@ class Server:
     """--strict-passwords: a fallback to the user name is an error, never a warning."""
     application_name: str = "pgpatch"
     """Of every session but the lock's; RUN_APPLICATION_NAME while an apply run works."""
+    settings: Mapping[str, str] = field(default_factory=dict)
+    """A target's other libpq settings (TARGET_SETTINGS: sslmode, ...), for every connection."""
     _warned: set[str] = field(default_factory=set)
 
     def has_password(self, role: str) -> bool:
@@ -183,6 +201,7 @@ class Server:
             params["host"] = self.host
         if self.port:
             params["port"] = str(self.port)
+        params.update(self.settings)
         return params
 
     def connect(self, dbname: str, user: str, *, autocommit: bool = True,
@@ -200,6 +219,7 @@ class Server:
         if session_settings and self.statement_timeout_ms is not None:
             settings.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
         kwargs: dict[str, object] = dict(self.libpq_params())
+        kwargs.pop("connect_timeout", None)  # _connect_timeout's
         options = session_options(settings, own=not session_settings, environ=self.environ)
         if options is not None:
             kwargs["options"] = options
@@ -217,7 +237,8 @@ class Server:
         return conn
 
     def _connect_timeout(self) -> int:
-        return int(self.environ.get("PGCONNECT_TIMEOUT") or 10)
+        return int(self.settings.get("connect_timeout") or self.environ.get("PGCONNECT_TIMEOUT")
+                   or 10)
 
     def _connect_error(self, e: Exception, dbname: str, user: str) -> PgpatchError:
         reason = connection_reason(e)
@@ -258,6 +279,7 @@ class Server:
                if not is_password_variable(k)}
         if own:
             env["PGOPTIONS"] = session_options([], own=True, environ=env) or ""
+        env.update({TARGET_SETTINGS[k]: v for k, v in self.settings.items()})
         env["PGPASSWORD"] = self.password(user)
         env["PGAPPNAME"] = self.application_name  # a run's psql is one of its sessions
         env.pop("PGDATABASE", None)
