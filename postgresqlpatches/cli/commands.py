@@ -35,10 +35,12 @@ class PatchGroup(click.Group):
     """The seed's form ``python -m postgresqlpatches [-l LEVEL] GLOB...`` means ``apply``;
     common options given before the command name are moved after it."""
 
-    VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db"}
+    VALUE_OPTIONS = {"-l", "--log-level", "-p", "--prefix", "--host", "--port", "--state-db",
+                     "--config"}
     FLAG_OPTIONS = {"--strict-passwords"}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _read_config(ctx, args, self.commands)
         leading: list[str] = []
         i = 0
         while i < len(args):
@@ -118,6 +120,70 @@ def _looks_like_a_glob(arg: str) -> bool:
             or os.path.exists(arg))
 
 
+# --- the config file (cli/configfile.py finds it, core/config.py checks it)
+
+CONFIG_KEY = "pgpatch.config"
+"""ctx.meta's key for the Config in use (None: no file)."""
+
+CONFIG = click.option(
+    "--config", "config_file", metavar="FILE", expose_value=False,
+    help="The config file (docs/config.md); replaces the search for pgpatch.toml or "
+         "[tool.pgpatch] in pyproject.toml from the working directory up.")
+"""Read before the command's options (PatchGroup.parse_args), so only declared here."""
+
+
+def _given_config(args: list[str]) -> str | None:
+    """The value of --config anywhere on the line (before or after the command's name)."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _read_config(ctx: click.Context, args: list[str], commands: Any) -> None:
+    """Check the whole config file whatever the command, and make its options the
+    commands' defaults (click: command line > environment > default_map > default). A bad
+    file is one ``error:`` line and exit 2; ``--help`` and completion never stop on it."""
+    if any(a in ("--help", "-h", "--version") for a in args):
+        return  # help shows the built-in defaults, and works whatever the file holds
+    from postgresqlpatches.cli.configfile import load_config, option_defaults
+    from postgresqlpatches.errors import PgpatchError
+
+    try:
+        config = load_config(_given_config(args))
+    except PgpatchError as e:
+        if ctx.resilient_parsing:
+            return
+        from postgresqlpatches.core.redact import redact
+
+        click.echo(redact(f"error: {e}"), err=True)
+        if e.hint:
+            click.echo(redact(f"hint: {e.hint}"), err=True)
+        ctx.exit(e.exit_code)
+    ctx.meta[CONFIG_KEY] = config
+    if config is not None:
+        defaults = option_defaults(config, os.environ)
+        ctx.default_map = {name: dict(defaults) for name in commands}
+
+
+def _configured(globs: tuple[str, ...]) -> tuple[str, ...]:
+    """The globs given, else the config file's ``patches``."""
+    from postgresqlpatches.cli.configfile import patch_globs
+
+    config = click.get_current_context().meta.get(CONFIG_KEY)
+    return globs or (patch_globs(config) if config is not None else ())
+
+
+def _groups() -> dict[str, tuple[str, ...]]:
+    """The config file's database groups (``@NAME`` patches), none without a file."""
+    config = click.get_current_context().meta.get(CONFIG_KEY)
+    return dict(config.groups) if config is not None else {}
+
+
 LOG_LEVEL = click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
                          default="warning", show_default=True, help="How much to log on stderr.")
 
@@ -126,6 +192,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes after its name; PGHOST/PGPORT etc. work as in libpq."""
     options = [
         LOG_LEVEL,
+        CONFIG,
         click.option("-p", "--prefix", default="POSTGRESQL_", show_default=True,
                      metavar="PREFIX",
                      help="Passwords come from {PREFIX}{USER}_PASSWORD (a missing _ is added)."),
@@ -398,6 +465,7 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
 
+    globs = _configured(globs)
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
                        adopt=adopt)
@@ -436,6 +504,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
 
+    globs = _configured(globs)
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
@@ -463,7 +532,7 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
 
-    st = runner.status(_options(kw, globs))
+    st = runner.status(_options(kw, _configured(globs)))
     if fmt == "json":
         render.dump_json(render.status_json(st))
     else:
@@ -506,6 +575,7 @@ def baseline(database: str, output_dir: str, schema_only: bool, data_for: tuple[
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False), help="The folder to write the file in.")
 @LOG_LEVEL
+@CONFIG
 def new(database: str, user: str, description: str, directory: str, log_level: str) -> None:
     """Create the next correctly named patch file and print its path.
 
@@ -558,7 +628,8 @@ def demo(keep: bool, log_level: str) -> None:
 
 def _require_globs(globs: tuple[str, ...]) -> None:
     if not globs:
-        raise click.UsageError("give at least one GLOB of patch files, e.g. 'patches/**/*.sql'")
+        raise click.UsageError("give at least one GLOB of patch files, e.g. 'patches/**/*.sql' "
+                               "(or `patches` in the config file)")
 
 
 if __name__ == "__main__":
