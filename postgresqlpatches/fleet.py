@@ -16,21 +16,19 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from postgresqlpatches import runner
+from postgresqlpatches.core import config
 from postgresqlpatches.core.planner import Action, Plan, Step
-from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.errors import ConnectionFailed, PgpatchError
 
 log = logging.getLogger("pgpatch")
 
 DEFAULT_JOBS = 4
-ALL = "all"
-"""``-t all``: every target, in the order the config file gives them."""
 
 _current_target: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "pgpatch_target", default=None)
@@ -52,18 +50,14 @@ class Target:
         return self.options.port
 
 
-def make_target(name: str, settings: Mapping[str, Any], base: runner.Options) -> Target:
+def make_target(target: config.Target, base: runner.Options) -> Target:
     """A target's Options: the run's (globs, state database, lint, ...) with the target's own
     host, port, prefix and other libpq settings. The environment never overrides them:
     libpq takes a given setting over its PG* variable, and psql gets them set (server.py)."""
-    given = dict(settings)
-    host = given.pop("host", None)
-    port = given.pop("port", None)
-    prefix = given.pop("prefix", None)
-    return Target(name, replace(base, host=str(host) if host is not None else None,
-                                port=int(port) if port is not None else None,
-                                prefix=str(prefix) if prefix is not None else base.prefix,
-                                settings={k: str(v) for k, v in given.items()}))
+    return Target(target.name, replace(
+        base, host=target.host, port=target.port,
+        prefix=target.prefix if target.prefix is not None else base.prefix,
+        settings={k: str(v) for k, v in target.settings.items()}))
 
 
 class UnknownTarget(PgpatchError):
@@ -73,7 +67,8 @@ class UnknownTarget(PgpatchError):
 
 
 def select_targets(known: Sequence[str], wanted: Sequence[str], source: str) -> list[str]:
-    """The names ``-t`` asked for, each once, in the order given (``all``: the file's order).
+    """The names ``-t`` asked for, each once, in the order given (``all``: every target, in
+    the file's order).
 
     ``source`` names where the targets are defined (the config file), for the error."""
     if not known:
@@ -81,7 +76,7 @@ def select_targets(known: Sequence[str], wanted: Sequence[str], source: str) -> 
                             hint="add a [targets.NAME] table with its host and port")
     names: list[str] = []
     for name in wanted:
-        if name == ALL:
+        if name == config.ALL_TARGETS:
             names.extend(n for n in known if n not in names)
         elif name not in known:
             raise UnknownTarget(f"-t/--target: no target {name!r} in {source} (its targets: "
@@ -231,6 +226,9 @@ def _each(targets: Sequence[Target], jobs: int, fail_fast: bool, work: Work) -> 
         try:
             work(result, stop)
         except PgpatchError as e:
+            if isinstance(e, ConnectionFailed) and e.hint and "PGHOST/PGPORT" in e.hint:
+                e.hint = (f"check host and port of [targets.{result.target.name}] and that "
+                          "the server is running")
             result.error = e
         except Exception as e:  # a bug: this target fails with one line, the others finish
             log.debug("traceback", exc_info=e)

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -182,6 +182,103 @@ def _groups() -> dict[str, tuple[str, ...]]:
     """The config file's database groups (``@NAME`` patches), none without a file."""
     config = click.get_current_context().meta.get(CONFIG_KEY)
     return dict(config.groups) if config is not None else {}
+
+
+# --- targets: -t/--target, --jobs, --fail-fast (fleet.py runs them, render.py shows them)
+
+def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """plan, apply and status on the servers of the config file's [targets.NAME] tables."""
+    options = [
+        click.option("-t", "--target", "target_names", multiple=True, metavar="NAME",
+                     help="Run on this target of the config file ([targets.NAME]; repeatable; "
+                          "all: every target, in the file's order), each with its own lock, "
+                          "plan and result (default: the file's `target` key, else the "
+                          "server of --host/--port and the environment)."),
+        click.option("--jobs", type=click.IntRange(1), default=4, show_default=True,
+                     metavar="N", help="With targets: up to N targets at once."),
+        click.option("--fail-fast", is_flag=True,
+                     help="With targets: start nothing new after the first target fails "
+                          "(running targets stop before their next patch)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _targets(kw: dict[str, Any], options: Any, *,
+             offline: bool = False) -> tuple[list[Any], int, bool] | None:
+    """The targets this command runs on (fleet.Target, each with ``options`` and its own
+    server), --jobs and --fail-fast; or None to run on the one server as without targets.
+    Mistakes are usage errors: a name the config file does not define, --host/--port
+    beside targets, --jobs or --fail-fast without them."""
+    from postgresqlpatches import fleet
+
+    ctx = click.get_current_context()
+    names = kw.pop("target_names")
+    jobs, fail_fast = kw.pop("jobs"), kw.pop("fail_fast")
+    config = ctx.meta.get(CONFIG_KEY)
+    if not names and config is not None:
+        names = config.default_targets
+    given = {p: ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE
+             for p in ("host", "port", "jobs", "fail_fast")}
+    if not names:
+        for param, option in (("jobs", "--jobs"), ("fail_fast", "--fail-fast")):
+            if given[param]:
+                raise click.UsageError(f"{option} goes with -t/--target")
+        return None
+    if offline:
+        raise click.UsageError("-t/--target does not go with --offline (no server is asked)")
+    for param in ("host", "port"):
+        if given[param]:
+            raise click.UsageError(f"--{param} does not go with -t/--target: each target has "
+                                   f"its own {param} in {config.path if config else 'the config'}")
+    if config is None:
+        raise click.UsageError("-t/--target: there is no config file to define targets "
+                               "(pgpatch.toml, [tool.pgpatch] in pyproject.toml, or --config)")
+    try:
+        chosen = fleet.select_targets(list(config.targets), names, config.path)
+    except fleet.UnknownTarget as e:
+        raise click.UsageError(e.message) from None
+    return [fleet.make_target(config.targets[name], options) for name in chosen], jobs, fail_fast
+
+
+def _fleet_exit(results: list[Any], pending_exit: bool = False) -> NoReturn:
+    """1 when any target failed; with plan --exit-code 3 when all are valid and any has
+    patches to run."""
+    if not all(r.ok for r in results):
+        sys.exit(EXIT_PROBLEMS)
+    pending = any(r.plan is not None and r.plan.pending for r in results)
+    sys.exit(EXIT_PENDING if pending_exit and pending else EXIT_OK)
+
+
+def _run_on_targets(command: str, run: tuple[list[Any], int, bool], fmt: str,
+                    detailed_exit_code: bool = False) -> NoReturn:
+    """The command on each target, then one grouped result, its summary and the exit code."""
+    from postgresqlpatches import fleet
+    from postgresqlpatches.cli import render
+
+    targets, jobs, fail_fast = run
+    how: dict[str, Any] = {"jobs": jobs, "fail_fast": fail_fast}
+    if command == "apply":
+        progress = render.FleetProgress(quiet=fmt == "json")
+        results = fleet.apply(targets, reporter_for=progress.reporter, **how)
+        if fmt == "json":
+            render.dump_json(render.fleet_apply_json(results))
+        else:
+            render.print_fleet_apply(results)
+    elif command == "plan":
+        results = fleet.plan(targets, **how)
+        if fmt == "json":
+            render.dump_json(render.fleet_plan_json(results))
+        else:
+            render.print_fleet_plan(results)
+    else:
+        results = fleet.status(targets, **how)
+        if fmt == "json":
+            render.dump_json(render.fleet_status_json(results))
+        else:
+            render.print_fleet_status(results)
+    _fleet_exit(results, detailed_exit_code)
 
 
 LOG_LEVEL = click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
@@ -446,6 +543,7 @@ def lint_option(what: str) -> Callable[..., Any]:
 @click.option("--allow-out-of-order", is_flag=True,
               help="Plan patches older than the newest applied one instead of refusing them.")
 @ADOPT
+@target_options
 @common_options
 def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
          allow_out_of_order: bool, adopt: bool, **kw: Any) -> None:
@@ -469,6 +567,9 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
                        adopt=adopt)
+    fleet_run = _targets(kw, options, offline=offline)
+    if fleet_run is not None:
+        _run_on_targets("plan", fleet_run, fmt, detailed_exit_code)
     the_plan = runner.plan_offline(options) if offline else runner.plan(options)
     if fmt == "json":
         render.dump_json(render.plan_json(the_plan, offline=offline))
@@ -493,6 +594,7 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
               show_default=True, help="json: the applied patches as JSON on stdout.")
 @lint_option("apply anyway")
 @ADOPT
+@target_options
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int | None, statement_timeout: int | None, fmt: str, lint: str,
@@ -509,6 +611,9 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
                        lint=lint, adopt=adopt)
+    fleet_run = _targets(kw, options)
+    if fleet_run is not None:
+        _run_on_targets("apply", fleet_run, fmt)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         result = runner.apply(options, reporter)
@@ -523,6 +628,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
 @main.command()
 @click.argument("globs", nargs=-1, metavar="[GLOB]...", type=click.Path())
 @FORMAT
+@target_options
 @common_options
 def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     """What the state database says ran: when, as whom, how long, run by whom, which pgpatch.
@@ -532,7 +638,11 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
 
-    st = runner.status(_options(kw, _configured(globs)))
+    options = _options(kw, _configured(globs))
+    fleet_run = _targets(kw, options)
+    if fleet_run is not None:
+        _run_on_targets("status", fleet_run, fmt)
+    st = runner.status(options)
     if fmt == "json":
         render.dump_json(render.status_json(st))
     else:

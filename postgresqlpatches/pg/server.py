@@ -76,15 +76,8 @@ that."""
 
 TARGET_SETTINGS = {
     "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL", "sslcrldir": "PGSSLCRLDIR",
-    "sslsni": "PGSSLSNI", "sslnegotiation": "PGSSLNEGOTIATION",
-    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
-    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
-    "channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE",
-    "krbsrvname": "PGKRBSRVNAME", "require_auth": "PGREQUIREAUTH",
-    "hostaddr": "PGHOSTADDR", "connect_timeout": "PGCONNECT_TIMEOUT",
-    "target_session_attrs": "PGTARGETSESSIONATTRS", "load_balance_hosts": "PGLOADBALANCEHOSTS",
-    "passfile": "PGPASSFILE", "service": "PGSERVICE",
+    "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL", "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
 }
 """libpq connection settings a target may give besides host and port, each with the variable
 psql and pg_dump read it from: a target's own value wins over the caller's environment."""

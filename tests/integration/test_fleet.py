@@ -3,7 +3,10 @@ own lock, plan, passwords and result; a failing server fails only its own rows."
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from postgresqlpatches import fleet, runner
+from postgresqlpatches.cli import main
+from postgresqlpatches.core import config
 from postgresqlpatches.pg.scratch import ScratchServer
 from tests.integration.conftest import STATE_PATCHES, reset_server
 
@@ -55,10 +61,9 @@ class Fleet:
 
     def targets(self, *names: str, **base: Any) -> list[fleet.Target]:
         options = runner.Options(globs=(self.glob(),), **base)
-        return [fleet.make_target(n, {"host": self.servers[n].host,
-                                      "port": self.servers[n].port,
-                                      "prefix": f"{n.upper()}_", "sslmode": "disable"},
-                                  options) for n in (names or NAMES)]
+        return [fleet.make_target(config.Target(
+            n, host=self.servers[n].host, port=self.servers[n].port, prefix=f"{n.upper()}_",
+            settings={"sslmode": "disable"}), options) for n in (names or NAMES)]
 
     def ledger(self, name: str) -> dict[str, int]:
         with self.servers[name].connect("app", sslmode="disable") as conn:
@@ -70,6 +75,30 @@ class Fleet:
             return conn.execute(
                 "SELECT d.name, p.major, p.minor, p.name FROM installed_patches p "
                 "JOIN databases d ON d.id = p.database_id ORDER BY 1, 2, 3").fetchall()
+
+    def config(self, *names: str, extra: str = "", down: bool = False) -> str:
+        """A pgpatch.toml with the targets in the order given (``down``: first, a target
+        nothing listens for)."""
+        lines = [extra]
+        if down:
+            lines += ["[targets.down]", 'host = "127.0.0.1"', f"port = {_free_port()}",
+                      'sslmode = "disable"', "connect_timeout = 5", ""]
+        for n in names or NAMES:
+            lines += [f"[targets.{n}]", f'host = "{self.servers[n].host}"',
+                      f"port = {self.servers[n].port}", f'prefix = "{n.upper()}_"',
+                      'sslmode = "disable"', ""]
+        path = self.tree.parent / "pgpatch.toml"
+        path.write_text("\n".join(lines), encoding="utf-8")
+        return str(path)
+
+    def cli(self, *args: str) -> Result:
+        """pgpatch in-process through click, as a user types it (the fixture's environment)."""
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "postgresqlpatches", *args],
+                              env=dict(os.environ), capture_output=True, text=True,
+                              timeout=180, check=False)
 
     def has_state(self, name: str) -> bool:
         with self.servers[name].connect(sslmode="disable") as conn:
@@ -186,8 +215,8 @@ def test_a_server_stopped_mid_run_fails_only_its_rows(fl: Fleet) -> None:
 def test_an_unreachable_target_fails_alone_and_fail_fast_starts_no_other(fl: Fleet) -> None:
     app_tree(fl)
     options = runner.Options(globs=(fl.glob(),))
-    down = fleet.make_target("down", {"host": "127.0.0.1", "port": _free_port(),
-                                      "sslmode": "disable"}, options)
+    down = fleet.make_target(config.Target("down", host="127.0.0.1", port=_free_port(),
+                                           settings={"sslmode": "disable"}), options)
     results = fleet.apply([down, *fl.targets("eu1", "eu2")], jobs=1)
     assert [r.ok for r in results] == [False, True, True]
     assert "cannot connect" in str(results[0].error)
@@ -283,3 +312,177 @@ def test_jobs_one_and_several_give_the_same_records(fl: Fleet) -> None:
     assert side_by_side[1][0] < side_by_side[0][1] and side_by_side[2][0] < side_by_side[1][1]
     assert one == several
     assert len(one["eu1"]) == STATE_PATCHES + 5
+
+
+# -- as users type it ----------------------------------------------------------------------
+
+TARGET_KEYS = {"name", "host", "port", "ok", "error", "patches", "problems"}
+
+
+def test_cli_apply_json_when_a_server_stops_mid_run(fl: Fleet) -> None:
+    """`pgpatch apply -t all --format json` as a real process; eu2 is stopped in the middle:
+    exit 1, one JSON document on stdout, only eu2's rows failed, no traceback, no password;
+    after eu2 is back, the next run applies the rest there, each patch once."""
+    app_tree(fl, patches=30, sleep=0.05)
+    path = fl.config()
+    args = [sys.executable, "-m", "postgresqlpatches", "apply", "--config", path, "-t", "all",
+            "--format", "json", fl.glob()]
+    proc = subprocess.Popen(args, env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def eu2_is_halfway() -> bool:
+        try:
+            return sum(fl.ledger("eu2").values()) >= 5
+        except Exception:  # app or its table is not there yet
+            return False
+
+    _until(eu2_is_halfway)
+    fl.servers["eu2"].stop("immediate")
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err + out
+    for secret in fl.env.values():
+        if "-pw" in secret or secret.startswith(("app-", "state-")):
+            assert secret not in out + err
+    data = json.loads(out)
+    assert data["ok"] is False
+    assert [t["name"] for t in data["targets"]] == list(NAMES)
+    eu1, eu2, us1 = data["targets"]
+    for t in (eu1, us1):
+        assert TARGET_KEYS <= set(t)
+        assert (t["ok"], t["error"], t["failed"]) == (True, None, 0)
+        assert t["applied"] == STATE_PATCHES + 31
+        assert {p["result"] for p in t["patches"]} == {"applied"}
+    assert eu2["ok"] is False and eu2["error"]
+    results = [p["result"] for p in eu2["patches"]]
+    assert "applied" in results and results[-1] == "not run"
+    assert eu2["applied"] == results.count("applied")
+    assert eu2["failed"] == 31 + STATE_PATCHES - eu2["applied"]
+    assert (eu2["host"], eu2["port"]) == ("127.0.0.1", fl.servers["eu2"].port)
+
+    fl.servers["eu2"].restart()
+    again = fl.run("apply", "--config", path, "-t", "all", "--format", "json", fl.glob())
+    assert again.returncode == 0, again.stderr
+    assert [t["applied"] for t in json.loads(again.stdout)["targets"]] == [
+        0, eu2["failed"], 0]
+    for name in NAMES:
+        assert fl.ledger(name) == {f"p{i}": 1 for i in range(1, 31)}
+
+
+def test_an_unknown_target_is_a_usage_error_naming_the_file_and_the_targets(fl: Fleet) -> None:
+    app_tree(fl)
+    path = fl.config()
+    result = fl.cli("plan", "--config", path, "-t", "eu1", "-t", "nope", fl.glob())
+    assert result.exit_code == 2
+    assert (f"no target 'nope' in {path} (its targets: eu1, eu2, us1; or all)"
+            in result.output)
+    assert "Traceback" not in result.output
+    for args, said in [
+            (("-t", "eu1", "--host", "127.0.0.1"), "--host does not go with -t/--target"),
+            (("-t", "eu1", "--port", "5432"), "--port does not go with -t/--target"),
+            (("--jobs", "2"), "--jobs goes with -t/--target"),
+            (("--fail-fast",), "--fail-fast goes with -t/--target"),
+            (("--offline", "-t", "eu1"), "-t/--target does not go with --offline")]:
+        result = fl.cli("plan", "--config", path, *args, fl.glob())
+        assert (result.exit_code, said in result.output) == (2, True), (args, result.output)
+    for name in NAMES:
+        assert not fl.has_state(name)
+
+
+def test_targets_run_in_the_order_asked_and_all_in_the_files_order(fl: Fleet) -> None:
+    app_tree(fl)
+    path = fl.config("us1", "eu1", "eu2")
+
+    def names(*args: str) -> list[str]:
+        result = fl.cli("plan", "--config", path, "--format", "json", *args, fl.glob())
+        assert result.exit_code == 0, result.output
+        return [t["name"] for t in json.loads(result.stdout)["targets"]]
+
+    assert names("-t", "all") == ["us1", "eu1", "eu2"]
+    assert names("-t", "eu2", "-t", "us1", "-t", "eu2") == ["eu2", "us1"]
+    assert names("-t", "eu1", "-t", "all", "--jobs", "1") == ["eu1", "us1", "eu2"]
+    fl.config("us1", "eu1", "eu2", extra='target = ["eu2"]\n')
+    assert names() == ["eu2"]  # the file's `target` key, when no -t is given
+
+
+def test_json_with_targets_for_plan_apply_status_and_unchanged_without(fl: Fleet) -> None:
+    app_tree(fl)
+    path = fl.config()
+    common = ("--config", path, "-t", "eu1", "-t", "us1", "--format", "json")
+    plan = json.loads(fl.cli("plan", *common, fl.glob()).stdout)
+    applied = fl.cli("apply", *common, fl.glob())
+    assert applied.exit_code == 0, applied.output
+    apply = json.loads(applied.stdout)
+    status = json.loads(fl.cli("status", *common).stdout)
+    status_globs = json.loads(fl.cli("status", *common, fl.glob()).stdout)
+    for data in (plan, apply, status, status_globs):
+        assert set(data) == {"version", "ok", "targets"}
+        assert data["ok"] is True
+        assert [t["name"] for t in data["targets"]] == ["eu1", "us1"]
+        for t in data["targets"]:
+            assert TARGET_KEYS <= set(t)
+            assert (t["host"], t["port"]) == ("127.0.0.1", fl.servers[t["name"]].port)
+            assert (t["ok"], t["error"], t["problems"]) == (True, None, [])
+    for t in plan["targets"]:
+        assert [p["action"] for p in t["patches"] if p["database"] == "app"] == [
+            "bootstrap", "apply", "apply", "apply"]
+        assert t["summary"]["bootstrap"] == 2  # the state database's baseline and app's
+    for t in apply["targets"]:
+        assert [p["result"] for p in t["patches"]] == ["applied"] * (STATE_PATCHES + 4)
+    for t in status["targets"]:
+        assert len(t["patches"]) == STATE_PATCHES + 4
+        assert {p["state"] for p in t["patches"]} == {"applied"}
+    for t in status_globs["targets"]:
+        assert t["plan"]["summary"]["apply"] == 0
+    assert not fl.has_state("eu2")
+
+    # without -t: the server of --host/--port and the environment, today's shapes
+    eu2 = fl.servers["eu2"]
+    alone = ("--config", path, "--host", eu2.host, "--port", str(eu2.port), "-p", "EU2_")
+    os.environ["PGSSLMODE"] = "disable"
+    plan = json.loads(fl.cli("plan", *alone, "--format", "json", fl.glob()).stdout)
+    assert "targets" not in plan and plan["summary"]["apply"] == 3 + STATE_PATCHES - 1
+    apply = json.loads(fl.cli("apply", *alone, "--format", "json", fl.glob()).stdout)
+    assert "targets" not in apply and len(apply["applied"]) == STATE_PATCHES + 4
+    status = json.loads(fl.cli("status", *alone, "--format", "json").stdout)
+    assert "targets" not in status and len(status["records"]) == STATE_PATCHES + 4
+
+
+def test_the_table_is_grouped_by_target_and_ends_with_a_summary(fl: Fleet) -> None:
+    """Piped text: one group per target, then the summary table; a target nobody listens
+    for fails its own row only (exit 1); with --fail-fast --jobs 1 nothing starts after it."""
+    app_tree(fl, patches=2)
+    path = fl.config("eu1", "eu2", down=True)
+    result = fl.run("apply", "--config", path, "-t", "all", fl.glob())
+    assert result.returncode == 1, result.stderr
+    out = result.stdout.splitlines()
+    heads = [line for line in out if line.startswith("target ") and "(" in line]
+    assert heads == [f"target down (127.0.0.1:{heads[0].split(':')[1]}",
+                     f"target eu1 (127.0.0.1:{fl.servers['eu1'].port})",
+                     f"target eu2 (127.0.0.1:{fl.servers['eu2'].port})"]
+    group = out[out.index(heads[1]) + 1:out.index(heads[2]) - 1]  # a blank line before each
+    assert [line.split()[:2] for line in group[:-1]] == (
+        [["bootstrap", "patches"]] + [["apply", "patches"]] * (STATE_PATCHES - 1)
+        + [["bootstrap", "app"], ["apply", "app"], ["apply", "app"]])
+    assert group[-1].startswith(f"applied {STATE_PATCHES + 3} patches to 2 databases in ")
+    assert out[out.index(heads[0]) + 1].startswith("error: cannot connect to database")
+    assert out[out.index(heads[0]) + 2] == ("hint: check host and port of [targets.down] and "
+                                            "that the server is running")
+    summary = out[out.index("summary:") + 1:]
+    assert summary[0].split() == ["target", "databases", "applied", "failed", "seconds",
+                                  "error"]
+    down, eu1, eu2 = (row.split(None, 5) for row in summary[1:4])
+    assert down[:4] == ["down", "-", "0", "0"] and down[5].startswith("cannot connect")
+    assert [eu1[:4], eu2[:4]] == [["eu1", "2", str(STATE_PATCHES + 3), "0"],
+                                  ["eu2", "2", str(STATE_PATCHES + 3), "0"]]
+    assert len(eu1) == 5  # no error
+    assert summary[4] == "3 targets, 1 failed"
+    assert "eu1: apply" in result.stderr  # progress, behind each target's name, on stderr
+
+    for server in fl.servers.values():
+        reset_server_plain(server)
+    result = fl.run("apply", "--config", path, "-t", "all", "--jobs", "1", "--fail-fast",
+                    fl.glob())
+    assert result.returncode == 1
+    assert result.stdout.count("error: not started: target down failed (--fail-fast)") == 2
+    assert not fl.has_state("eu1") and not fl.has_state("eu2")
