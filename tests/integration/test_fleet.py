@@ -486,3 +486,80 @@ def test_the_table_is_grouped_by_target_and_ends_with_a_summary(fl: Fleet) -> No
     assert result.returncode == 1
     assert result.stdout.count("error: not started: target down failed (--fail-fast)") == 2
     assert not fl.has_state("eu1") and not fl.has_state("eu2")
+
+
+# -- the Ansible recipe of docs/fleet.md, as it is in examples/ ------------------------------
+
+RECIPE = Path(__file__).parents[2] / "examples" / "fleet" / "ansible"
+
+
+def _ansible_playbook() -> str:
+    """ansible-playbook next to this Python (the test extras install ansible-core), or skip."""
+    import shutil
+
+    try:
+        import ansible  # noqa: F401
+    except ImportError:
+        pytest.skip("ansible-core is not installed (pip install 'postgresqlpatches[test]')")
+    found = shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) or \
+        shutil.which("ansible-playbook")
+    if found is None:
+        pytest.skip("ansible-core is installed but ansible-playbook is not on PATH")
+    return found
+
+
+def test_the_ansible_recipe_runs_pgpatch_per_target(fl: Fleet, tmp_path: Path) -> None:
+    """examples/fleet/ansible/pgpatch.yml over an inventory of the three servers, forks 3:
+    each host runs `pgpatch apply -t HOST`; a stopped server fails its host only (exit 2),
+    the others apply; once it is back, the next run catches it up, each patch once."""
+    playbook = _ansible_playbook()
+    app_tree(fl)
+    inventory = tmp_path / "inventory.yml"
+    hosts = "".join(f"    {n}:\n      pg_host: {s.host}\n      pg_port: {s.port}\n"
+                    f"      pg_prefix: {n.upper()}_\n      pg_sslmode: disable\n"
+                    for n, s in fl.servers.items())
+    inventory.write_text("postgres:\n  hosts:\n" + hosts, encoding="utf-8")
+    pgpatch = os.path.join(os.path.dirname(sys.executable), "pgpatch")
+    env = dict(os.environ, ANSIBLE_HOME=str(tmp_path / "ansible"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible" / "tmp"),
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
+    config = tmp_path / "pgpatch.toml"
+    args = [playbook, "-i", str(inventory), str(RECIPE / "pgpatch.yml"), "-f", "3",
+            "-e", json.dumps({"pgpatch": pgpatch, "pgpatch_config": str(config),
+                              "pgpatch_patches": [fl.glob()]})]
+
+    def play() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+
+    def recap(out: str) -> dict[str, dict[str, int]]:
+        rows = out[out.index("PLAY RECAP"):].splitlines()[1:]
+        return {row.split()[0]: {k: int(v) for k, v in (f.split("=") for f in row.split()[2:])}
+                for row in rows if "ok=" in row}
+
+    first = play()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "[targets.eu2]" in config.read_text()
+    for name in NAMES:
+        assert recap(first.stdout)[name]["changed"] == 1
+        assert fl.ledger(name) == {"p1": 1, "p2": 1, "p3": 1}
+
+    fl.write("app.20240101.0004.app.p4.sql", "INSERT INTO ledger VALUES ('p4');\n")
+    fl.servers["eu2"].stop()
+    second = play()
+    assert second.returncode == 2, second.stdout + second.stderr
+    counts = recap(second.stdout)
+    assert (counts["eu1"]["failed"], counts["eu2"]["failed"], counts["us1"]["failed"]) == (
+        0, 1, 0)
+    assert "pgpatch exited 1: cannot connect to database 'postgres'" in second.stdout
+    for name in ("eu1", "us1"):
+        assert fl.ledger(name) == {"p1": 1, "p2": 1, "p3": 1, "p4": 1}
+
+    fl.servers["eu2"].restart()
+    third = play()
+    assert third.returncode == 0, third.stdout + third.stderr
+    counts = recap(third.stdout)
+    assert [counts[n]["changed"] for n in NAMES] == [0, 1, 0]
+    for name in NAMES:
+        assert fl.ledger(name) == {"p1": 1, "p2": 1, "p3": 1, "p4": 1}
