@@ -563,3 +563,15 @@ def test_the_ansible_recipe_runs_pgpatch_per_target(fl: Fleet, tmp_path: Path) -
     assert [counts[n]["changed"] for n in NAMES] == [0, 1, 0]
     for name in NAMES:
         assert fl.ledger(name) == {"p1": 1, "p2": 1, "p3": 1, "p4": 1}
+
+
+def test_log_lines_start_with_their_targets_name(fl: Fleet,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Targets run side by side, so their warnings interleave: each says whose it is."""
+    app_tree(fl)
+    monkeypatch.delenv("EU2_APP_PASSWORD")
+    result = fl.run("plan", "--config", fl.config(), "-t", "eu1", "-t", "eu2", fl.glob())
+    assert result.returncode == 0, result.stderr
+    assert ("warning: eu2: EU2_APP_PASSWORD is not set: role app gets its name as password"
+            in result.stderr)
+    assert "EU1_APP_PASSWORD" not in result.stderr
