@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -87,7 +87,7 @@ def select_targets(known: Sequence[str], wanted: Sequence[str], source: str) -> 
 
 
 class NotRun(PgpatchError):
-    """A target that --fail-fast (or Ctrl-C) did not start, or stopped before its next patch."""
+    """A target that --fail-fast or Ctrl-C did not start, or stopped before its next patch."""
 
 
 @dataclass
@@ -245,14 +245,19 @@ def _each(targets: Sequence[Target], jobs: int, fail_fast: bool, work: Work) -> 
             thread_name_prefix="pgpatch-target") as pool:
         futures = [pool.submit(one, r) for r in results]
         try:
-            for future in futures:
-                future.result()
-        except BaseException:  # Ctrl-C: nothing new starts, running targets stop between patches
+            _wait(futures)
+        except KeyboardInterrupt:
+            # Ctrl-C: nothing new starts, running targets stop before their next patch, and
+            # every target's result is still told; a second Ctrl-C leaves at once
+            log.warning("interrupted: every target stops before its next patch")
             stop.set("interrupted")
-            for future in futures:
-                future.cancel()
-            raise
+            _wait(futures)
     return results
+
+
+def _wait(futures: Sequence[Future[None]]) -> None:
+    for future in futures:
+        future.result()
 
 
 def plan(targets: Sequence[Target], jobs: int = DEFAULT_JOBS,

@@ -410,6 +410,7 @@ def test_json_with_targets_for_plan_apply_status_and_unchanged_without(fl: Fleet
     path = fl.config()
     common = ("--config", path, "-t", "eu1", "-t", "us1", "--format", "json")
     plan = json.loads(fl.cli("plan", *common, fl.glob()).stdout)
+    assert fl.cli("plan", *common, "--exit-code", fl.glob()).exit_code == 3
     applied = fl.cli("apply", *common, fl.glob())
     assert applied.exit_code == 0, applied.output
     apply = json.loads(applied.stdout)
@@ -434,6 +435,7 @@ def test_json_with_targets_for_plan_apply_status_and_unchanged_without(fl: Fleet
         assert {p["state"] for p in t["patches"]} == {"applied"}
     for t in status_globs["targets"]:
         assert t["plan"]["summary"]["apply"] == 0
+    assert fl.cli("plan", *common, "--exit-code", fl.glob()).exit_code == 0
     assert not fl.has_state("eu2")
 
     # without -t: the server of --host/--port and the environment, today's shapes
@@ -575,3 +577,46 @@ def test_log_lines_start_with_their_targets_name(fl: Fleet,
     assert ("warning: eu2: EU2_APP_PASSWORD is not set: role app gets its name as password"
             in result.stderr)
     assert "EU1_APP_PASSWORD" not in result.stderr
+
+
+def test_ctrl_c_stops_every_target_before_its_next_patch(fl: Fleet) -> None:
+    """SIGINT in the middle of `apply -t all`: no target starts anything new, running ones
+    stop before their next patch, so each server's ledger is exactly its records, and the
+    grouped result and summary are still printed (exit 1); the next run applies the rest,
+    each patch once."""
+    import signal
+
+    app_tree(fl, patches=40, sleep=0.1)
+    path = fl.config()
+    args = [sys.executable, "-m", "postgresqlpatches", "apply", "--config", path, "-t", "all",
+            fl.glob()]
+    proc = subprocess.Popen(args, env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def under_way() -> bool:
+        try:
+            return all(sum(fl.ledger(n).values()) >= 3 for n in NAMES)
+        except Exception:  # app or its table is not there yet
+            return False
+
+    _until(under_way)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 3  # each target stops after the patch it is in
+    assert proc.returncode == 1
+    assert "Traceback" not in err
+    assert "warning: interrupted: every target stops before its next patch" in err
+    stopped = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(stopped) == 3
+    assert all(line.endswith(": stopped before its next patch: interrupted")
+               for line in stopped)
+    assert out.splitlines()[-1] == "3 targets, 3 failed"
+    for name in NAMES:
+        applied = sum(fl.ledger(name).values())
+        assert 3 <= applied < 40
+        assert len(fl.records(name)) == STATE_PATCHES + 1 + applied
+    again = fl.run("apply", "--config", path, "-t", "all", fl.glob())
+    assert again.returncode == 0, again.stderr
+    for name in NAMES:
+        assert fl.ledger(name) == {f"p{i}": 1 for i in range(1, 41)}
