@@ -124,16 +124,22 @@ class TargetResult:
         ran = {id(s) for s, _ in self.done}
         return [s for s in self.plan.pending if id(s) not in ran]
 
-    def outcome(self, step: Step) -> str | None:
-        """apply: ``applied`` (by this run), ``failed``, ``not run``, or None (not pending)."""
-        if any(s is step for s, _ in self.done):
-            return "applied"
+    def outcomes(self) -> dict[int, str]:
+        """apply: what came of each pending step, by ``id(step)``: ``applied`` (by this run),
+        ``failed`` (the step the target's error names), or ``not run``."""
+        found = {id(s): "applied" for s, _ in self.done}
         left = self.not_applied
-        if left and left[0] is step and self.error is not None \
-                and self.error.path == step.patch.path \
-                and not isinstance(self.error, NotRun | runner.PlanRefused):
-            return "failed"
-        return "not run" if step.pending else None
+        for step in left:
+            found[id(step)] = "not run"
+        error = self.error
+        if left and error is not None and error.path == left[0].patch.path \
+                and not isinstance(error, NotRun | runner.PlanRefused):
+            found[id(left[0])] = "failed"
+        return found
+
+    def outcome(self, step: Step) -> str | None:
+        """outcomes() of one step; None for a step with nothing to do."""
+        return self.outcomes().get(id(step))
 
 
 class _Stop:

@@ -555,8 +555,9 @@ def print_fleet_apply(results: Sequence[TargetResult], stream: IO[str] | None = 
     for i, r in enumerate(results):
         _print_target_head(r, stream, i == 0)
         seconds = dict((id(s), t) for s, t in r.done)
+        outcomes = r.outcomes()
         for step in r.plan.pending if r.plan is not None else ():
-            outcome = r.outcome(step)
+            outcome = outcomes.get(id(step), "not run")
             if outcome == "applied":
                 stream.write(_done_line(step, seconds[id(step)]) + "\n")
             else:
@@ -612,8 +613,9 @@ def fleet_apply_json(results: Sequence[TargetResult]) -> dict[str, Any]:
     for r in results:
         data = _target_json(r)
         seconds = dict((id(s), t) for s, t in r.done)
+        outcomes = r.outcomes()
         data["patches"] = [
-            dict(step_json(s), result=r.outcome(s),
+            dict(step_json(s), result=outcomes.get(id(s)),
                  seconds=round(seconds[id(s)], 6) if id(s) in seconds else None)
             for s in (r.plan.steps if r.plan else ())]
         data["problems"] = _problems_json(r.plan.problems) if r.plan else []
