@@ -132,7 +132,10 @@ class TargetResult:
         for step in left:
             found[id(step)] = "not run"
         error = self.error
-        if left and error is not None and error.path == left[0].patch.path \
+        if isinstance(error, runner.GroupMembersFailed):  # databases of a group, each its own
+            for step, _ in error.result.failed:
+                found[id(step)] = "failed"
+        elif left and error is not None and error.path == left[0].patch.path \
                 and not isinstance(error, NotRun | runner.PlanRefused):
             found[id(left[0])] = "failed"
         return found

@@ -56,6 +56,10 @@ class Options:
     strict_passwords: bool = False
     adopt: bool = False
     """Apply to databases that hold objects but have no record (else a problem)."""
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """The config file's database groups: name -> database name patterns (``@NAME`` files)."""
+    fail_fast: bool = False
+    """A group database's failed patch stops the whole run (else only that database)."""
     settings: Mapping[str, str] = field(default_factory=dict)
     """A target's libpq settings besides host and port (server.TARGET_SETTINGS)."""
 
@@ -103,6 +107,62 @@ class ApplyResult:
     plan: Plan
     done: list[tuple[Step, float]] = field(default_factory=list)
     seconds: float = 0.0
+    failed: list[tuple[Step, PatchFailed]] = field(default_factory=list)
+    """Group databases whose patch failed (their later patches did not run), in run order."""
+
+
+class GroupMembersFailed(PatchFailed):
+    """Patches failed on some databases of a group; the others went on (``result`` says
+    what ran)."""
+
+    def __init__(self, result: ApplyResult) -> None:
+        names = [s.patch.name.database for s, _ in result.failed]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        super().__init__(
+            f"{len(names)} database{'s' * (len(names) != 1)} of a group failed: {shown}",
+            hint="each error above names its database; their later patches did not run, the "
+                 "other databases' did. Fix the patch and run again: only what is pending runs")
+        self.result = result
+
+
+# -- database groups (@NAME patches) ---------------------------------------------------------
+
+def _expand_groups(options: Options, maint: Maintenance | None,
+                   patches: Sequence[Patch]) -> tuple[Sequence[Patch], list[Problem]]:
+    """``@NAME`` patches, one per database of the group when this is asked (planner.
+    expand_groups); without a session (offline) they stay one each. Asks the server only
+    when a group patch is among ``patches``."""
+    from postgresqlpatches.core.planner import expand_groups
+
+    if not any(p.name.group is not None for p in patches):
+        return patches, []
+    names = maint.group_candidates() if maint is not None else None
+    return expand_groups(patches, options.groups, names, options.state_db)
+
+
+def _expand_groups_read_only(options: Options, server: Server, patches: Sequence[Patch],
+                             problems: Sequence[Problem]) -> tuple[Sequence[Patch],
+                                                                   list[Problem]]:
+    """plan and status: the groups' databases from a short session of its own (only when a
+    group patch is among ``patches``)."""
+    if not any(p.name.group is not None for p in patches):
+        return patches, list(problems)
+    maint = Maintenance(server)
+    try:
+        patches, more = _expand_groups(options, maint, patches)
+    finally:
+        maint.close()
+    return patches, [*problems, *more]
+
+
+def _member_failed(step: Step, error: PatchFailed) -> PatchFailed:
+    """A group database's failure, naming the database (the file is the group's)."""
+    named = PatchFailed(f"in database {step.patch.name.database} of group {step.patch.group}: "
+                        f"{error.message}", hint=error.hint, path=error.path, line=error.line,
+                        sqlstate=error.sqlstate)
+    named.dropped_index, named.left_index = error.dropped_index, error.left_index
+    named.left_reason = error.left_reason
+    return named
 
 
 def _state_store(server: Server, state_db: str, existing: set[str]) -> StateStore | None:
@@ -206,6 +266,7 @@ def plan(options: Options) -> Plan:
     """Read-only: never creates anything, not even the state database."""
     patches, problems = discover(options.globs, state_db=options.state_db)
     server = options.server()
+    patches, problems = _expand_groups_read_only(options, server, patches, problems)
     return _make_plan(options, server, patches, _read_server(options, server, patches),
                       problems)
 
@@ -217,6 +278,8 @@ def plan_offline(options: Options) -> Plan:
     one without is taken as existing with nothing applied (it must be on the server).
     """
     patches, problems = discover(options.globs, state_db=options.state_db)
+    patches, more = _expand_groups(options, None, patches)
+    problems = [*problems, *more]
     built_here = {p.name.database for p in patches if p.name.is_baseline}
     facts = ServerFacts(frozenset(p.name.database for p in patches) - built_here)
     return _make_plan(options, options.server(), patches, facts, problems, online=False)
@@ -235,6 +298,9 @@ def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
     maint = Maintenance(server)
     try:
         maint.lock(options.lock_wait)
+        patches, problems = _expand_groups(options, maint, patches)  # under the lock
+        if problems:
+            raise PlanRefused(Plan((), tuple(dict.fromkeys(problems))))
         run = _Run(options, server, maint, patches)
         try:
             result = run.execute(reporter)
@@ -301,8 +367,15 @@ class _Run:
             self.current = pending[0]
             self._stop_if_lock_lost(round_trip=True)
         index = 0
+        failed: set[str] = set()  # group databases whose patch failed: the rest of theirs wait
         while index < len(pending):
             step = pending[index]
+            if index and pending[index - 1].patch.group is not None:
+                self._leave_group_database(pending[index - 1].patch.name.database,
+                                           step.patch.name.database)
+            if step.patch.name.database in failed:
+                index += 1
+                continue
             if step.action is Action.BOOTSTRAP:
                 group = [s for s in pending[index:] if s.action is Action.BOOTSTRAP
                          and s.patch.name.database == step.patch.name.database]
@@ -314,20 +387,52 @@ class _Run:
                 self._stop_if_lock_lost()
             t0 = time.monotonic()
             reporter.step_started(step)
-            if step.patch.name.database == self.state_db:
-                self._apply_in_state(step)
-            elif step.non_transactional:
-                self._apply_non_transactional(step)
-            else:
-                following = pending[index + 1] if index + 1 < len(pending) else None
-                self._apply_transactional(
-                    step, following if following and self._chains(step, following) else None)
+            try:
+                if step.patch.name.database == self.state_db:
+                    self._apply_in_state(step)
+                elif step.non_transactional:
+                    self._apply_non_transactional(step)
+                else:
+                    following = pending[index + 1] if index + 1 < len(pending) else None
+                    self._apply_transactional(
+                        step, following if following and self._chains(step, following)
+                        else None)
+            except PatchFailed as e:
+                if step.patch.group is None:
+                    raise
+                self._group_member_failed(step, e, result)  # only this database stops
+                failed.add(step.patch.name.database)
+                index += 1
+                continue
             seconds = time.monotonic() - t0
             reporter.step_done(step, seconds)
             result.done.append((step, seconds))
             index += 1
         self._fill_checksums(plan)
+        if result.failed:
+            raise GroupMembersFailed(result)
         return result
+
+    def _leave_group_database(self, database: str, following: str) -> None:
+        """A group's databases run one after another: the connections of one are closed when
+        the run goes on to the next database, so a group of hundreds does not hold hundreds
+        of sessions (max_connections)."""
+        if following == database:
+            return
+        for key in [k for k in self.conns if k[0] == database]:
+            self.conns.pop(key).close()
+            self.dirty.discard(key)
+            self.identities.pop(key, None)
+
+    def _group_member_failed(self, step: Step, error: PatchFailed,
+                             result: ApplyResult) -> None:
+        """A group database's patch failed (rolled back, no record): named on stderr, and
+        only that database stops; with --fail-fast the run stops here."""
+        named = _member_failed(step, error)
+        if self.options.fail_fast:
+            raise named from error
+        log.error("%s", named)
+        result.failed.append((step, named))
 
     def _fill_checksums(self, plan: Plan) -> None:
         """Records of unchanged patches made before checksums, or with an older checksum
@@ -836,6 +941,7 @@ def status(options: Options) -> Status:
         return Status(list(facts.records), None, facts.state_exists,
                       record_problems(facts, options.state_db))
     patches, problems = discover(options.globs, state_db=options.state_db)
+    patches, problems = _expand_groups_read_only(options, server, patches, problems)
     facts = _read_server(options, server, patches)
     return Status(list(facts.records), _make_plan(options, server, patches, facts, problems),
                   facts.state_exists)

@@ -187,7 +187,7 @@ def _groups() -> dict[str, tuple[str, ...]]:
 # --- targets: -t/--target, --jobs, --fail-fast (fleet.py runs them, render.py shows them)
 
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """plan, apply and status on the servers of the config file's [targets.NAME] tables."""
+    """-t/--target and --jobs: plan, apply and status on the config file's [targets.NAME]."""
     options = [
         click.option("-t", "--target", "target_names", multiple=True, metavar="NAME",
                      help="Run on this target of the config file ([targets.NAME]; repeatable; "
@@ -196,13 +196,16 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "server of --host/--port and the environment)."),
         click.option("--jobs", type=click.IntRange(1), default=4, show_default=True,
                      metavar="N", help="With targets: up to N targets at once."),
-        click.option("--fail-fast", is_flag=True,
-                     help="With targets: start nothing new after the first target fails "
-                          "(running targets stop before their next patch)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+TARGET_FAIL_FAST = click.option(
+    "--fail-fast", is_flag=True,
+    help="With targets: start nothing new after the first target fails.")
+"""plan's and status's --fail-fast; apply's is FAIL_FAST (groups and targets alike)."""
 
 
 def _targets(kw: dict[str, Any], options: Any, *,
@@ -215,7 +218,9 @@ def _targets(kw: dict[str, Any], options: Any, *,
 
     ctx = click.get_current_context()
     names = kw.pop("target_names")
-    jobs, fail_fast = kw.pop("jobs"), kw.pop("fail_fast")
+    # apply's --fail-fast (FAIL_FAST) is in options and means something without targets too
+    own_fail_fast = "fail_fast" in kw
+    jobs, fail_fast = kw.pop("jobs"), kw.pop("fail_fast", options.fail_fast)
     config = ctx.meta.get(CONFIG_KEY)
     if not names and config is not None:
         names = config.default_targets
@@ -223,7 +228,7 @@ def _targets(kw: dict[str, Any], options: Any, *,
              for p in ("host", "port", "jobs", "fail_fast")}
     if not names:
         for param, option in (("jobs", "--jobs"), ("fail_fast", "--fail-fast")):
-            if given[param]:
+            if given[param] and (param == "jobs" or own_fail_fast):
                 raise click.UsageError(f"{option} goes with -t/--target")
         return None
     if offline:
@@ -392,7 +397,7 @@ def _options(kwargs: dict[str, Any], globs: tuple[str, ...] = (), **extra: Any) 
 
     return Options(globs=globs, host=kwargs["host"], port=kwargs["port"],
                    prefix=kwargs["prefix"], state_db=kwargs["state_db"],
-                   strict_passwords=kwargs["strict_passwords"], **extra)
+                   strict_passwords=kwargs["strict_passwords"], groups=_groups(), **extra)
 
 
 def _identifier(what: str) -> Callable[[click.Context, click.Parameter, str], str]:
@@ -523,6 +528,16 @@ EXIT_PENDING = 3
 LINT_MODES = ("error", "warn", "off")  # planner.LINT_MODES, spelled here to keep --help fast
 
 
+# --- database groups: a failing database stops only itself, unless --fail-fast
+
+FAIL_FAST = click.option(
+    "--fail-fast", is_flag=True,
+    help="Stop the whole run at the first failed patch, also on a database of a group "
+         "(default: a group's failing database stops only its own later patches, the "
+         "others go on; exit 1 either way). With targets: no target starts after the first "
+         "one fails, and running targets stop before their next patch.")
+
+
 def lint_option(what: str) -> Callable[..., Any]:
     return click.option(
         "--lint", type=click.Choice(LINT_MODES), default="warn", show_default=True,
@@ -544,6 +559,7 @@ def lint_option(what: str) -> Callable[..., Any]:
               help="Plan patches older than the newest applied one instead of refusing them.")
 @ADOPT
 @target_options
+@TARGET_FAIL_FAST
 @common_options
 def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
          allow_out_of_order: bool, adopt: bool, **kw: Any) -> None:
@@ -594,11 +610,12 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
               show_default=True, help="json: the applied patches as JSON on stdout.")
 @lint_option("apply anyway")
 @ADOPT
+@FAIL_FAST
 @target_options
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int | None, statement_timeout: int | None, fmt: str, lint: str,
-          adopt: bool, **kw: Any) -> None:
+          adopt: bool, fail_fast: bool, **kw: Any) -> None:
     """Apply every pending patch, each exactly once, in name order.
 
     Lint findings are printed on stderr before anything runs.
@@ -610,7 +627,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
     _require_globs(globs)
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lock_wait=lock_wait,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
-                       lint=lint, adopt=adopt)
+                       lint=lint, adopt=adopt, fail_fast=fail_fast)
     fleet_run = _targets(kw, options)
     if fleet_run is not None:
         _run_on_targets("apply", fleet_run, fmt)
@@ -629,6 +646,7 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
 @click.argument("globs", nargs=-1, metavar="[GLOB]...", type=click.Path())
 @FORMAT
 @target_options
+@TARGET_FAIL_FAST
 @common_options
 def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     """What the state database says ran: when, as whom, how long, run by whom, which pgpatch.

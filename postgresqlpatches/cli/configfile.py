@@ -68,10 +68,15 @@ def load_config(given: str | None, cwd: str | None = None) -> Config | None:
         if not os.path.exists(path):
             raise ConfigError("the config file given with --config does not exist", path=path)
     else:
-        found = find_config(cwd or os.getcwd())
+        if cwd is None:
+            try:
+                cwd = os.getcwd()
+            except OSError:  # the working directory was removed: no folder to search
+                return None
+        found = find_config(cwd)
         if found is None:
             return None
-        real, path = found, _shown_path(found, cwd or os.getcwd())
+        real, path = found, _shown_path(found, cwd)
     try:
         with open(real, "rb") as f:
             data = f.read()

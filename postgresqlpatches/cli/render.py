@@ -96,6 +96,36 @@ def plan_rows(plan: Plan) -> list[list[str]]:
             for s in plan.steps]
 
 
+def grouped_rows(plan: Plan) -> tuple[list[Step], list[list[str]]]:
+    """The table's rows: a group's file is one row per action and notes (``@NAME`` and
+    how many databases), where the first of its databases comes; others one row each.
+    JSON keeps a step per database."""
+    rows: list[list[str]] = []
+    firsts: list[Step] = []
+    where: dict[tuple[str, str, str], int] = {}
+    counts: list[int] = []
+    for step, row in zip(plan.steps, plan_rows(plan), strict=True):
+        group = step.patch.group
+        if group is None or step.patch.origin is None:
+            rows.append(row)
+            firsts.append(step)
+            counts.append(0)
+            continue
+        key = (step.patch.path, row[ACTION], row[NOTES])
+        if key in where:
+            counts[where[key]] += 1
+            continue
+        where[key] = len(rows)
+        rows.append([f"@{group}", *row[1:]])
+        firsts.append(step)
+        counts.append(1)
+    for i, n in enumerate(counts):
+        if n:
+            note = _plural(n, "database")
+            rows[i][NOTES] = f"{note}, {rows[i][NOTES]}" if rows[i][NOTES] else note
+    return firsts, rows
+
+
 HEADERS = ["database", "version", "user", "description", "path", "action", "notes"]
 PATH, ACTION, NOTES = 4, 5, 6
 NOTES_ROOM = 20
@@ -162,7 +192,7 @@ def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
     no colour at all with NO_COLOR set. Lint problems are shown once, as findings.
     """
     stream = stream or sys.stdout
-    steps_rows = plan_rows(plan)
+    shown_steps, steps_rows = grouped_rows(plan)
     severity = finding_severity(plan)
     problems = [p for p in plan.problems if p.kind != "lint"]
     if use_rich(stream):
@@ -176,7 +206,7 @@ def print_plan(plan: Plan, stream: IO[str] | None = None) -> None:
             width = max(len(HEADERS[i]), *(len(r[i]) for r in rows)) if rows else None
             table.add_column(HEADERS[i], no_wrap=i != NOTES, overflow="fold",
                              min_width=width if i != NOTES else None)
-        for step, row in zip(plan.steps, rows, strict=True):
+        for step, row in zip(shown_steps, rows, strict=True):
             row = [escape(c) for c in row]
             style = ACTION_STYLE[step.action]
             row[ACTION] = f"[{style}]{row[ACTION]}[/]"
@@ -264,6 +294,7 @@ def step_json(step: Step) -> dict[str, Any]:
     return {
         "database": n.database, "major": n.major, "minor": n.minor, "version": n.version,
         "user": n.user, "description": n.description, "path": step.patch.path,
+        "group": step.patch.group,
         "action": step.action.value, "reason": step.reason, "flags": list(step.flags),
         "checksum": step.checksum,
         "installed": rec.installed.isoformat() if rec and rec.installed else None,

@@ -26,7 +26,9 @@ MAX_MINOR = 9999
 
 def check_parts(database: str, user: str, description: str) -> None:
     """Refuse what would make a bad file name, saying which part is wrong."""
-    for value, what in ((database, "database"), (user, "user")):
+    group = database.startswith("@")  # @NAME: a database group of the config file
+    for value, what in ((database[1:] if group else database, "group" if group else "database"),
+                        (user, "user")):
         reason = check_identifier(value, what)
         if reason:
             raise PgpatchError(reason, hint=f"patch files are named {FORM}")
@@ -64,7 +66,9 @@ def new_patch_name(database: str, user: str, description: str, directory: Path,
 
 
 def template(name: PatchName) -> str:
-    return (f"-- {name.description}: runs once, as {name.user} on database {name.database}, "
+    where = (f"on each database of group {name.group}" if name.group
+             else f"on database {name.database}")
+    return (f"-- {name.description}: runs once, as {name.user} {where}, "
             "in one transaction.\n"
             "-- Lint rules: silence one for the next statement with -- pgpatch: allow RULE-ID\n"
             "\n")

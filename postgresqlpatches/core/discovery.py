@@ -30,13 +30,23 @@ class Patch:
     text_checksum: str
     """Checksum version 1, of the text: cheap, so an unchanged file costs no scan."""
     builtin: bool = False
+    origin: Patch | None = field(default=None, repr=False, compare=False)
+    """For one database of a group: the ``@NAME`` file's patch (planner.expand_groups)."""
 
     @functools.cached_property
     def checksum(self) -> str:
         """Checksum version 2, of PostgreSQL's tokens (what records keep); scanned on first use.
 
-        A 0000 baseline runs through psql: its meta-commands and COPY rows count as well."""
+        A 0000 baseline runs through psql: its meta-commands and COPY rows count as well.
+        The databases of a group share their file's: it is scanned once, not once each."""
+        if self.origin is not None:
+            return self.origin.checksum
         return token_checksum(self.text, psql=self.name.is_baseline)
+
+    @property
+    def group(self) -> str | None:
+        """The database group this patch came from (``@NAME`` files), or None."""
+        return (self.origin or self).name.group
 
 
 def expand_globs(patterns: Sequence[str]) -> tuple[list[str], list[Problem]]:

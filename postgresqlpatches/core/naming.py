@@ -16,6 +16,9 @@ BOOTSTRAP_MAJOR = "00000000"
 BASELINE_MINOR = "0000"
 MAX_IDENTIFIER_BYTES = 63
 FORM = "<database>.<YYYYMMDD>.<NNNN>.<user>.<description>.sql"
+GROUP_MARK = "@"
+"""A database part ``@NAME`` names the config file's database group NAME: ``@`` cannot start
+a PostgreSQL database name as pgpatch takes them, so no existing name changes meaning."""
 
 
 class BadName(PgpatchError):
@@ -40,6 +43,11 @@ class PatchName:
     @property
     def version(self) -> str:
         return f"{self.major}.{self.minor}"
+
+    @property
+    def group(self) -> str | None:
+        """The group an ``@NAME`` file is for (it applies to each of its databases), or None."""
+        return self.database[1:] if self.database.startswith(GROUP_MARK) else None
 
     @property
     def is_bootstrap(self) -> bool:
@@ -89,7 +97,11 @@ def _why_bad(filename: str) -> str | None:
     if len(parts) != 6:
         return f"it has {len(parts) - 1} dot-separated parts instead of 5 before .sql"
     database, major, minor, user, description, _ = parts
-    for value, what in ((database, "database"), (user, "user")):
+    if database.startswith(GROUP_MARK):  # @NAME: a database group of the config file
+        database, first = database[1:], "group"
+    else:
+        first = "database"
+    for value, what in ((database, first), (user, "user")):
         reason = check_identifier(value, what)
         if reason:
             return reason

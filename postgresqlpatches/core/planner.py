@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from postgresqlpatches.core.checksums import CHECKSUM_VERSION
 from postgresqlpatches.core.discovery import Patch
+from postgresqlpatches.core.naming import PatchName
 from postgresqlpatches.core.records import Problem, Record
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ PROBLEM_KINDS = (
     "no-baseline",
     "state-mismatch", "unsettled", "lint", "unrecorded-database", "interrupted-bootstrap",
     "password",  # runner, with --strict-passwords
+    "unknown-group", "group-bootstrap",  # expand_groups
 )
 """Every Problem.kind, stable words for JSON (docs/json.md documents each)."""
 
@@ -108,8 +110,17 @@ class Plan:
 
     @property
     def findings(self) -> tuple[tuple[Step, Finding], ...]:
-        """Every lint finding with its step, in run order."""
-        return tuple((s, f) for s in self.steps for f in s.findings)
+        """Every lint finding with its step, in run order; a group's file, planned for each
+        of its databases, is one file with the same findings: counted and shown once."""
+        seen: set[tuple[str, int, str]] = set()
+        out = []
+        for s in self.steps:
+            for f in s.findings:
+                key = (s.patch.path, f.line, f.rule.id)
+                if key not in seen:
+                    seen.add(key)
+                    out.append((s, f))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -149,9 +160,85 @@ def unrecorded_candidates(patches: Iterable[Patch], existing: Iterable[str],
     a state database that is lost or mistyped would otherwise run everything on them again."""
     present = set(existing)
     recorded = {r.database for r in records}
+    # a group with records on some of its databases shows the state database is the right
+    # one: its other databases are new members, which catch up (docs/safety.md)
+    groups_on_record = {p.group for p in patches
+                        if p.group is not None and p.name.database in recorded}
     return {p.name.database for p in patches
             if not p.name.is_bootstrap and p.name.database != state_db
-            and p.name.database in present and p.name.database not in recorded}
+            and p.name.database in present and p.name.database not in recorded
+            and (p.group is None or p.group not in groups_on_record)}
+
+
+# -- database groups -----------------------------------------------------------------------
+
+def group_members(patterns: Sequence[str], databases: Iterable[str],
+                  state_db: str) -> list[str]:
+    """The databases a group's shell-style patterns match, in name order; never the state
+    database (template databases are not among ``databases``: the runner leaves them out)."""
+    import fnmatch
+
+    return sorted(d for d in set(databases) if d != state_db
+                  and any(fnmatch.fnmatchcase(d, p) for p in patterns))
+
+
+def expand_groups(patches: Sequence[Patch], groups: Mapping[str, Sequence[str]],
+                  databases: Iterable[str] | None,
+                  state_db: str) -> tuple[list[Patch], list[Problem]]:
+    """Each ``@NAME`` patch becomes one patch per database of group NAME (those of
+    ``databases`` it matches when the run starts), in run order with the other patches; a
+    member's own files and its group's then sort by version, as one database's do.
+
+    ``databases`` None (offline, no server to ask): group patches stay as they are, one
+    each, so that their files are still checked. A group not in the config, or a bootstrap
+    in a group (its databases exist by definition), is a problem; a version a member gets
+    twice (its own file and its group's, or two groups') is a duplicate."""
+    from postgresqlpatches.core.discovery import find_duplicates, sort_patches
+
+    problems: list[Problem] = []
+    out: list[Patch] = []
+    members: dict[str, list[str]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    grouped = False
+    for patch in patches:
+        group = patch.name.group
+        if group is None:
+            out.append(patch)
+            continue
+        grouped = True
+        if patch.name.key in seen:
+            continue  # two files of one version: discovery named both already
+        seen.add(patch.name.key)
+        if group not in groups:
+            known = (f"in the config file (defined: {', '.join(groups)})" if groups
+                     else "(no config file defines [groups])")
+            problems.append(Problem(
+                "unknown-group", patch.path, f"the group {group} is not defined {known}",
+                hint=f"define it in pgpatch.toml: [groups.{group}] databases = "
+                     "[\"pattern_*\"] (docs/config.md)"))
+            continue
+        if patch.name.is_bootstrap:
+            problems.append(Problem(
+                "group-bootstrap", patch.path,
+                f"a group has no bootstrap: the databases of group {group} exist already, so "
+                "a 00000000 script would never run",
+                hint="give the file a dated version (YYYYMMDD), or create each database with "
+                     "a bootstrap of its own"))
+            continue
+        if databases is None:
+            out.append(patch)
+            continue
+        if group not in members:
+            members[group] = group_members(groups[group], databases, state_db)
+        n = patch.name
+        out.extend(Patch(PatchName(member, n.major, n.minor, n.user, n.description),
+                         patch.path, patch.text, patch.text_checksum, origin=patch)
+                   for member in members[group])
+    if not grouped:
+        return list(patches), problems
+    if databases is not None:  # the duplicates of plain files are named by discovery already
+        problems.extend(find_duplicates(out))  # (make_plan keeps one of each problem)
+    return sort_patches(out, state_db), problems
 
 
 def unrecorded_problem(database: str, objects: Sequence[str], state_db: str) -> Problem:
@@ -242,12 +329,18 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
                 hint=f"drop its records with `pgpatch forget {record.database}` to build it anew,"
                      " or restore the database"))
             break
+    # each database's records, gathered once: asking all of them per database made a plan
+    # of 300 databases x 20 records quadratic (2 s of CPU for 6,000 records)
+    of_database: dict[str, list[Record]] = {}
+    for r in records.values():
+        of_database.setdefault(r.database, []).append(r)
     for database, group in by_db.items():
         exists = database in facts.existing
+        own = of_database.get(database, ())
         if database in facts.unrecorded:
             problems.append(unrecorded_problem(database, facts.unrecorded[database], state_db))
-        marks = sorted((r for r in records.values() if r.database == database
-                        and r.major == "00000000" and not r.settled and r.xid is None),
+        marks = sorted((r for r in own
+                        if r.major == "00000000" and not r.settled and r.xid is None),
                        key=lambda r: r.minor)
         redo = database in facts.half_made or exists and bool(marks)
         if redo:
@@ -267,8 +360,7 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
                 f"database {database} does not exist and there is no "
                 f"{database}.00000000.0000.<user>.<description>.sql baseline to create it",
                 hint="create the database, or add its baseline (see `pgpatch baseline`)"))
-        newest = max((r.version for r in records.values()
-                      if r.database == database and r.major != "00000000"), default=None)
+        newest = max((r.version for r in own if r.major != "00000000"), default=None)
         for patch in group:
             step = _step(patch, exists, records.get(patch.name.key), newest,
                          allow_out_of_order, problems)
@@ -276,9 +368,10 @@ def make_plan(patches: Sequence[Patch], facts: ServerFacts, *, state_db: str,
                 step = Step(patch, step.action, "the last bootstrap was interrupted: the database "
                             "is dropped and made again", (*step.flags, REDO), record=step.record)
             steps.append(step)
-    steps = [_parse_step(s, problems, lint) if s.pending and not s.via_psql else s
+    parsed: dict[str, ParsedSql] = {}  # by path: a group's file is parsed once
+    steps = [_parse_step(s, problems, lint, parsed) if s.pending and not s.via_psql else s
              for s in steps]
-    return Plan(tuple(steps), tuple(problems), lint=lint)
+    return Plan(tuple(steps), tuple(dict.fromkeys(problems)), lint=lint)
 
 
 def interrupted_problem(database: str, reason: str, path: str | None) -> Problem:
@@ -423,14 +516,22 @@ def _when(record: Record) -> str:
     return f"{record.installed:%Y-%m-%d %H:%M}" if record.installed else "an earlier run"
 
 
-def _parse_step(step: Step, problems: list[Problem], lint: str = "warn") -> Step:
-    """Parse what psycopg will run: meta-commands and syntax errors stop the plan."""
+def _parse_step(step: Step, problems: list[Problem], lint: str = "warn",
+                cache: dict[str, ParsedSql] | None = None) -> Step:
+    """Parse what psycopg will run: meta-commands and syntax errors stop the plan.
+
+    ``cache``: the parses of group files, by path (each of a group's databases has the same
+    file; the same problems it raises once per database are made one by make_plan)."""
     from postgresqlpatches.core.statements import EXPLICIT_TRANSACTION_CONTROL, parse_sql
     from postgresqlpatches.errors import PgpatchError
 
     patch = step.patch
     try:
-        parsed = parse_sql(patch.text)
+        if cache is not None and patch.origin is not None:
+            parsed = cache.get(patch.path) or cache.setdefault(patch.path,
+                                                               parse_sql(patch.text))
+        else:
+            parsed = parse_sql(patch.text)
     except PgpatchError as e:
         from postgresqlpatches.core.redact import redact
 

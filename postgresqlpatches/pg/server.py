@@ -359,6 +359,14 @@ class Maintenance:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def group_candidates(self) -> set[str]:
+        """The databases a group may match: every one but templates and those that take no
+        connections (datallowconn false)."""
+        rows = self.conn.execute(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn"
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def objects_of_their_own(self, databases: Iterable[str]) -> dict[str, list[str]]:
         """The databases that hold objects beyond what CREATE DATABASE copies from template1,
         each with the objects' descriptions ("table public.ledger"): one short session per
