@@ -619,3 +619,23 @@ def test_ctrl_c_stops_every_target_before_its_next_patch(fl: Fleet) -> None:
     assert again.returncode == 0, again.stderr
     for name in NAMES:
         assert fl.ledger(name) == {f"p{i}": 1 for i in range(1, 41)}
+
+
+def test_a_groups_failing_database_is_a_failed_row_of_its_target(fl: Fleet) -> None:
+    """@tenants patches on two targets: on eu1 tenant_b refuses; that row fails, tenant_a's
+    applies, and eu2 (without tenant_b) applies all."""
+    for name, tenants in (("eu1", ("tenant_a", "tenant_b")), ("eu2", ("tenant_a",))):
+        with fl.servers[name].connect(sslmode="disable") as conn:
+            for tenant in tenants:
+                conn.execute(f"CREATE DATABASE {tenant}")
+    fl.write("@tenants.20240101.0001.postgres.t.sql",
+             "DO $$ BEGIN IF current_database() = 'tenant_b' THEN RAISE EXCEPTION 'no'; "
+             "END IF; END $$;\nCREATE TABLE t (id int);\n")
+    path = fl.config("eu1", "eu2", extra='[groups.tenants]\ndatabases = ["tenant_*"]\n')
+    result = fl.cli("apply", "--config", path, "-t", "all", "--format", "json", fl.glob())
+    assert result.exit_code == 1, result.output
+    eu1, eu2 = json.loads(result.stdout)["targets"]
+    rows = {p["database"]: p["result"] for p in eu1["patches"] if p["database"] != "patches"}
+    assert rows == {"tenant_a": "applied", "tenant_b": "failed"}
+    assert (eu1["ok"], eu2["ok"]) == (False, True)
+    assert [p["result"] for p in eu2["patches"] if p["database"] != "patches"] == ["applied"]
