@@ -80,13 +80,15 @@ class Options:
     """The config file's database groups: name -> database name patterns (``@NAME`` files)."""
     fail_fast: bool = False
     """A group database's failed patch stops the whole run (else only that database)."""
+    settings: Mapping[str, str] = field(default_factory=dict)
+    """A target's libpq settings besides host and port (server.TARGET_SETTINGS)."""
 
     def server(self) -> Server:
         server = Server(host=self.host, port=self.port, prefix=self.prefix,
                         lock_timeout_ms=self.lock_timeout_ms,
                         statement_timeout_ms=self.statement_timeout_ms,
                         strict=self.strict_passwords, admin_user=self.admin_user,
-                        read_only=self.read_only)
+                        read_only=self.read_only, settings=self.settings)
         if self.environ is not None:
             server.environ = self.environ
         return server

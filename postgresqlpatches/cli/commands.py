@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -226,6 +226,108 @@ def _groups() -> dict[str, tuple[str, ...]]:
     """The config file's database groups (``@NAME`` patches), none without a file."""
     config = click.get_current_context().meta.get(CONFIG_KEY)
     return dict(config.groups) if config is not None else {}
+
+
+# --- targets: -t/--target, --jobs, --fail-fast (fleet.py runs them, render.py shows them)
+
+def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """-t/--target and --jobs: plan, apply and status on the config file's [targets.NAME]."""
+    options = [
+        click.option("-t", "--target", "target_names", multiple=True, metavar="NAME",
+                     help="Run on this target of the config file ([targets.NAME]; repeatable; "
+                          "all: every target, in the file's order), each with its own lock, "
+                          "plan and result (default: the file's `target` key, else the "
+                          "server of --host/--port and the environment)."),
+        click.option("--jobs", type=click.IntRange(1), default=4, show_default=True,
+                     metavar="N", help="With targets: up to N targets at once."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+TARGET_FAIL_FAST = click.option(
+    "--fail-fast", is_flag=True,
+    help="With targets: start nothing new after the first target fails.")
+"""plan's and status's --fail-fast; apply's is FAIL_FAST (groups and targets alike)."""
+
+
+def _targets(kw: dict[str, Any], options: Any, *,
+             offline: bool = False) -> tuple[list[Any], int, bool] | None:
+    """The targets this command runs on (fleet.Target, each with ``options`` and its own
+    server), --jobs and --fail-fast; or None to run on the one server as without targets.
+    Mistakes are usage errors: a name the config file does not define, --host/--port
+    beside targets, --jobs or --fail-fast without them."""
+    from postgresqlpatches import fleet
+
+    ctx = click.get_current_context()
+    names = kw.pop("target_names")
+    # apply's --fail-fast (FAIL_FAST) is in options and means something without targets too
+    own_fail_fast = "fail_fast" in kw
+    jobs, fail_fast = kw.pop("jobs"), kw.pop("fail_fast", options.fail_fast)
+    config = ctx.meta.get(CONFIG_KEY)
+    if not names and config is not None:
+        names = config.default_targets
+    given = {p: ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE
+             for p in ("host", "port", "jobs", "fail_fast")}
+    if not names:
+        for param, option in (("jobs", "--jobs"), ("fail_fast", "--fail-fast")):
+            if given[param] and (param == "jobs" or own_fail_fast):
+                raise click.UsageError(f"{option} goes with -t/--target")
+        return None
+    if offline:
+        raise click.UsageError("-t/--target does not go with --offline (no server is asked)")
+    for param in ("host", "port"):
+        if given[param]:
+            raise click.UsageError(f"--{param} does not go with -t/--target: each target has "
+                                   f"its own {param} in {config.path if config else 'the config'}")
+    if config is None:
+        raise click.UsageError("-t/--target: there is no config file to define targets "
+                               "(pgpatch.toml, [tool.pgpatch] in pyproject.toml, or --config)")
+    try:
+        chosen = fleet.select_targets(list(config.targets), names, config.path)
+    except fleet.UnknownTarget as e:
+        raise click.UsageError(e.message) from None
+    return [fleet.make_target(config.targets[name], options) for name in chosen], jobs, fail_fast
+
+
+def _fleet_exit(results: list[Any], pending_exit: bool = False) -> NoReturn:
+    """1 when any target failed; with plan --exit-code 3 when all are valid and any has
+    patches to run."""
+    if not all(r.ok for r in results):
+        sys.exit(EXIT_PROBLEMS)
+    pending = any(r.plan is not None and r.plan.pending for r in results)
+    sys.exit(EXIT_PENDING if pending_exit and pending else EXIT_OK)
+
+
+def _run_on_targets(command: str, run: tuple[list[Any], int, bool], fmt: str,
+                    detailed_exit_code: bool = False) -> NoReturn:
+    """The command on each target, then one grouped result, its summary and the exit code."""
+    from postgresqlpatches import fleet
+    from postgresqlpatches.cli import render
+
+    targets, jobs, fail_fast = run
+    how: dict[str, Any] = {"jobs": jobs, "fail_fast": fail_fast}
+    if command == "apply":
+        progress = render.FleetProgress(quiet=fmt == "json")
+        results = fleet.apply(targets, reporter_for=progress.reporter, **how)
+        if fmt == "json":
+            render.dump_json(render.fleet_apply_json(results))
+        else:
+            render.print_fleet_apply(results)
+    elif command == "plan":
+        results = fleet.plan(targets, **how)
+        if fmt == "json":
+            render.dump_json(render.fleet_plan_json(results))
+        else:
+            render.print_fleet_plan(results)
+    else:
+        results = fleet.status(targets, **how)
+        if fmt == "json":
+            render.dump_json(render.fleet_status_json(results))
+        else:
+            render.print_fleet_status(results)
+    _fleet_exit(results, detailed_exit_code)
 
 
 LOG_LEVEL = click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
@@ -537,7 +639,8 @@ FAIL_FAST = click.option(
     "--fail-fast", is_flag=True,
     help="Stop the whole run at the first failed patch, also on a database of a group "
          "(default: a group's failing database stops only its own later patches, the "
-         "others go on; exit 1 either way).")
+         "others go on; exit 1 either way). With targets: no target starts after the first "
+         "one fails, and running targets stop before their next patch.")
 
 
 def lint_option(what: str) -> Callable[..., Any]:
@@ -564,6 +667,8 @@ def lint_option(what: str) -> Callable[..., Any]:
               help="Print the SQL apply would send, in order: for each pending patch a "
                    "comment header (database, user, one transaction or statement by "
                    "statement, psql) and its statements. Not with --format json.")
+@target_options
+@TARGET_FAIL_FAST
 @common_options
 def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_exit_code: bool,
          allow_out_of_order: bool, adopt: bool, show_sql: bool = False, **kw: Any) -> None:
@@ -589,6 +694,9 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
         raise click.UsageError("--sql prints SQL text: it does not combine with --format json")
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
                        adopt=adopt)
+    fleet_run = _targets(kw, options, offline=offline)
+    if fleet_run is not None:
+        _run_on_targets("plan", fleet_run, fmt, detailed_exit_code)
     with _json_failure(fmt, lambda e: render.plan_failure_json(e, offline=offline, lint=lint)):
         the_plan = runner.plan_offline(options) if offline else runner.plan(options)
     if show_sql:
@@ -627,6 +735,7 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
 @lint_option("apply anyway")
 @ADOPT
 @FAIL_FAST
+@target_options
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int, lock_retries: int, concurrent_lock_timeout: int,
@@ -646,6 +755,9 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
                        lint=lint, adopt=adopt, lock_retries=lock_retries,
                        concurrent_lock_timeout_ms=concurrent_lock_timeout, fail_fast=fail_fast)
+    fleet_run = _targets(kw, options)
+    if fleet_run is not None:
+        _run_on_targets("apply", fleet_run, fmt)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         with _json_failure(fmt, lambda e: render.apply_json_of(_partial(e), e)):
@@ -676,6 +788,8 @@ def _partial(e: BaseException) -> Any:
 @main.command()
 @click.argument("globs", nargs=-1, metavar="[GLOB]...", type=click.Path())
 @FORMAT
+@target_options
+@TARGET_FAIL_FAST
 @common_options
 def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     """What the state database says ran: when, as whom, how long, run by whom, which pgpatch.
@@ -685,8 +799,12 @@ def status(globs: tuple[str, ...], fmt: str, **kw: Any) -> None:
     from postgresqlpatches import runner
     from postgresqlpatches.cli import render
 
+    options = _options(kw, _configured(globs))
+    fleet_run = _targets(kw, options)
+    if fleet_run is not None:
+        _run_on_targets("status", fleet_run, fmt)
     with _json_failure(fmt, render.status_failure_json):
-        st = runner.status(_options(kw, _configured(globs)))
+        st = runner.status(options)
     if fmt == "json":
         render.dump_json(render.status_json(st))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
@@ -13,9 +14,11 @@ from postgresqlpatches.core.planner import EMPTY, Action, Plan, Step
 if TYPE_CHECKING:
     from postgresqlpatches.core.lint import Finding
     from postgresqlpatches.core.locks import Session
-    from postgresqlpatches.core.records import Record
+    from postgresqlpatches.core.records import Problem, Record
+    from postgresqlpatches.errors import PgpatchError
+    from postgresqlpatches.fleet import Target, TargetResult
     from postgresqlpatches.rehearse import Rehearsal
-    from postgresqlpatches.runner import ApplyResult, Status
+    from postgresqlpatches.runner import ApplyResult, Reporter, Status
 
 JSON_VERSION = 1
 ACTION_STYLE = {
@@ -757,3 +760,234 @@ def forget_json(database: str, forgotten: int | None,
                 error: BaseException | None = None) -> dict[str, Any]:
     return {"version": JSON_VERSION, "ok": error is None, "database": database,
             "forgotten": forgotten, "error": error_json(error) if error is not None else None}
+# -- fleets (-t/--target) ----------------------------------------------------------------
+# One group per target, in the order asked for, then a summary table; JSON is
+# {"version", "ok", "targets": [...]} for plan, apply and status alike (docs/fleet.md).
+
+FLEET_SUMMARY_HEADERS = {
+    "plan": ["target", "databases", "pending", "problems", "seconds", "error"],
+    "apply": ["target", "databases", "applied", "failed", "seconds", "error"],
+    "status": ["target", "databases", "records", "problems", "seconds", "error"],
+}
+
+
+def _target_where(result: TargetResult) -> str:
+    return result.target.options.server().where()
+
+
+def _error_lines(error: PgpatchError) -> list[str]:
+    """A target's error as the CLI prints a run's: ``error:`` and an optional ``hint:``."""
+    from postgresqlpatches.core.redact import redact
+
+    lines = [redact(f"error: {error}")]
+    if error.hint:
+        lines.append(redact(f"hint: {error.hint}"))
+    return lines
+
+
+def fleet_summary_rows(results: Sequence[TargetResult], command: str) -> list[list[str]]:
+    """The last table of a fleet run: one row per target (FLEET_SUMMARY_HEADERS[command])."""
+    rows = []
+    for r in results:
+        if command == "apply":
+            counts = [str(len(r.done)), str(len(r.not_applied))]
+        elif command == "plan":
+            counts = [str(len(r.plan.pending)) if r.plan else "-",
+                      str(len(r.plan.problems)) if r.plan else "-"]
+        else:
+            problems = (r.plan.problems if r.plan is not None
+                        else r.status.problems if r.status is not None else None)
+            counts = [str(len(r.status.records)) if r.status else "-",
+                      str(len(problems)) if problems is not None else "-"]
+        error = _error_lines(r.error)[0].removeprefix("error: ") if r.error else ""
+        rows.append([r.target.name, str(r.databases) if r.plan or r.status else "-", *counts,
+                     f"{r.seconds:.2f}", error])
+    return rows
+
+
+def print_fleet_summary(results: Sequence[TargetResult], command: str,
+                        stream: IO[str]) -> None:
+    headers = FLEET_SUMMARY_HEADERS[command]
+    rows = fleet_summary_rows(results, command)
+    failed = sum(not r.ok for r in results)
+    stream.write("\nsummary:\n")
+    if use_rich(stream):
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for h in headers:
+            table.add_column(h, no_wrap=h != "error", overflow="fold")
+        for r, row in zip(results, rows, strict=True):
+            table.add_row(*(escape(c) for c in row), style=None if r.ok else "red")
+        _console(stream).print(table)
+    else:
+        write_columns(stream, headers, rows)
+    stream.write(f"{_plural(len(results), 'target')}, {failed} failed\n")
+
+
+def _print_target_head(result: TargetResult, stream: IO[str], first: bool) -> None:
+    stream.write(("" if first else "\n") + f"target {result.target.name} "
+                 f"({_target_where(result)})\n")
+
+
+def print_fleet_plan(results: Sequence[TargetResult], stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stdout
+    for i, r in enumerate(results):
+        _print_target_head(r, stream, i == 0)
+        if r.plan is not None:
+            print_plan(r.plan, stream)
+        if r.error is not None:
+            stream.write("".join(line + "\n" for line in _error_lines(r.error)))
+    print_fleet_summary(results, "plan", stream)
+
+
+def print_fleet_status(results: Sequence[TargetResult], stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stdout
+    for i, r in enumerate(results):
+        _print_target_head(r, stream, i == 0)
+        if r.status is not None:
+            print_status(r.status, stream)
+        if r.error is not None:
+            stream.write("".join(line + "\n" for line in _error_lines(r.error)))
+    print_fleet_summary(results, "status", stream)
+
+
+def print_fleet_apply(results: Sequence[TargetResult], stream: IO[str] | None = None) -> None:
+    """Per target: each pending patch with what came of it, the error, then the summary."""
+    from postgresqlpatches.runner import ApplyResult
+
+    stream = stream or sys.stdout
+    for i, r in enumerate(results):
+        _print_target_head(r, stream, i == 0)
+        seconds = dict((id(s), t) for s, t in r.done)
+        outcomes = r.outcomes()
+        for step in r.plan.pending if r.plan is not None else ():
+            outcome = outcomes.get(id(step), "not run")
+            if outcome == "applied":
+                stream.write(_done_line(step, seconds[id(step)]) + "\n")
+            else:
+                n = step.patch.name
+                stream.write(f"{outcome:9} {n.database} {n.version} as {n.user}: "
+                             f"{n.description}\n")
+        if r.error is not None:
+            stream.write("".join(line + "\n" for line in _error_lines(r.error)))
+        elif r.plan is not None:
+            stream.write(apply_summary(ApplyResult(r.plan, r.done, r.seconds)) + "\n")
+    print_fleet_summary(results, "apply", stream)
+
+
+def _problems_json(problems: Iterable[Problem]) -> list[dict[str, Any]]:
+    return [{"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,
+             "hint": p.hint} for p in problems]
+
+
+def _target_json(result: TargetResult) -> dict[str, Any]:
+    """What every command's JSON says of a target; ``patches`` and ``problems`` follow."""
+    from postgresqlpatches.core.redact import redact
+
+    error = result.error
+    return {"name": result.target.name, "host": result.target.host,
+            "port": result.target.port, "ok": result.ok,
+            "error": redact(str(error)) if error is not None else None,
+            "hint": redact(error.hint) if error is not None and error.hint else None,
+            "started": result.started, "seconds": round(result.seconds, 6),
+            "databases": result.databases}
+
+
+def _fleet_json(results: Sequence[TargetResult],
+                entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"version": JSON_VERSION, "ok": all(r.ok for r in results), "targets": entries}
+
+
+def fleet_plan_json(results: Sequence[TargetResult]) -> dict[str, Any]:
+    entries = []
+    for r in results:
+        data = _target_json(r)
+        data["patches"] = [step_json(s) for s in r.plan.steps] if r.plan else []
+        data["problems"] = _problems_json(r.plan.problems) if r.plan else []
+        if r.plan is not None:
+            data["summary"] = plan_json(r.plan)["summary"]
+        entries.append(data)
+    return _fleet_json(results, entries)
+
+
+def fleet_apply_json(results: Sequence[TargetResult]) -> dict[str, Any]:
+    """Every step of each target's plan with ``result``: applied (by this run), failed,
+    not run, or null (nothing to do)."""
+    entries = []
+    for r in results:
+        data = _target_json(r)
+        seconds = dict((id(s), t) for s, t in r.done)
+        outcomes = r.outcomes()
+        data["patches"] = [
+            dict(step_json(s), result=outcomes.get(id(s)),
+                 seconds=round(seconds[id(s)], 6) if id(s) in seconds else None)
+            for s in (r.plan.steps if r.plan else ())]
+        data["problems"] = _problems_json(r.plan.problems) if r.plan else []
+        data["applied"] = len(r.done)
+        data["failed"] = len(r.not_applied)
+        entries.append(data)
+    return _fleet_json(results, entries)
+
+
+def fleet_status_json(results: Sequence[TargetResult]) -> dict[str, Any]:
+    """``patches`` are the records of the target's state database (status_json's records);
+    with globs ``plan`` is the target's plan."""
+    entries = []
+    for r in results:
+        data = _target_json(r)
+        st = status_json(r.status) if r.status is not None else None
+        data["state_database"] = st["state_database"] if st else None
+        data["patches"] = st["records"] if st else []
+        data["problems"] = (st["plan"]["problems"] if st and "plan" in st
+                            else st["problems"] if st else [])
+        if st and "plan" in st:
+            data["plan"] = st["plan"]
+        entries.append(data)
+    return _fleet_json(results, entries)
+
+
+class FleetProgress:
+    """apply's progress over many targets, on stderr (stdout is the grouped result): one
+    line per patch as it is done, behind its target's name; lint findings once, not once per
+    target."""
+
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.lock = threading.Lock()
+        self.shown: set[tuple[str, int, str]] = set()
+
+    def reporter(self, target: Target) -> Reporter:
+        return _TargetLines(self, target.name)
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            self.stream.write(text)
+            self.stream.flush()
+
+
+class _TargetLines:
+    def __init__(self, progress: FleetProgress, name: str) -> None:
+        self.progress = progress
+        self.name = name
+
+    def planned(self, plan: Plan) -> None:
+        lines: list[str] = []
+        with self.progress.lock:
+            for step, finding in plan.findings:
+                key = (step.patch.path, finding.line, finding.rule.id)
+                if key not in self.progress.shown:
+                    self.progress.shown.add(key)
+                    lines += finding_lines(step.patch.path, finding, "warning")
+            warnings = [w for w in empty_warnings(plan) if (w, 0, "") not in self.progress.shown]
+            self.progress.shown.update((w, 0, "") for w in warnings)
+        self.progress.write("".join(line + "\n" for line in [*lines, *warnings]))
+
+    def step_started(self, step: Step) -> None:
+        pass
+
+    def step_done(self, step: Step, seconds: float) -> None:
+        if not self.progress.quiet:
+            self.progress.write(f"{self.name}: {_done_line(step, seconds)}\n")

@@ -77,6 +77,15 @@ EARLIER_RUN_QUIET_SECONDS = 0.5
 that."""
 
 
+TARGET_SETTINGS = {
+    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL", "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+}
+"""libpq connection settings a target may give besides host and port, each with the variable
+psql and pg_dump read it from: a target's own value wins over the caller's environment."""
+
+
 def normalise_prefix(prefix: str) -> str:
     """``-p MYAPP`` and ``-p MYAPP_`` mean the same: variables are MYAPP_<USER>_PASSWORD."""
     return prefix if not prefix or prefix.endswith("_") else prefix + "_"
@@ -172,6 +181,8 @@ class Server:
     read_only: bool = False
     """rehearse reads the live server: every session it opens (psycopg, psql, pg_dump) has
     default_transaction_read_only=on, so nothing it runs there can write."""
+    settings: Mapping[str, str] = field(default_factory=dict)
+    """A target's other libpq settings (TARGET_SETTINGS: sslmode, ...), for every connection."""
     _warned: set[str] = field(default_factory=set)
     _files: dict[str, str | None] = field(default_factory=dict)
 
@@ -320,6 +331,7 @@ class Server:
             params["host"] = self.host
         if self.port:
             params["port"] = str(self.port)
+        params.update(self.settings)
         return params
 
     def connect(self, dbname: str, user: str, *, autocommit: bool = True,
@@ -339,6 +351,7 @@ class Server:
         if self.read_only:
             settings.append(READ_ONLY_SETTING)
         kwargs: dict[str, object] = dict(self.libpq_params())
+        kwargs.pop("connect_timeout", None)  # _connect_timeout's
         options = session_options(settings, own=not session_settings, environ=self.environ)
         if options is not None:
             kwargs["options"] = options
@@ -356,7 +369,8 @@ class Server:
         return conn
 
     def _connect_timeout(self) -> int:
-        return int(self.environ.get("PGCONNECT_TIMEOUT") or 10)
+        return int(self.settings.get("connect_timeout") or self.environ.get("PGCONNECT_TIMEOUT")
+                   or 10)
 
     def _connect_error(self, e: Exception, dbname: str, user: str) -> PgpatchError:
         reason = connection_reason(e)
@@ -406,6 +420,7 @@ class Server:
         if self.read_only:
             env["PGOPTIONS"] = " ".join(filter(None, [env.get("PGOPTIONS", ""),
                                                       READ_ONLY_SETTING]))
+        env.update({TARGET_SETTINGS[k]: v for k, v in self.settings.items()})
         env["PGPASSWORD"] = self.password(user, dbname)
         env["PGAPPNAME"] = self.application_name  # a run's psql is one of its sessions
         env.pop("PGDATABASE", None)
