@@ -151,7 +151,8 @@ class ApplyResult:
     @property
     def pending(self) -> list[Step]:
         """What is left: the plan's pending steps that neither ran nor failed."""
-        gone = {id(s) for s, _ in self.done} | ({id(self.failed[0])} if self.failed else set())
+        gone = ({id(s) for s, _ in self.done} | {id(s) for s, _ in self.members_failed}
+                | ({id(self.failed[0])} if self.failed else set()))
         return [s for s in self.plan.pending if id(s) not in gone]
 
 

@@ -724,6 +724,9 @@ def apply_stopped_summary(result: ApplyResult | None) -> str:
     parts = [f"stopped: {ran}"]
     if result.failed is not None:
         parts.append(f"failed: {result.failed[0].patch.path}")
+    if result.members_failed:
+        parts.append("failed: " + ", ".join(f"{s.patch.name.database} of group {s.patch.group}"
+                                            for s, _ in result.members_failed))
     left = result.pending
     if left:
         per_db: dict[str, int] = {}
