@@ -18,7 +18,7 @@ from postgresqlpatches.pg.state import STATE_USER
 if TYPE_CHECKING:
     from postgresqlpatches.core.discovery import Patch
     from postgresqlpatches.core.locks import RelationLock
-    from postgresqlpatches.runner import Options
+    from postgresqlpatches.values import Options
 
 log = logging.getLogger("pgpatch")
 

@@ -10,7 +10,7 @@ from postgresqlpatches.core.planner import Action, Plan, Step
 from postgresqlpatches.errors import PatchFailed
 from postgresqlpatches.pg.errors import is_driver_error
 from postgresqlpatches.pg.server import Maintenance, Server
-from postgresqlpatches.runner import ApplyResult, Options, Reporter
+from postgresqlpatches.values import ApplyResult, Options, Reporter
 
 
 class Tracked:
