@@ -189,7 +189,7 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
             timing.failed_after = timing.running_for()
         if offline and timing.plan is not None:
             result.plan = timing.plan
-        result.patches = _reports(timing.plan or plan, timing, watch, failure)
+        result.patches = _reports(timing.plan or plan, timing, watch, failure, live=plan)
         if failure is not None and not any(p.outcome == "failed" for p in result.patches):
             result.error = failure  # not one patch's: the copy's, say
     finally:
@@ -198,8 +198,9 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
 
 
 def _reports(plan: Plan, timing: _Timing, watch: Any,
-             failure: PgpatchError | None) -> list[PatchRehearsal]:
+             failure: PgpatchError | None, *, live: Plan) -> list[PatchRehearsal]:
     reports = []
+    conflicts = {s.patch.path: s.lock_conflicts for s in live.pending}  # plan's, live
     failed_path = (failure.path if failure is not None and failure.path
                    else timing.started.patch.path if timing.started is not None else None)
     for step in plan.pending:
@@ -215,6 +216,7 @@ def _reports(plan: Plan, timing: _Timing, watch: Any,
             report.line, report.sqlstate = failure.line, failure.sqlstate
             report.message = failure.message
         report.statements = list(watch.seen.get(step.patch.path, []))
+        report.lock_conflicts = conflicts.get(step.patch.path, ())
         reports.append(report)
     return reports
 

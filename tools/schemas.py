@@ -86,7 +86,7 @@ def apply_schema(plan: dict[str, Any]) -> dict[str, Any]:
 def status_schema(plan: dict[str, Any]) -> dict[str, Any]:
     record = _strict(
         ["database", "major", "minor", "version", "name", "user", "installed", "duration_ms",
-         "checksum", "checksum_version", "state", "path", "run_by", "pgpatch_version"],
+         "checksum", "checksum_version", "state", "path", "run_by", "pgpatch_version", "run"],
         {"database": {"type": "string"},
          "major": {"type": "string", "pattern": "^[0-9]{8}$"},
          "minor": {"type": "string", "pattern": "^[0-9]{4}$"},
@@ -101,7 +101,10 @@ def status_schema(plan: dict[str, Any]) -> dict[str, Any]:
          "path": {"type": ["string", "null"]},
          "run_by": {"type": ["string", "null"],
                     "description": "The operating system user who ran pgpatch."},
-         "pgpatch_version": {"type": ["string", "null"]}})
+         "pgpatch_version": {"type": ["string", "null"]},
+         "run": {"type": ["integer", "null"], "minimum": 1,
+                 "description": "A repeatable patch's (major 99999999) run number; null "
+                                "for the others."}})
     the_plan = {k: v for k, v in plan.items()
                 if k not in ("$schema", "title", "description", "$defs")}
     doc = _document(

@@ -585,6 +585,10 @@ def rehearsal_lines(r: Rehearsal) -> list[str]:
                              f"({_blocked(lock.blocks_reads, lock.blocks_writes)})")
             for table in s.rewritten:
                 lines.append(f"    line {s.line}: rewrote {table}")
+        for c in p.lock_conflicts:  # on the live server, now (plan's lock_conflicts)
+            verb = "holds" if c.granted else "waits for"
+            lines.append(f"    live: pid {c.session.pid} ({c.session.user}) {verb} "
+                         f"{c.held_mode} on {c.relation}")
     for p in r.plan.problems:
         lines.append(f"problem: {_problem_text(p)}")
         if p.hint:
@@ -637,6 +641,9 @@ def rehearsal_json(r: Rehearsal) -> dict[str, Any]:
                            "blocks_reads": lk.blocks_reads, "blocks_writes": lk.blocks_writes}
                           for lk in s.locks],
                 "rewritten": list(s.rewritten)} for s in p.statements],
+            "lock_conflicts": [dict(session_json(c.session), relation=c.relation, mode=c.mode,
+                                    held_mode=c.held_mode, granted=c.granted)
+                               for c in p.lock_conflicts],
         } for p in r.patches],
         "problems": [
             {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from postgresqlpatches.core.lockmodes import MODES, blocks, conflicts, mode_name, strength
+
+if TYPE_CHECKING:
+    from postgresqlpatches.core.locks import LockConflict
 
 INDEX_KINDS = frozenset({"i", "I"})
 REWRITABLE_KINDS = frozenset({"r", "m"})
@@ -111,3 +115,5 @@ class PatchRehearsal:
     sqlstate: str | None = None
     message: str | None = None
     statements: list[StatementLocks] = field(default_factory=list)
+    lock_conflicts: tuple[LockConflict, ...] = ()
+    """The live sessions whose locks conflict with the patch's, from the live plan."""

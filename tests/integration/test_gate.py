@@ -144,8 +144,9 @@ def test_online_gate_pending_then_nothing_to_do(pg: Pg) -> None:
     assert after.exit_code == 0, after.stderr
     data = valid_json(after.stdout)
     assert {p["action"] for p in data["patches"]} == {"applied"}
-    assert data["summary"] == {"bootstrap": 0, "apply": 0, "applied": STATE_PATCHES + 6, "skip": 0,
-                               "problems": 0, "findings": 0}
+    assert data["summary"] == {"bootstrap": 0, "apply": 0, "reapply": 0,
+                               "applied": STATE_PATCHES + 6, "skip": 0, "problems": 0,
+                               "findings": 0}
     assert pg.cli("plan", glob, env=SHOP).exit_code == 0
 
 

@@ -67,6 +67,24 @@ def test_a_session_holding_a_conflicting_lock_shows_in_plans_lock_conflicts(pg: 
             in table.stdout)
 
 
+
+def test_rehearse_reports_the_live_lock_conflicts_of_each_patch(pg: Pg) -> None:
+    """15.2: rehearse shows, beside what each patch locked on the copy, the live sessions
+    whose locks conflict with it now (the live plan's lock_conflicts)."""
+    ledger_tree(pg, 1)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    pg.write("p/app.20240102.0001.postgres.alter.sql", ALTER)
+    with holder(pg) as conn:
+        pid = pid_of(conn)
+        result = pg.cli("rehearse", "--format", "json", pg.glob())
+        text = pg.cli("rehearse", pg.glob())
+    assert result.exit_code == 0, result.output
+    (alter,) = [p for p in json.loads(result.stdout)["patches"] if p["path"].endswith("alter.sql")]
+    assert [(c["pid"], c["relation"], c["held_mode"], c["granted"])
+            for c in alter["lock_conflicts"]] == [(pid, "ledger", "AccessShareLock", True)]
+    assert text.exit_code == 0, text.output
+    assert f"live: pid {pid} (postgres) holds AccessShareLock on ledger" in text.stdout
+
 def test_a_session_waiting_for_a_conflicting_lock_shows_too(pg: Pg) -> None:
     """A reader holds ACCESS SHARE (no conflict with an INSERT); a second session waits
     for ACCESS EXCLUSIVE behind it: the INSERT would queue behind that one."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -178,7 +179,9 @@ def test_plan_sql_and_json_is_a_usage_error(pg: Pg) -> None:
     result = pg.cli("plan", "--sql", "--format", "json", "--offline", pg.glob())
     assert result.exit_code == 2
     assert "--sql prints SQL text: it does not combine with --format json" in result.stderr
-    assert result.stdout == ""
+    # with --format json a usage error is one JSON document too (docs/json.md)
+    doc = json.loads(result.stdout)
+    assert (doc["ok"], doc["command"], doc["error"]["kind"]) == (False, "plan", "usage")
 
 
 def test_plan_sql_masks_passwords(pg: Pg) -> None:
