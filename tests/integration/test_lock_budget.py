@@ -183,7 +183,10 @@ def test_with_the_holder_kept_apply_gives_up_within_its_budget_naming_the_blocke
                         "--format", "json")
         took = time.monotonic() - started
     assert result.exit_code == 1
-    assert "lock timeout" not in result.stdout  # retry lines go to stderr, beside the JSON
+    # retry lines go to stderr; stdout is the one JSON document, which names the failure
+    doc = json.loads(result.stdout)
+    assert "retry 1 of" not in result.stdout and doc["error"]["kind"] == "patch-failed"
+    assert doc["failed"]["path"] == str(alter) and doc["failed"]["sqlstate"] == "55P03"
     assert budget.total_seconds is not None and took < budget.total_seconds + 10
     *retries, error, hint = result.stderr.splitlines()
     assert [line.split(" in ")[0] for line in retries] == [
