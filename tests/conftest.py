@@ -9,6 +9,8 @@ Environment:
 - ``PGPATCH_TEST_MAJORS="15"`` (or ``"15,18"``) restricts the majors under test; a requested
   major that is not installed fails the tests that need it.
 - ``PGPATCH_PG_BIN`` pins one bin directory (see ``binaries.find_installations``).
+- ``@pytest.mark.one_major``: a fleet-sized test runs on the first major under test only
+  (``PGPATCH_TEST_MAJORS=18`` picks which); ``PGPATCH_TEST_ALL_MAJORS=1`` runs it on each.
 
 No PostgreSQL at all is a failure, not a skip: a suite that skips every database test would
 make CI green without testing anything.
@@ -70,3 +72,21 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[ScratchServer]:
         )
     with ScratchServer(installation, password="su-Pw-7f3", settings={"fsync": "off"}) as server:
         yield server
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fleet-sized tests (``one_major``) run on one major: what they test (hundreds of
+    databases, several servers at once) is pgpatch's, the same on every major, and running
+    them on each would triple the suite's longest tests."""
+    if os.environ.get("PGPATCH_TEST_ALL_MAJORS"):
+        return
+    first = _majors_under_test()[0]
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        major = callspec.params.get("pg_server", first) if callspec is not None else first
+        (drop if item.get_closest_marker("one_major") and major != first else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+

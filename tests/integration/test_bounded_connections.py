@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from psycopg import sql
 
 from postgresqlpatches.pg.scratch import ScratchServer
@@ -67,6 +68,7 @@ class _Peak(threading.Thread):
                 time.sleep(0.002)
 
 
+@pytest.mark.one_major
 def test_three_hundred_databases_on_a_server_that_allows_twenty_connections(
         pg_server: ScratchServer, tmp_path: Path) -> None:
     tree = tmp_path / "tree"

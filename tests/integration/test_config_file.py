@@ -11,6 +11,9 @@ import pytest
 
 from tests.integration.conftest import STATE_PATCHES, Pg
 
+# the config file is pgpatch's, the same on every major: on the first major under test only
+pytestmark = pytest.mark.one_major
+
 BASELINE = "CREATE DATABASE app;\n\\connect app\nCREATE TABLE t (a int, b int);\n"
 DROP = "ALTER TABLE t DROP COLUMN a;\n"
 

@@ -27,6 +27,9 @@ NAMES = ("eu1", "eu2", "us1")
 SMALL = {"fsync": "off", "shared_buffers": "16MB", "max_connections": "20"}
 
 
+# three servers at once, the same on every major: on the first major under test only
+pytestmark = pytest.mark.one_major
+
 @pytest.fixture(scope="module")
 def servers(pg_server: ScratchServer) -> Iterator[dict[str, ScratchServer]]:
     """Three small servers of the session's major, each with a superuser password of its own."""
