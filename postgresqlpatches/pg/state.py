@@ -88,11 +88,18 @@ def _run_by() -> str:
         return "unknown"
 
 
+RECORD_PREPARED_ONLY = 2**31
+"""The store session's prepare threshold: psycopg prepares a query once it ran this often, or
+when asked to (``prepare=True``); with a threshold of None it never does."""
+
+
 class StateStore:
     """Writes records; one autocommit session, kept for the whole run."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
+        # the record's insert is prepared (insert(): prepare=True); no other query is
+        conn.prepare_threshold = RECORD_PREPARED_ONLY
         self._db_ids: dict[str, int] = {}
         self.columns = record_columns(conn)
         self.run_by = _run_by()
@@ -126,6 +133,9 @@ class StateStore:
         never a committed patch without its record.
 
         ``mark``: a bootstrap step's (oid_horizon, session_budget), where the columns exist.
+
+        The insert is a prepared statement of the store's session (nothing resets that
+        session), so the server plans it once, not between each patch's id and its COMMIT.
         """
         name = patch.name.database
         if name not in self._db_ids:
@@ -134,7 +144,7 @@ class StateStore:
                              settled=settled,
                              non_transactional=non_transactional, duration_ms=duration_ms,
                              statements_done=statements_done, run_by=self.run_by, flush=flush,
-                             mark=mark)
+                             mark=mark, prepare=True)
 
     @functools.cached_property
     def identity(self) -> tuple[object, ...] | None:
@@ -278,11 +288,13 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
                   xid: int | None, settled: bool, non_transactional: bool,
                   duration_ms: float | None, statements_done: int | None, run_by: str,
                   flush: bool = True, db_id: int | None = None,
-                  mark: tuple[int, int | None] | None = None) -> int:
+                  mark: tuple[int, int | None] | None = None, prepare: bool = False) -> int:
     """The record's columns depend on the schema's age: old rows get only what exists.
 
     ``flush=False``: this statement's own transaction commits with synchronous_commit off
     (``set_config(..., true)`` is local to it), still one round trip; see StateStore.insert.
+    ``prepare``: only on a session that no DISCARD ALL resets (a patch's session drops its
+    prepared statements), see StateStore.insert.
     """
     name = patch.name
     values: dict[str, Any] = {
@@ -299,7 +311,8 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
         values["major"], values["minor"] = int(name.major), int(name.minor)
     cols = tuple(c for c in values if c in columns)
     values["database_id"] = db_id if db_id is not None else database_id(conn, name.database)
-    row = conn.execute(_insert_query(conn, cols, flush), values).fetchone()
+    row = conn.execute(_insert_query(conn, cols, flush), values,
+                       prepare=True if prepare else None).fetchone()
     assert row is not None
     return int(row[0])
 

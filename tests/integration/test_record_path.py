@@ -45,3 +45,34 @@ def test_the_record_finds_the_checksum_scanned(pg: Pg, monkeypatch: pytest.Monke
                          "(SELECT id FROM databases WHERE name = 'app')", "patches"))
     assert {n: rows[n] for n in PATCHES} == {n: token_checksum(t) for n, t in PATCHES.items()}
     assert pg.query("SELECT count(*) FROM a", "app") == [(1,)]
+
+
+def test_the_record_is_a_prepared_statement_of_the_state_session(
+        pg: Pg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server plans the record's INSERT once per run, not for every patch in the wait
+    before its COMMIT: the store's session prepares it at the first patch's record (its own
+    bootstrap records are other statements), and every later record executes it."""
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    for name, text in PATCHES.items():
+        pg.write(f"p/{name}", text)
+    prepared: list[tuple[int, int]] = []  # after each record: statements, their executions
+    insert = StateStore.insert
+
+    def watched(self: StateStore, patch: Patch, **kwargs: Any) -> int:
+        record_id = insert(self, patch, **kwargs)
+        if kwargs.get("xid") is not None:
+            row = self.conn.execute(
+                "SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0)::int "
+                "FROM pg_prepared_statements "
+                "WHERE statement LIKE '%%INSERT INTO installed_patches%%'").fetchone()
+            assert row is not None
+            prepared.append((row[0], row[1]))
+        return record_id
+
+    monkeypatch.setattr(StateStore, "insert", watched)
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.output
+    assert len(prepared) == len(PATCHES)
+    counts, runs = zip(*prepared, strict=True)
+    assert counts[0] >= 1 and set(counts) == {counts[0]}  # made once, at the first record
+    assert [b - a for a, b in zip(runs[:-1], runs[1:], strict=True)] == [1] * (len(runs) - 1)
