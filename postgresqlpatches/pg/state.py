@@ -90,7 +90,8 @@ def _run_by() -> str:
 
 RECORD_PREPARED_ONLY = 2**31
 """The store session's prepare threshold: psycopg prepares a query once it ran this often, or
-when asked to (``prepare=True``); with a threshold of None it never does."""
+when asked to (``prepare=True``); with a threshold of None (every other session of a run,
+server.connect) it never does."""
 
 
 class StateStore:
@@ -98,7 +99,7 @@ class StateStore:
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
-        # the record's insert is prepared (insert(): prepare=True); no other query is
+        # the record's insert is prepared (insert_record); no other query is
         conn.prepare_threshold = RECORD_PREPARED_ONLY
         self._db_ids: dict[str, int] = {}
         self.columns = record_columns(conn)
@@ -144,7 +145,7 @@ class StateStore:
                              settled=settled,
                              non_transactional=non_transactional, duration_ms=duration_ms,
                              statements_done=statements_done, run_by=self.run_by, flush=flush,
-                             mark=mark, prepare=True)
+                             mark=mark)
 
     @functools.cached_property
     def identity(self) -> tuple[object, ...] | None:
@@ -288,13 +289,11 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
                   xid: int | None, settled: bool, non_transactional: bool,
                   duration_ms: float | None, statements_done: int | None, run_by: str,
                   flush: bool = True, db_id: int | None = None,
-                  mark: tuple[int, int | None] | None = None, prepare: bool = False) -> int:
+                  mark: tuple[int, int | None] | None = None) -> int:
     """The record's columns depend on the schema's age: old rows get only what exists.
 
     ``flush=False``: this statement's own transaction commits with synchronous_commit off
     (``set_config(..., true)`` is local to it), still one round trip; see StateStore.insert.
-    ``prepare``: only on a session that no DISCARD ALL resets (a patch's session drops its
-    prepared statements), see StateStore.insert.
     """
     name = patch.name
     values: dict[str, Any] = {
@@ -311,8 +310,10 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
         values["major"], values["minor"] = int(name.major), int(name.minor)
     cols = tuple(c for c in values if c in columns)
     values["database_id"] = db_id if db_id is not None else database_id(conn, name.database)
-    row = conn.execute(_insert_query(conn, cols, flush), values,
-                       prepare=True if prepare else None).fetchone()
+    # prepared where the session has prepared statements at all: the store's (StateStore); a
+    # patch's session has none, its DISCARD ALL would drop them
+    prepare = True if conn.prepare_threshold is not None else None
+    row = conn.execute(_insert_query(conn, cols, flush), values, prepare=prepare).fetchone()
     assert row is not None
     return int(row[0])
 
