@@ -95,7 +95,10 @@ server.connect) it never does."""
 
 
 class StateStore:
-    """Writes records; one autocommit session, kept for the whole run."""
+    """Writes records; one autocommit session, kept for the whole run.
+
+    The record's INSERT is a prepared statement of this session (nothing resets it), so the
+    server plans it once per run, not between each patch's transaction id and its COMMIT."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
@@ -134,9 +137,6 @@ class StateStore:
         never a committed patch without its record.
 
         ``mark``: a bootstrap step's (oid_horizon, session_budget), where the columns exist.
-
-        The insert is a prepared statement of the store's session (nothing resets that
-        session), so the server plans it once, not between each patch's id and its COMMIT.
         """
         name = patch.name.database
         if name not in self._db_ids:
