@@ -189,6 +189,20 @@ def timed(cmd: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> f
     return seconds
 
 
+def byte_compile(compare: Path | None) -> None:
+    """The .pyc files of the package the pgpatch tool imports and of --compare's, made before
+    any timed run (as pip makes them when it installs a wheel)."""
+    import compileall
+
+    import postgresqlpatches
+
+    trees = [Path(postgresqlpatches.__file__).parent]
+    if compare is not None:
+        trees.append(compare / "postgresqlpatches")
+    for tree in trees:
+        compileall.compile_dir(str(tree), quiet=1)
+
+
 class Bench:
     def __init__(self, srv: ScratchServer, work: Path, compare: Path | None = None) -> None:
         self.srv = srv
@@ -196,6 +210,10 @@ class Bench:
         self.admin = srv.connect()
         self.psql = str(srv.installation.tool("psql"))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "POSTGRESQL_"))}
+        # time what an installed wheel runs: byte-compiled modules (with this set, and an
+        # editable or unpacked tree, every run compiled pgpatch's modules again: ~0.1 s)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        byte_compile(compare)
         env.update(srv.env())
         env.update({"PGUSER": "postgres", "PGPASSWORD": PASSWORD, "PGDATABASE": DB,
                     "POSTGRESQL_PATCHES_PASSWORD": "patches"})

@@ -218,6 +218,7 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
             pg.enter_pipeline_mode()
             _send_patch(pg, statements, encoding, begin_statement(conn, modes))
             _flush(pg)
+            checksum_meanwhile(patch)  # while the server runs BEGIN and the id's query
         for index in (0, 1):  # BEGIN, the id
             result = _next_result(pg, encoding)
             if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
@@ -239,6 +240,8 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
         else:
             pg.pipeline_sync()
         _flush(pg)
+        if chained:  # while the server runs this patch's statements and its COMMIT
+            checksum_meanwhile(following[0])
         for index in range(len(statements) + commit + reset):  # statements, COMMIT, DISCARD
             result = _next_result(pg, encoding)
             if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
@@ -272,6 +275,18 @@ def run_transaction(conn: psycopg.Connection, patch: Patch,
     if error is not None:
         raise failure(error, patch, failed) from error
     return xid
+
+
+def checksum_meanwhile(patch: Patch) -> None:
+    """Scan the patch for its token checksum (Patch.checksum, cached) while the server works
+    on what was just sent, where pgpatch would only wait: the record, written between the
+    transaction id's arrival and the COMMIT, then only writes (the scan cost 0.1-0.2 ms of
+    that wait for every patch). If the scan fails, the record's own use raises it again,
+    before any COMMIT."""
+    try:
+        _ = patch.checksum
+    except Exception as e:  # raised again where the record needs it
+        log.debug("%s: no checksum yet: %s", patch.path, e)
 
 
 def begin_statement(conn: psycopg.Connection, modes: Sequence[str]) -> bytes:

@@ -89,11 +89,22 @@ def _run_by() -> str:
         return "unknown"
 
 
+RECORD_PREPARED_ONLY = 2**31
+"""The store session's prepare threshold: psycopg prepares a query once it ran this often, or
+when asked to (``prepare=True``); with a threshold of None (every other session of a run,
+server.connect) it never does."""
+
+
 class StateStore:
-    """Writes records; one autocommit session, kept for the whole run."""
+    """Writes records; one autocommit session, kept for the whole run.
+
+    The record's INSERT is a prepared statement of this session (nothing resets it), so the
+    server plans it once per run, not between each patch's transaction id and its COMMIT."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
+        # the record's insert is prepared (insert_record); no other query is
+        conn.prepare_threshold = RECORD_PREPARED_ONLY
         self._db_ids: dict[str, int] = {}
         self.columns = record_columns(conn)
         self.run_by = _run_by()
@@ -303,7 +314,10 @@ def insert_record(conn: psycopg.Connection, columns: frozenset[str], patch: Patc
         values["major"], values["minor"] = int(name.major), int(name.minor)
     cols = tuple(c for c in values if c in columns)
     values["database_id"] = db_id if db_id is not None else database_id(conn, name.database)
-    row = conn.execute(_insert_query(conn, cols, flush), values).fetchone()
+    # prepared where the session has prepared statements at all: the store's (StateStore); a
+    # patch's session has none, its DISCARD ALL would drop them
+    prepare = True if conn.prepare_threshold is not None else None
+    row = conn.execute(_insert_query(conn, cols, flush), values, prepare=prepare).fetchone()
     assert row is not None
     return int(row[0])
 
