@@ -76,9 +76,8 @@ def check_logins(the_plan: Plan, roles: frozenset[str] | None) -> Plan:
 
     if roles is None:
         return the_plan
-    blamed = {p.path for p in the_plan.problems}  # a file with a problem already: enough
-    problems, warnings = missing_logins(
-        [s for s in the_plan.pending if s.patch.path not in blamed], roles)
+    blamed = frozenset(p.path for p in the_plan.problems if p.path)  # told once is enough
+    problems, warnings = missing_logins(the_plan.pending, roles, blamed)
     for line in warnings:
         log.warning("%s", line)
     return replace(the_plan, problems=(*the_plan.problems, *problems)) if problems \

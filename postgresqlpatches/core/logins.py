@@ -19,11 +19,12 @@ if TYPE_CHECKING:
     from postgresqlpatches.core.planner import Step
 
 
-def missing_logins(pending: Sequence[Step], roles: frozenset[str]
-                   ) -> tuple[list[Problem], list[str]]:
+def missing_logins(pending: Sequence[Step], roles: frozenset[str],
+                   blamed: frozenset[str] = frozenset()) -> tuple[list[Problem], list[str]]:
     """The problems (kind ``no-role``) and warnings (for log.warning) of the users that
     ``pending`` steps log in as and that neither ``roles`` (the server's) nor an earlier
-    pending step creates."""
+    pending step creates. A step whose file has a problem already (``blamed``, by path) is
+    not told again, but the roles it creates still count for the steps after it."""
     from postgresqlpatches.core.statements import created_role_names
 
     created: set[str] = set()
@@ -34,7 +35,8 @@ def missing_logins(pending: Sequence[Step], roles: frozenset[str]
     for step in pending:
         patch = step.patch
         user = patch.name.user
-        if user not in roles and user not in created and user not in told:
+        if patch.path not in blamed and user not in roles and user not in created \
+                and user not in told:
             told.add(user)
             named = re.compile(rf"(?<![A-Za-z0-9_$]){re.escape(user)}(?![A-Za-z0-9_$])",
                                re.IGNORECASE)
