@@ -14,6 +14,7 @@ from postgresqlpatches.core.planner import Action, Plan
 from postgresqlpatches.core.records import Problem
 from postgresqlpatches.pg.server import MAINTENANCE_DB, Maintenance, Server
 from postgresqlpatches.pg.state import STATE_USER
+from postgresqlpatches.values import DEFAULT_STATE_DB
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.discovery import Patch
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
     from postgresqlpatches.values import Options
 
 log = logging.getLogger("pgpatch")
-
-DEFAULT_STATE_DB = "patches"
 
 
 def check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None, *,

@@ -13,7 +13,7 @@ from postgresqlpatches.core.planner import EMPTY, Action, Plan, Step
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.lint import Finding
-    from postgresqlpatches.core.locks import Session
+    from postgresqlpatches.core.locks import LockConflict, Session
     from postgresqlpatches.core.records import Problem, Record
     from postgresqlpatches.errors import PgpatchError
     from postgresqlpatches.fleet import Target, TargetResult
@@ -314,12 +314,17 @@ def step_json(step: Step) -> dict[str, Any]:
         "checksum": step.checksum,
         "installed": rec.installed.isoformat() if rec and rec.installed else None,
         "findings": [finding_json(f) for f in step.findings],
-        "lock_conflicts": [dict(session_json(c.session), relation=c.relation, mode=c.mode,
-                                held_mode=c.held_mode, granted=c.granted)
-                           for c in step.lock_conflicts],
+        "lock_conflicts": lock_conflicts_json(step.lock_conflicts),
         "oldest_transaction": (session_json(step.oldest_transaction)
                                if step.oldest_transaction is not None else None),
     }
+
+
+def lock_conflicts_json(conflicts: Sequence[LockConflict]) -> list[dict[str, Any]]:
+    """plan's and rehearse's ``lock_conflicts``: each live session with the lock it holds or
+    waits for, against the mode the patch will take."""
+    return [dict(session_json(c.session), relation=c.relation, mode=c.mode,
+                 held_mode=c.held_mode, granted=c.granted) for c in conflicts]
 
 
 def session_json(session: Session) -> dict[str, Any]:
@@ -641,9 +646,7 @@ def rehearsal_json(r: Rehearsal) -> dict[str, Any]:
                            "blocks_reads": lk.blocks_reads, "blocks_writes": lk.blocks_writes}
                           for lk in s.locks],
                 "rewritten": list(s.rewritten)} for s in p.statements],
-            "lock_conflicts": [dict(session_json(c.session), relation=c.relation, mode=c.mode,
-                                    held_mode=c.held_mode, granted=c.granted)
-                               for c in p.lock_conflicts],
+            "lock_conflicts": lock_conflicts_json(p.lock_conflicts),
         } for p in r.patches],
         "problems": [
             {"kind": p.kind, "path": p.path, "line": p.line, "message": p.message,

@@ -146,9 +146,11 @@ class Membership:
     set: bool | None
 
 
-def read_roles(conn: psycopg.Connection) -> tuple[list[Role], list[Membership]]:
-    """The roles the connected database refers to and their memberships, from the catalogue."""
-    rows = conn.execute(ROLES_QUERY).fetchall()
+def read_roles(conn: psycopg.Connection, *, every_role: bool = False
+               ) -> tuple[list[Role], list[Membership]]:
+    """The roles the connected database refers to (``every_role``: every role of the server
+    but postgres and the predefined ones, ALL_ROLES_QUERY) and their memberships."""
+    rows = conn.execute(ALL_ROLES_QUERY if every_role else ROLES_QUERY).fetchall()
     roles = [Role(r[1], *r[2:11], tuple(r[11])) for r in rows]
     options = MEMBERSHIP_OPTIONS[conn.info.server_version >= 160000]
     members = conn.execute(MEMBERSHIPS_QUERY.format(options=options),
@@ -352,7 +354,7 @@ def _relations_matching(pg_dump: str, server: Server, database: str,
                 f"baseline: --data-for {unmatched.group(1)} matches no table of {database}",
                 hint="patterns are pg_dump's --table patterns: [schema.]table with * and ?; "
                      "an unqualified name is looked up in the database's search_path")
-        raise PgpatchError(f"pg_dump failed: {last}")
+        raise pg_dump_failure(proc.stderr.decode(errors="replace"), proc.returncode, server)
     pg_restore = Path(pg_dump).with_name("pg_restore")
     if not pg_restore.exists():
         raise PgpatchError(f"baseline --data-for needs pg_restore next to {pg_dump}",
@@ -386,6 +388,8 @@ def pg_dump_failure(stderr: str, returncode: int, server: Server) -> PgpatchErro
                 "a member of their owners, or GRANT pg_read_all_data TO "
                 f"{server.admin_user} (docs/managed.md)")
     return PgpatchError(redact(f"pg_dump failed: {said}"), hint=hint)
+
+
 # -- rehearse: every role of the server, without passwords ------------------------------------
 
 ALL_ROLES_QUERY = """
@@ -402,16 +406,6 @@ ORDER BY r.rolname
 """
 """As ROLES_QUERY, for every role: a patch may name a role that no object refers to yet (a
 GRANT to it), and rehearse runs the patches as apply would. pg_roles shows no password."""
-
-
-def read_all_roles(conn: psycopg.Connection) -> tuple[list[Role], list[Membership]]:
-    """Every role of the server (but postgres and the predefined ones) and their memberships."""
-    rows = conn.execute(ALL_ROLES_QUERY).fetchall()
-    roles = [Role(r[1], *r[2:11], tuple(r[11])) for r in rows]
-    options = MEMBERSHIP_OPTIONS[conn.info.server_version >= 160000]
-    members = conn.execute(MEMBERSHIPS_QUERY.format(options=options),
-                           {"roles": [r[0] for r in rows]}).fetchall()
-    return roles, [Membership(*m) for m in members]
 
 
 def pipe_dump(pg_dump: str, server: Server, database: str, scope: list[str],
@@ -431,9 +425,8 @@ def pipe_dump(pg_dump: str, server: Server, database: str, scope: list[str],
     dump_err = dump.stderr.read() if dump.stderr is not None else b""
     if dump.stderr is not None:
         dump.stderr.close()
-    if dumped != 0:
-        msg = dump_err.decode(errors="replace").strip().splitlines()
-        raise PgpatchError(f"pg_dump of {database} failed: {msg[-1] if msg else dumped}")
+    if dumped != 0:  # pg_dump's error line, masked, with the admin role's hint
+        raise pg_dump_failure(dump_err.decode(errors="replace"), dumped, server)
     if restore.returncode != 0:
         msg = [t for t in restore.stderr.decode(errors="replace").splitlines() if t.strip()]
         raise PgpatchError(f"copying {database} to the throwaway server failed: "

@@ -80,10 +80,10 @@ def scratch_environment(scratch: ScratchServer) -> dict[str, str]:
 def copy_roles(live: Server, scratch: ScratchServer, psql: list[str]) -> int:
     """Every role of the live server onto the copy, attributes, memberships and settings as
     they are; its password is the copy's (the live one is never read). The number copied."""
-    from postgresqlpatches.pg.dump import read_all_roles, role_section
+    from postgresqlpatches.pg.dump import read_roles, role_section
 
     with live.connect(MAINTENANCE_DB, live.admin_user) as conn:
-        roles, memberships = read_all_roles(conn)
+        roles, memberships = read_roles(conn, every_role=True)
         section = role_section(roles, memberships, conn)
     env = scratch_environment(scratch)
     with scratch.connect() as conn:
