@@ -267,6 +267,15 @@ class Bench:
             s.values.append(timed(cmd, self.env))
         return s
 
+    def repeat_pair(self, one: Sequence[str], other: Sequence[str], runs: int
+                    ) -> tuple[Samples, Samples]:
+        """Two commands run in turn, so the machine's drift hits both alike."""
+        a, b = Samples(), Samples()
+        for _ in range(runs):
+            a.values.append(timed(one, self.env))
+            b.values.append(timed(other, self.env))
+        return a, b
+
     def seed_records(self, n: int, d: Path, database: str, state_db: str) -> None:
         """n files and n records: the first file applied by pgpatch (which creates the state
         database), the other records written straight into it, as pgpatch writes them."""
@@ -461,6 +470,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [*b.pgpatch, "plan", glob], args.noop_runs)
             noop["floor: psql -c 'select 1' (reference)"] = b.repeat(
                 [b.psql, "-X", "-q", "-c", "select 1"], args.noop_runs)
+            if args.compare:
+                # the same no-op against the other version's own records: its apply first
+                other = next(t for t in b.tools if t.name == f"pgpatch@{args.compare.name}")
+                b.run_apply(other, d, args.n)
+                b.admin.execute("CHECKPOINT")
+                say(f"== no-op apply and plan of {other.name}, N={args.n} applied")
+                launcher = [sys.executable, "-c", COMPARE, str(args.compare.resolve())]
+                noop[f"{other.name} apply, no-op, {args.n} applied"] = b.repeat(
+                    [*launcher, "apply", glob], args.noop_runs)
+                noop[f"{other.name} plan, {args.n} applied"] = b.repeat(
+                    [*launcher, "plan", glob], args.noop_runs)
             if args.plan_n:
                 say(f"== plan and no-op apply: {args.plan_n} files, {args.plan_n} records")
                 big = generate(args.plan_n, work / f"plan{args.plan_n}", database="bigplan")
@@ -482,6 +502,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "python -c 'import psycopg' (reference)": b.repeat(
                     [sys.executable, "-c", "import psycopg"], args.startup_runs),
             }
+            if args.compare:
+                # both versions through the same launcher (`python -c`), in turn
+                here = Path(__file__).resolve().parents[1]
+                for flag in ("--help", "--version"):
+                    mine, theirs = b.repeat_pair(
+                        [sys.executable, "-c", COMPARE, str(here), flag],
+                        [sys.executable, "-c", COMPARE, str(args.compare.resolve()), flag],
+                        args.startup_runs)
+                    startup[f"pgpatch {flag} (python -c launcher)"] = mine
+                    startup[f"pgpatch@{args.compare.name} {flag} (python -c launcher)"] = theirs
             size_samples: dict[int, dict[str, Samples]] = {}
             keep = {"floor", "pgpatch"} | ({f"pgpatch@{args.compare.name}"}
                                            if args.compare else set())
