@@ -5,7 +5,8 @@ at once, each in a runner call of its own: its own connections, lock and passwor
 Whatever goes wrong on one target is kept as that target's result, so a failing server fails
 only its own rows and the others finish. With ``fail_fast`` no target starts after the first
 failure, and running ones stop before their next patch (each patch is its own unit, recorded
-before the next one starts, so stopping between two is safe).
+before the next one starts, so stopping between two is safe); a running rehearsal stops at
+once instead (its copy holds nothing worth finishing) and its copy is removed.
 
 The runner reports to a reporter per target; this module adds nothing to what a run does.
 """
@@ -29,6 +30,7 @@ from postgresqlpatches.errors import ConnectionFailed, PgpatchError
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.locks import Session
+    from postgresqlpatches.rehearse import Rehearsal
 
 log = logging.getLogger("pgpatch")
 
@@ -103,13 +105,16 @@ class TargetResult:
     done: list[tuple[Step, float]] = field(default_factory=list)
     """apply: the steps this run carried out, with their seconds."""
     status: runner.Status | None = None
+    rehearsal: Rehearsal | None = None
+    """rehearse: what the target's rehearsal found (None when it did not get that far)."""
     error: PgpatchError | None = None
     seconds: float = 0.0
     started: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None and (self.plan is None or self.plan.ok)
+        return (self.error is None and (self.plan is None or self.plan.ok)
+                and (self.rehearsal is None or self.rehearsal.ok))
 
     @property
     def databases(self) -> int:
@@ -165,6 +170,10 @@ class _Stop:
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """True once set; False after ``timeout`` seconds without."""
+        return self._event.wait(timeout)
 
 
 class _TargetReporter:
@@ -316,3 +325,21 @@ def status(targets: Sequence[Target], jobs: int = DEFAULT_JOBS,
         result.plan = result.status.plan
 
     return _each(targets, jobs, fail_fast, work)
+
+
+def rehearse(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: bool = False,
+             *, data: bool = False, data_limit_mb: int | None = None) -> list[TargetResult]:
+    """rehearse.rehearse on each target: its live server only read, its own throwaway copy
+    of that server's major. A running rehearsal stops at once when the run stops (Ctrl-C,
+    SIGTERM, --fail-fast), and every copy is removed before this returns."""
+    from postgresqlpatches import rehearse as rehearsing
+
+    limit = rehearsing.DATA_LIMIT_MB if data_limit_mb is None else data_limit_mb
+
+    def work(result: TargetResult, stop: _Stop) -> None:
+        result.rehearsal = rehearsing.rehearse(result.target.options, data=data,
+                                               data_limit_mb=limit, stop=stop)
+        result.plan = result.rehearsal.plan
+
+    with rehearsing.interruptible():  # SIGTERM as Ctrl-C: only the main thread takes signals
+        return _each(targets, jobs, fail_fast, work)
