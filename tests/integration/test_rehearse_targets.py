@@ -258,6 +258,24 @@ def test_every_target_passing_is_exit_0_and_the_files_target_key_picks_them(
     assert [(t["name"], t["ok"]) for t in _valid(result.stdout)["targets"]] == [("old", True)]
 
 
+def test_a_target_whose_copy_cannot_be_made_fails_alone(tg: Targets,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    lo, hi = _majors()
+    if lo == hi:
+        pytest.skip("one major installed: every target's copy can be made")
+    path = _live_tree(tg)
+    monkeypatch.setenv("PGPATCH_PG_BIN", str(tg.servers["old"].installation.bin_dir))
+    result = tg.cli("rehearse", "--config", path, "-t", "new", "-t", "old", "--format", "json",
+                    tg.glob())
+    assert result.exit_code == 1, result.output
+    new, old = _valid(result.stdout)["targets"]
+    assert new["ok"] is False and new["patches"] == [] and new["major"] is None
+    assert new["error"] == (f"rehearse needs PostgreSQL {hi} server binaries (the same major "
+                            f"as the server) and found none (found majors: {lo})")
+    assert old["ok"] is True and [p["outcome"] for p in old["patches"]] == ["ran"] * 3
+    assert tg.copies() == []
+
+
 def test_fail_fast_starts_no_other_target(tg: Targets) -> None:
     path = _live_tree(tg)
     result = tg.cli("rehearse", "--config", path, "-t", "new", "-t", "old", "--data",
@@ -268,6 +286,25 @@ def test_fail_fast_starts_no_other_target(tg: Targets) -> None:
         "ran", "failed", "not run"]
     assert old["started"] is False and old["patches"] == []
     assert old["error"] == "not started: target new failed (--fail-fast)"
+
+
+def test_fail_fast_stops_a_running_rehearsal_at_once_and_removes_its_copy(
+        tg: Targets) -> None:
+    path = _live_tree(tg)
+    tg.write("app.20240104.0001.app.slow.sql", "SELECT pg_sleep(60);\n")
+    t0 = time.monotonic()
+    result = tg.cli("rehearse", "--config", path, "-t", "new", "-t", "old", "--data",
+                    "--jobs", "2", "--fail-fast", "--format", "json", tg.glob())
+    took = time.monotonic() - t0
+    assert result.exit_code == 1, result.output
+    new, old = _valid(result.stdout)["targets"]
+    assert [p["outcome"] for p in new["patches"]] == ["ran", "failed", "not run", "not run"]
+    # old was under way when new failed: stopped there, its 60 s patch cut short
+    assert old["started"] is True and old["ok"] is False
+    assert old["error"] == "stopped, its copy removed: target new failed (--fail-fast)"
+    assert "failed" not in [p["outcome"] for p in old["patches"]]
+    assert took < 45, took
+    assert tg.copies() == []
 
 
 @pytest.mark.parametrize("args, message", [
