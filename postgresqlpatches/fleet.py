@@ -9,6 +9,8 @@ before the next one starts, so stopping between two is safe); a running rehearsa
 once instead (its copy holds nothing worth finishing) and its copy is removed.
 
 The runner reports to a reporter per target; this module adds nothing to what a run does.
+The tree is read and parsed once for all targets (_OneTree); what each server makes of it
+(its plan, its groups' databases, its problems) stays the target's own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from postgresqlpatches import runner
 from postgresqlpatches.core import config
+from postgresqlpatches.core.discovery import Tree, read_tree
 from postgresqlpatches.core.planner import Action, Plan, Step
 from postgresqlpatches.errors import ConnectionFailed, PgpatchError
 
@@ -236,6 +239,28 @@ def _target_log_names() -> Iterator[None]:
         log.removeFilter(flt)
 
 
+class _OneTree:
+    """The patch files of a run, read, checksummed and parsed once for all its targets
+    (make_target gives them one tree: the same globs, state database and admin role). The
+    first target to need it reads it; an error reading it is each target's, as without
+    targets."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._trees: dict[tuple[tuple[str, ...], str, str], Tree] = {}
+
+    def of(self, options: runner.Options) -> Tree | None:
+        """None without globs (status of the records alone)."""
+        if not options.globs:
+            return None
+        key = (tuple(options.globs), options.state_db, options.admin_user)
+        with self._lock:
+            if key not in self._trees:
+                self._trees[key] = read_tree(options.globs, state_db=options.state_db,
+                                             admin_user=options.admin_user)
+            return self._trees[key]
+
+
 Work = Callable[[TargetResult, _Stop], None]
 
 
@@ -293,9 +318,11 @@ def _wait(futures: Sequence[Future[None]]) -> None:
 def plan(targets: Sequence[Target], jobs: int = DEFAULT_JOBS,
          fail_fast: bool = False) -> list[TargetResult]:
     """runner.plan on each target: read-only everywhere."""
+    tree = _OneTree()
 
     def work(result: TargetResult, _stop: _Stop) -> None:
-        result.plan = runner.plan(result.target.options)
+        options = result.target.options
+        result.plan = runner.plan(options, tree.of(options))
 
     return _each(targets, jobs, fail_fast, work)
 
@@ -304,11 +331,13 @@ def apply(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: bool =
           reporter_for: Callable[[Target], runner.Reporter] | None = None
           ) -> list[TargetResult]:
     """runner.apply on each target, under each server's own lock."""
+    tree = _OneTree()
 
     def work(result: TargetResult, stop: _Stop) -> None:
         inner = reporter_for(result.target) if reporter_for is not None else None
+        options = result.target.options
         try:
-            runner.apply(result.target.options, _TargetReporter(result, stop, inner))
+            runner.apply(options, _TargetReporter(result, stop, inner), tree.of(options))
         except runner.PlanRefused as e:
             result.plan = e.plan
             raise
@@ -319,9 +348,11 @@ def apply(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: bool =
 def status(targets: Sequence[Target], jobs: int = DEFAULT_JOBS,
            fail_fast: bool = False) -> list[TargetResult]:
     """runner.status on each target."""
+    tree = _OneTree()
 
     def work(result: TargetResult, _stop: _Stop) -> None:
-        result.status = runner.status(result.target.options)
+        options = result.target.options
+        result.status = runner.status(options, tree.of(options))
         result.plan = result.status.plan
 
     return _each(targets, jobs, fail_fast, work)
@@ -335,10 +366,12 @@ def rehearse(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: boo
     from postgresqlpatches import rehearse as rehearsing
 
     limit = rehearsing.DATA_LIMIT_MB if data_limit_mb is None else data_limit_mb
+    tree = _OneTree()
 
     def work(result: TargetResult, stop: _Stop) -> None:
-        result.rehearsal = rehearsing.rehearse(result.target.options, data=data,
-                                               data_limit_mb=limit, stop=stop)
+        options = result.target.options
+        result.rehearsal = rehearsing.rehearse(options, data=data, data_limit_mb=limit,
+                                               stop=stop, tree=tree.of(options))
         result.plan = result.rehearsal.plan
 
     with rehearsing.interruptible():  # SIGTERM as Ctrl-C: only the main thread takes signals

@@ -27,6 +27,7 @@ from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.errors import translated
 
 if TYPE_CHECKING:
+    from postgresqlpatches.core.discovery import Tree
     from postgresqlpatches.pg.scratch import ScratchServer
     from postgresqlpatches.runner import Options
 
@@ -127,21 +128,27 @@ def _step_text(step: tuple[str, Action] | None) -> str:
 @translated
 def rehearse(options: Options, *, offline: bool = False, data: bool = False,
              major: int | None = None, data_limit_mb: int = DATA_LIMIT_MB,
-             stop: Stop | None = None) -> Rehearsal:
+             stop: Stop | None = None, tree: Tree | None = None) -> Rehearsal:
     """The pending patches on a throwaway copy; the live server is only read.
 
     ``stop`` (a run over targets): once it is set, the rehearsal ends at once: its copy is
-    stopped under whatever runs there, and removed."""
+    stopped under whatever runs there, and removed. ``tree``: the patches read once for
+    every target (runner.plan's)."""
     from postgresqlpatches import runner
     from postgresqlpatches.pg.rehearsal import CopyPasswords, installation_for
     from postgresqlpatches.pg.server import Maintenance
 
     started = time.monotonic()
     live = replace(options, read_only=True)
+    if tree is None and not offline:  # the live plan and the copy's run read it once
+        from postgresqlpatches.core.discovery import read_tree
+
+        tree = read_tree(options.globs, state_db=options.state_db,
+                         admin_user=options.admin_user)
     if offline:  # the copy's passwords: an offline plan logs in nowhere else
         plan = runner.plan_offline(replace(options, environ=CopyPasswords()))
     else:
-        plan = runner.plan(live)
+        plan = runner.plan(live, tree)
     result = Rehearsal(plan, offline)
     if not plan.ok or not plan.pending:
         return result
@@ -161,7 +168,7 @@ def rehearse(options: Options, *, offline: bool = False, data: bool = False,
     try:
         with interruptible():
             _on_copy(options, live, installation, plan, existing, result, offline=offline,
-                     data=data, data_limit_mb=data_limit_mb, stop=stop)
+                     data=data, data_limit_mb=data_limit_mb, stop=stop, tree=tree)
     except PgpatchError as e:
         if stop is not None and stop.is_set():  # the copy went away under it: that is why
             raise RehearsalStopped(f"stopped, its copy removed: {stop.reason}") from e
@@ -174,7 +181,8 @@ def rehearse(options: Options, *, offline: bool = False, data: bool = False,
 
 def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
              existing: set[str], result: Rehearsal, *, offline: bool, data: bool,
-             data_limit_mb: int, stop: Stop | None = None) -> None:
+             data_limit_mb: int, stop: Stop | None = None,
+             tree: Tree | None = None) -> None:
     """Start the copy, fill it, run the patches there, remove it (also on Ctrl-C, and at
     once when ``stop`` is set)."""
     from postgresqlpatches import runner
@@ -221,7 +229,7 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
         timing = _Timing(None if offline else plan)
         failure: PgpatchError | None = None
         try:
-            runner.apply(on_copy, timing)
+            runner.apply(on_copy, timing, tree)
         except runner.PlanRefused as e:  # nothing ran on the copy
             if offline:  # the copy's plan is the tree's on an empty server: its problems
                 result.plan = e.plan
