@@ -11,6 +11,7 @@ own copy; ``stop`` ends a running one at once (its copy is stopped, then removed
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import signal
 import subprocess
@@ -132,8 +133,9 @@ def rehearse(options: Options, *, offline: bool = False, data: bool = False,
     """The pending patches on a throwaway copy; the live server is only read.
 
     ``stop`` (a run over targets): once it is set, the rehearsal ends at once: its copy is
-    stopped under whatever runs there, and removed. ``tree``: the patches read once for
-    every target (runner.plan's)."""
+    stopped under whatever runs there, and removed. ``tree``: the patch files as read
+    already (with targets, once for all of them); else they are read here, once for the
+    live plan and the copy's run."""
     from postgresqlpatches import runner
     from postgresqlpatches.pg.rehearsal import CopyPasswords, installation_for
     from postgresqlpatches.pg.server import Maintenance
@@ -269,7 +271,9 @@ def _stopping(stop: Stop | None, scratch: ScratchServer) -> Iterator[None]:
                         scratch.stop("immediate")
                 return
 
-    watcher = threading.Thread(target=watch, name="pgpatch-rehearsal-stop", daemon=True)
+    # in the target's context: its log lines start with the target's name (fleet.py)
+    watcher = threading.Thread(target=contextvars.copy_context().run, args=(watch,),
+                               name="pgpatch-rehearsal-stop", daemon=True)
     watcher.start()
     try:
         yield
@@ -314,7 +318,8 @@ def _reports(plan: Plan, timing: _Timing, watch: Any,
 @contextmanager
 def interruptible() -> Iterator[None]:
     """SIGTERM (a CI job cancelled, a killed terminal) ends the rehearsal as Ctrl-C does: by an
-    exception, so that the copy is stopped and removed on the way out."""
+    exception, so that the copy is stopped and removed on the way out. With targets
+    fleet.rehearse takes it in the main thread (the rehearsals run in others)."""
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 

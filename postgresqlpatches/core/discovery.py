@@ -211,6 +211,7 @@ class Tree:
 
 
 def read_tree(patterns: Sequence[str], *, state_db: str, admin_user: str) -> Tree:
+    """discover, kept as a value that several runs share."""
     patches, problems = discover(patterns, state_db=state_db, admin_user=admin_user)
     return Tree(tuple(patches), tuple(problems))
 
