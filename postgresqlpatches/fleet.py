@@ -5,9 +5,12 @@ at once, each in a runner call of its own: its own connections, lock and passwor
 Whatever goes wrong on one target is kept as that target's result, so a failing server fails
 only its own rows and the others finish. With ``fail_fast`` no target starts after the first
 failure, and running ones stop before their next patch (each patch is its own unit, recorded
-before the next one starts, so stopping between two is safe).
+before the next one starts, so stopping between two is safe); a running rehearsal stops at
+once instead (its copy holds nothing worth finishing) and its copy is removed.
 
 The runner reports to a reporter per target; this module adds nothing to what a run does.
+The tree is read and parsed once for all targets (_OneTree); what each server makes of it
+(its plan, its groups' databases, its problems) stays the target's own.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from typing import TYPE_CHECKING
 
 from postgresqlpatches import runner
 from postgresqlpatches.core import config
+from postgresqlpatches.core.discovery import Tree, read_tree
 from postgresqlpatches.core.planner import Action, Plan, Step
 from postgresqlpatches.errors import ConnectionFailed, PgpatchError
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.locks import Session
+    from postgresqlpatches.rehearse import Rehearsal
 
 log = logging.getLogger("pgpatch")
 
@@ -103,13 +108,16 @@ class TargetResult:
     done: list[tuple[Step, float]] = field(default_factory=list)
     """apply: the steps this run carried out, with their seconds."""
     status: runner.Status | None = None
+    rehearsal: Rehearsal | None = None
+    """rehearse: what the target's rehearsal found (None when it did not get that far)."""
     error: PgpatchError | None = None
     seconds: float = 0.0
     started: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None and (self.plan is None or self.plan.ok)
+        return (self.error is None and (self.plan is None or self.plan.ok)
+                and (self.rehearsal is None or self.rehearsal.ok))
 
     @property
     def databases(self) -> int:
@@ -165,6 +173,10 @@ class _Stop:
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """True once set; False after ``timeout`` seconds without."""
+        return self._event.wait(timeout)
 
 
 class _TargetReporter:
@@ -227,6 +239,28 @@ def _target_log_names() -> Iterator[None]:
         log.removeFilter(flt)
 
 
+class _OneTree:
+    """The patch files of a run, read, checksummed and parsed once for all its targets
+    (make_target gives them one tree: the same globs, state database and admin role). The
+    first target to need it reads it; an error reading it is each target's, as without
+    targets."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._trees: dict[tuple[tuple[str, ...], str, str], Tree] = {}
+
+    def of(self, options: runner.Options) -> Tree | None:
+        """None without globs (status of the records alone)."""
+        if not options.globs:
+            return None
+        key = (tuple(options.globs), options.state_db, options.admin_user)
+        with self._lock:
+            if key not in self._trees:
+                self._trees[key] = read_tree(options.globs, state_db=options.state_db,
+                                             admin_user=options.admin_user)
+            return self._trees[key]
+
+
 Work = Callable[[TargetResult, _Stop], None]
 
 
@@ -284,9 +318,11 @@ def _wait(futures: Sequence[Future[None]]) -> None:
 def plan(targets: Sequence[Target], jobs: int = DEFAULT_JOBS,
          fail_fast: bool = False) -> list[TargetResult]:
     """runner.plan on each target: read-only everywhere."""
+    tree = _OneTree()
 
     def work(result: TargetResult, _stop: _Stop) -> None:
-        result.plan = runner.plan(result.target.options)
+        options = result.target.options
+        result.plan = runner.plan(options, tree.of(options))
 
     return _each(targets, jobs, fail_fast, work)
 
@@ -295,11 +331,13 @@ def apply(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: bool =
           reporter_for: Callable[[Target], runner.Reporter] | None = None
           ) -> list[TargetResult]:
     """runner.apply on each target, under each server's own lock."""
+    tree = _OneTree()
 
     def work(result: TargetResult, stop: _Stop) -> None:
         inner = reporter_for(result.target) if reporter_for is not None else None
+        options = result.target.options
         try:
-            runner.apply(result.target.options, _TargetReporter(result, stop, inner))
+            runner.apply(options, _TargetReporter(result, stop, inner), tree.of(options))
         except runner.PlanRefused as e:
             result.plan = e.plan
             raise
@@ -310,9 +348,31 @@ def apply(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: bool =
 def status(targets: Sequence[Target], jobs: int = DEFAULT_JOBS,
            fail_fast: bool = False) -> list[TargetResult]:
     """runner.status on each target."""
+    tree = _OneTree()
 
     def work(result: TargetResult, _stop: _Stop) -> None:
-        result.status = runner.status(result.target.options)
+        options = result.target.options
+        result.status = runner.status(options, tree.of(options))
         result.plan = result.status.plan
 
     return _each(targets, jobs, fail_fast, work)
+
+
+def rehearse(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: bool = False,
+             *, data: bool = False, data_limit_mb: int | None = None) -> list[TargetResult]:
+    """rehearse.rehearse on each target: its live server only read, its own throwaway copy
+    of that server's major. A running rehearsal stops at once when the run stops (Ctrl-C,
+    SIGTERM, --fail-fast), and every copy is removed before this returns."""
+    from postgresqlpatches import rehearse as rehearsing
+
+    limit = rehearsing.DATA_LIMIT_MB if data_limit_mb is None else data_limit_mb
+    tree = _OneTree()
+
+    def work(result: TargetResult, stop: _Stop) -> None:
+        options = result.target.options
+        result.rehearsal = rehearsing.rehearse(options, data=data, data_limit_mb=limit,
+                                               stop=stop, tree=tree.of(options))
+        result.plan = result.rehearsal.plan
+
+    with rehearsing.interruptible():  # SIGTERM as Ctrl-C: only the main thread takes signals
+        return _each(targets, jobs, fail_fast, work)

@@ -4,17 +4,23 @@ live (read-only) -> plan -> throwaway server of the live major -> roles, schemas
 --data) and the state database copied -> runner.apply on the copy, with a lock watch ->
 per patch: ran or failed, time, per statement locks and rewrites -> the copy is removed.
 With --offline there is no live server: the tree is built on an empty copy.
+With targets (fleet.rehearse) each target's rehearsal runs in a thread of its own, with its
+own copy; ``stop`` ends a running one at once (its copy is stopped, then removed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from postgresqlpatches.core.planner import Action, Plan, Step
 from postgresqlpatches.core.rehearsal import PatchRehearsal
@@ -22,6 +28,8 @@ from postgresqlpatches.errors import PgpatchError
 from postgresqlpatches.pg.errors import translated
 
 if TYPE_CHECKING:
+    from postgresqlpatches.core.discovery import Tree
+    from postgresqlpatches.pg.scratch import ScratchServer
     from postgresqlpatches.runner import Options
 
 log = logging.getLogger("pgpatch")
@@ -51,6 +59,28 @@ class Rehearsal:
     def ok(self) -> bool:
         return (self.plan.ok and self.error is None
                 and all(p.outcome == "ran" for p in self.patches))
+
+
+class Stop(Protocol):
+    """What ends the rehearsals of a run over targets early: --fail-fast after a target
+    failed, or Ctrl-C/SIGTERM (fleet.py's, set in the main thread)."""
+
+    reason: str
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
+class RehearsalStopped(PgpatchError):
+    """A rehearsal that ``stop`` ended: what ran on the copy is told, the rest is not run,
+    and the copy is removed."""
+
+    kind = "interrupted"
+
+
+STOP_POLL_SECONDS = 0.1
+"""How often a running rehearsal looks whether the run over targets stops."""
 
 
 class _Timing:
@@ -98,21 +128,34 @@ def _step_text(step: tuple[str, Action] | None) -> str:
 
 @translated
 def rehearse(options: Options, *, offline: bool = False, data: bool = False,
-             major: int | None = None, data_limit_mb: int = DATA_LIMIT_MB) -> Rehearsal:
-    """The pending patches on a throwaway copy; the live server is only read."""
+             major: int | None = None, data_limit_mb: int = DATA_LIMIT_MB,
+             stop: Stop | None = None, tree: Tree | None = None) -> Rehearsal:
+    """The pending patches on a throwaway copy; the live server is only read.
+
+    ``stop`` (a run over targets): once it is set, the rehearsal ends at once: its copy is
+    stopped under whatever runs there, and removed. ``tree``: the patch files as read
+    already (with targets, once for all of them); else they are read here, once for the
+    live plan and the copy's run."""
     from postgresqlpatches import runner
     from postgresqlpatches.pg.rehearsal import CopyPasswords, installation_for
     from postgresqlpatches.pg.server import Maintenance
 
     started = time.monotonic()
     live = replace(options, read_only=True)
+    if tree is None and not offline:  # the live plan and the copy's run read it once
+        from postgresqlpatches.core.discovery import read_tree
+
+        tree = read_tree(options.globs, state_db=options.state_db,
+                         admin_user=options.admin_user)
     if offline:  # the copy's passwords: an offline plan logs in nowhere else
         plan = runner.plan_offline(replace(options, environ=CopyPasswords()))
     else:
-        plan = runner.plan(live)
+        plan = runner.plan(live, tree)
     result = Rehearsal(plan, offline)
     if not plan.ok or not plan.pending:
         return result
+    if stop is not None and stop.is_set():
+        raise RehearsalStopped(f"not rehearsed: {stop.reason}")
     existing: set[str] = set()
     if not offline:
         maint = Maintenance(live.server())
@@ -124,17 +167,26 @@ def rehearse(options: Options, *, offline: bool = False, data: bool = False,
             maint.close()
     installation = installation_for(major)
     result.major = installation.major
-    with _interruptible():
-        _on_copy(options, live, installation, plan, existing, result, offline=offline,
-                 data=data, data_limit_mb=data_limit_mb)
+    try:
+        with interruptible():
+            _on_copy(options, live, installation, plan, existing, result, offline=offline,
+                     data=data, data_limit_mb=data_limit_mb, stop=stop, tree=tree)
+    except PgpatchError as e:
+        if stop is not None and stop.is_set():  # the copy went away under it: that is why
+            raise RehearsalStopped(f"stopped, its copy removed: {stop.reason}") from e
+        raise
+    if stop is not None and stop.is_set() and not result.ok:
+        _stopped(result, stop.reason)
     result.seconds = time.monotonic() - started
     return result
 
 
 def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
              existing: set[str], result: Rehearsal, *, offline: bool, data: bool,
-             data_limit_mb: int) -> None:
-    """Start the copy, fill it, run the patches there, remove it (also on Ctrl-C)."""
+             data_limit_mb: int, stop: Stop | None = None,
+             tree: Tree | None = None) -> None:
+    """Start the copy, fill it, run the patches there, remove it (also on Ctrl-C, and at
+    once when ``stop`` is set)."""
     from postgresqlpatches import runner
     from postgresqlpatches.pg.lockwatch import LockWatch
     from postgresqlpatches.pg.rehearsal import (
@@ -149,8 +201,10 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
     passwords = CopyPasswords()
     scratch = ScratchServer(installation, password=passwords.password,
                             settings={"fsync": "off", "max_connections": "100"})
+    watching = contextlib.ExitStack()
     try:
         scratch.start()
+        watching.enter_context(_stopping(stop, scratch))
         if not offline:
             live_server = live.server()
             psql = psql_command(scratch.installation, scratch)
@@ -177,7 +231,7 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
         timing = _Timing(None if offline else plan)
         failure: PgpatchError | None = None
         try:
-            runner.apply(on_copy, timing)
+            runner.apply(on_copy, timing, tree)
         except runner.PlanRefused as e:  # nothing ran on the copy
             if offline:  # the copy's plan is the tree's on an empty server: its problems
                 result.plan = e.plan
@@ -193,8 +247,48 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
         if failure is not None and not any(p.outcome == "failed" for p in result.patches):
             result.error = failure  # not one patch's: the copy's, say
     finally:
+        watching.close()  # the watch is over before the copy is removed
         with _uninterrupted():
             scratch.cleanup()
+
+
+@contextmanager
+def _stopping(stop: Stop | None, scratch: ScratchServer) -> Iterator[None]:
+    """While the copy is in use: once ``stop`` is set, stop the copy at once (``immediate``),
+    so that whatever runs there (a dump being copied in, a patch) fails within a moment and
+    the rehearsal goes on to remove it. Nothing on a copy is worth finishing."""
+    if stop is None:
+        yield
+        return
+    over = threading.Event()
+
+    def watch() -> None:
+        while not over.is_set():
+            if stop.wait(STOP_POLL_SECONDS):
+                if not over.is_set():
+                    log.info("rehearse: stopping the throwaway server (%s)", stop.reason)
+                    with contextlib.suppress(PgpatchError, OSError, subprocess.SubprocessError):
+                        scratch.stop("immediate")
+                return
+
+    # in the target's context: its log lines start with the target's name (fleet.py)
+    watcher = threading.Thread(target=contextvars.copy_context().run, args=(watch,),
+                               name="pgpatch-rehearsal-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        over.set()
+        watcher.join()
+
+
+def _stopped(result: Rehearsal, reason: str) -> None:
+    """A rehearsal ``stop`` ended: the patch it was in did not fail, it was not run."""
+    for p in result.patches:
+        if p.outcome == "failed":
+            p.outcome, p.line, p.sqlstate, p.message = "not run", None, None, None
+            p.seconds = None
+    result.error = RehearsalStopped(f"stopped, its copy removed: {reason}")
 
 
 def _reports(plan: Plan, timing: _Timing, watch: Any,
@@ -222,9 +316,10 @@ def _reports(plan: Plan, timing: _Timing, watch: Any,
 
 
 @contextmanager
-def _interruptible() -> Iterator[None]:
+def interruptible() -> Iterator[None]:
     """SIGTERM (a CI job cancelled, a killed terminal) ends the rehearsal as Ctrl-C does: by an
-    exception, so that the copy is stopped and removed on the way out."""
+    exception, so that the copy is stopped and removed on the way out. With targets
+    fleet.rehearse takes it in the main thread (the rehearsals run in others)."""
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 

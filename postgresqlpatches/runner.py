@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from postgresqlpatches.core.discovery import Patch, discover
+from postgresqlpatches.core.discovery import Patch, Tree, discover
 from postgresqlpatches.core.planner import Action, Plan, ServerFacts, Step, make_plan
 from postgresqlpatches.core.records import Problem
 from postgresqlpatches.errors import PatchFailed, PgpatchError
@@ -62,11 +62,17 @@ def _make_plan(options: Options, server: Server, patches: Sequence[Patch],
 
 
 
+def _discovered(options: Options, tree: Tree | None) -> tuple[list[Patch], list[Problem]]:
+    """The tree as ``tree`` holds it (read once for several targets), else read now."""
+    if tree is not None:
+        return list(tree.patches), list(tree.problems)
+    return discover(options.globs, state_db=options.state_db, admin_user=options.admin_user)
+
+
 @translated
-def plan(options: Options) -> Plan:
+def plan(options: Options, tree: Tree | None = None) -> Plan:
     """Read-only: never creates anything, not even the state database."""
-    patches, problems = discover(options.globs, state_db=options.state_db,
-                                 admin_user=options.admin_user)
+    patches, problems = _discovered(options, tree)
     server = options.server()
     from postgresqlpatches.preflight import expand_groups_read_only, with_lock_conflicts
 
@@ -95,15 +101,15 @@ def plan_offline(options: Options) -> Plan:
 
 
 @translated
-def apply(options: Options, reporter: Reporter | None = None) -> ApplyResult:
+def apply(options: Options, reporter: Reporter | None = None,
+          tree: Tree | None = None) -> ApplyResult:
     """Carry the plan out; nothing runs when the plan has a problem. An apply that stops
     raises an error that carries what ran, what failed and what is left (stopped.py)."""
     from postgresqlpatches.stopped import Tracked, stopped_error
 
     tracked = Tracked(reporter or SilentReporter())
     started = time.monotonic()
-    patches, problems = discover(options.globs, state_db=options.state_db,
-                                 admin_user=options.admin_user)
+    patches, problems = _discovered(options, tree)
     if problems:
         raise PlanRefused(Plan((), tuple(problems)))
 
@@ -222,7 +228,7 @@ def _member_failed(options: Options, step: Step, error: PatchFailed,
 # -- status ------------------------------------------------------------------------------
 
 @translated
-def status(options: Options) -> Status:
+def status(options: Options, tree: Tree | None = None) -> Status:
     """The records; with globs also the plan, from the same reading of the server."""
     server = options.server()
     if not options.globs:
@@ -233,8 +239,7 @@ def status(options: Options) -> Status:
                       record_problems(facts, options.state_db))
     from postgresqlpatches.preflight import expand_groups_read_only
 
-    patches, problems = discover(options.globs, state_db=options.state_db,
-                                 admin_user=options.admin_user)
+    patches, problems = _discovered(options, tree)
     patches, problems = expand_groups_read_only(options, server, patches, problems)
     facts = read_server(server, options.state_db, patches, options.adopt)
     return Status(list(facts.records), _make_plan(options, server, patches, facts, problems),

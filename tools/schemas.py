@@ -1,4 +1,5 @@
-"""Generated JSON Schemas: docs/COMMAND.schema.json of apply, status, baseline and forget, and
+"""Generated JSON Schemas: docs/COMMAND.schema.json of apply, status, baseline, forget and
+rehearse, and
 docs/error.schema.json of a usage error, from docs/plan.schema.json (the hand-written one,
 whose definitions of a patch, a problem and an error they all share) and the shapes below.
 
@@ -149,6 +150,83 @@ def forget_schema(plan: dict[str, Any]) -> dict[str, Any]:
         plan)
 
 
+NULLABLE_STRING = {"type": ["string", "null"]}
+LINE = {"type": ["integer", "null"], "minimum": 1}
+
+
+def rehearse_schema(plan: dict[str, Any]) -> dict[str, Any]:
+    """One rehearsal's document, or with -t/--target one entry per target holding the
+    members every command's target has and one rehearsal's members (docs/rehearse.md)."""
+    lock = _strict(["relation", "mode", "blocks_reads", "blocks_writes"],
+                   {"relation": {"type": "string"},
+                    "mode": {"type": "string",
+                             "description": "As pg_locks names it, in words: ACCESS SHARE, ..."},
+                    "blocks_reads": {"type": "boolean"}, "blocks_writes": {"type": "boolean"}})
+    statement = _strict(["line", "locks", "rewritten"],
+                        {"line": {"type": "integer", "minimum": 1},
+                         "locks": {"type": "array", "items": {"$ref": "#/$defs/lock_taken"}},
+                         "rewritten": {"type": "array", "items": {"type": "string"}}})
+    patch = _strict(
+        ["path", "database", "version", "user", "action", "outcome", "seconds", "error",
+         "statements", "lock_conflicts"],
+        {"path": {"type": "string"}, "database": {"type": "string"},
+         "version": plan["$defs"]["patch"]["properties"]["version"],
+         "user": {"type": "string"},
+         "action": {"enum": ["bootstrap", "apply", "apply (changed)"]},
+         "outcome": {"enum": ["ran", "failed", "not run"]},
+         "seconds": {"type": ["number", "null"], "minimum": 0,
+                     "description": "Its time on the copy; null when it did not run."},
+         "error": {"anyOf": [{"type": "null"}, _strict(
+             ["line", "sqlstate", "message"],
+             {"line": LINE, "sqlstate": NULLABLE_STRING, "message": {"type": "string"}})],
+             "description": "Null unless the outcome is failed."},
+         "statements": {"type": "array", "items": {"$ref": "#/$defs/statement_locks"}},
+         "lock_conflicts": {"type": "array", "items": {"$ref": "#/$defs/lock_conflict"},
+                            "description": "As plan's: live sessions that conflict now."}})
+    own = {
+        "offline": {"type": "boolean"},
+        "major": {"type": ["integer", "null"],
+                  "description": "The copy's PostgreSQL major; null when no copy was made."},
+        "copied": {"type": "array", "items": _strict(
+            ["database", "rows"], {"database": {"type": "string"}, "rows": {"type": "boolean"}})},
+        "too_large": {"type": "array", "items": {"type": "string"}},
+        "patches": {"type": "array", "items": {"$ref": "#/$defs/rehearsed_patch"}},
+        "problems": {"type": "array", "items": {"$ref": "#/$defs/problem"}},
+    }
+    one = {"version": {"const": 1}, "ok": {"type": "boolean"}, **own,
+           "seconds": SECONDS,
+           "error": {"anyOf": [{"type": "null"}, _strict(
+               ["path", "line", "sqlstate", "message", "hint"],
+               {"path": NULLABLE_STRING, "line": LINE, "sqlstate": NULLABLE_STRING,
+                "message": {"type": "string"}, "hint": NULLABLE_STRING})],
+               "description": "A failure that belongs to no patch (the copy could not be "
+                              "made, say); null otherwise."}}
+    target = {
+        "name": {"type": "string"}, "host": NULLABLE_STRING,
+        "port": {"type": ["integer", "null"]}, "ok": {"type": "boolean"},
+        "error": {"type": ["string", "null"],
+                  "description": "The target's one error line (it could not be reached, "
+                                 "its copy could not be made, it was stopped); null when "
+                                 "none, also when a patch failed (its row says so)."},
+        "hint": NULLABLE_STRING,
+        "started": {"type": "boolean",
+                    "description": "False: --fail-fast or Ctrl-C kept it from starting."},
+        "seconds": SECONDS, "databases": {"type": "integer", "minimum": 0}, **own}
+    targets = {"version": {"const": 1}, "ok": {"type": "boolean"},
+               "targets": {"type": "array", "items": {"$ref": "#/$defs/target"}}}
+    return {"$schema": DRAFT, "title": "pgpatch rehearse --format json",
+            "description": "The output of `pgpatch rehearse --format json`: one rehearsal, or "
+                           f"with -t/--target one entry per target. {VERSIONING}",
+            "oneOf": [{"$ref": "#/$defs/rehearsal"}, {"$ref": "#/$defs/targets"}],
+            "$defs": {"rehearsal": _strict(list(one), one),
+                      "targets": _strict(list(targets), targets),
+                      "target": _strict(list(target), target),
+                      "rehearsed_patch": patch, "statement_locks": statement,
+                      "lock_taken": lock,
+                      **{k: plan["$defs"][k] for k in ("problem", "lock_conflict", "session",
+                                                       "identifier")}}}
+
+
 def error_schema(plan: dict[str, Any]) -> dict[str, Any]:
     members = {
         "version": {"const": 1},
@@ -165,7 +243,7 @@ def error_schema(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 SCHEMAS = {"apply": apply_schema, "status": status_schema, "baseline": baseline_schema,
-           "forget": forget_schema, "error": error_schema}
+           "forget": forget_schema, "error": error_schema, "rehearse": rehearse_schema}
 
 
 def render_schemas() -> dict[Path, str]:

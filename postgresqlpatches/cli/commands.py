@@ -231,7 +231,8 @@ def _groups() -> dict[str, tuple[str, ...]]:
 # --- targets: -t/--target, --jobs, --fail-fast (fleet.py runs them, render.py shows them)
 
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """-t/--target and --jobs: plan, apply and status on the config file's [targets.NAME]."""
+    """-t/--target and --jobs: plan, apply, status and rehearse on the config file's
+    [targets.NAME]."""
     options = [
         click.option("-t", "--target", "target_names", multiple=True, metavar="NAME",
                      help="Run on this target of the config file ([targets.NAME]; repeatable; "
@@ -249,7 +250,8 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
 TARGET_FAIL_FAST = click.option(
     "--fail-fast", is_flag=True,
     help="With targets: start nothing new after the first target fails.")
-"""plan's and status's --fail-fast; apply's is FAIL_FAST (groups and targets alike)."""
+"""plan's, status's and rehearse's --fail-fast; apply's is FAIL_FAST (groups and targets
+alike)."""
 
 
 def _targets(kw: dict[str, Any], options: Any, *,
@@ -301,8 +303,10 @@ def _fleet_exit(results: list[Any], pending_exit: bool = False) -> NoReturn:
 
 
 def _run_on_targets(command: str, run: tuple[list[Any], int, bool], fmt: str,
-                    detailed_exit_code: bool = False) -> NoReturn:
-    """The command on each target, then one grouped result, its summary and the exit code."""
+                    detailed_exit_code: bool = False, **rehearsal: Any) -> NoReturn:
+    """The command on each target, then one grouped result, its summary and the exit code.
+
+    ``rehearsal``: rehearse's own options (data, data_limit_mb)."""
     from postgresqlpatches import fleet
     from postgresqlpatches.cli import render
 
@@ -315,6 +319,12 @@ def _run_on_targets(command: str, run: tuple[list[Any], int, bool], fmt: str,
             render.dump_json(render.fleet_apply_json(results))
         else:
             render.print_fleet_apply(results)
+    elif command == "rehearse":
+        results = fleet.rehearse(targets, **how, **rehearsal)
+        if fmt == "json":
+            render.dump_json(render.fleet_rehearsal_json(results))
+        else:
+            render.print_fleet_rehearsal(results)
     elif command == "plan":
         results = fleet.plan(targets, **how)
         if fmt == "json":
@@ -935,6 +945,8 @@ def demo(keep: bool, log_level: str) -> None:
 @click.option("--allow-out-of-order", is_flag=True,
               help="Rehearse patches older than the newest applied one of their database.")
 @ADOPT
+@target_options
+@TARGET_FAIL_FAST
 @common_options
 def rehearse(globs: tuple[str, ...], fmt: str, offline: bool, major: int | None, data: bool,
              data_limit: int, lint: str, allow_out_of_order: bool, adopt: bool,
@@ -946,17 +958,20 @@ def rehearse(globs: tuple[str, ...], fmt: str, offline: bool, major: int | None,
     throwaway server of the same major, with the state database's records; runs the
     pending patches there as apply would; reports per patch ran or failed, its time, and
     per statement the locks it took and the tables it rewrote. The throwaway server lives
-    under TMPDIR and is always removed. See docs/rehearse.md.
+    under TMPDIR and is always removed. With -t each target is rehearsed on a copy of its
+    own. See docs/rehearse.md.
 
     \b
     Exit status:
-      0  every pending patch ran on the copy
-      1  a patch failed, the plan has problems, or the copy could not be made
+      0  every pending patch ran on the copy (with -t: on every target's copy)
+      1  a patch failed, the plan has problems, the copy could not be made, or
+         (with -t) a target failed
       2  usage error (a bad option)
     """
     from postgresqlpatches import rehearse as rehearse_module
     from postgresqlpatches.cli import render
 
+    globs = _configured(globs)
     _require_globs(globs)
     if major is not None and not offline:
         raise click.UsageError("--major goes with --offline: a rehearsal of a live server "
@@ -965,6 +980,9 @@ def rehearse(globs: tuple[str, ...], fmt: str, offline: bool, major: int | None,
         raise click.UsageError("--data copies a live server's rows: not with --offline")
     options = _options(kw, globs, allow_out_of_order=allow_out_of_order, lint=lint,
                        adopt=adopt)
+    fleet_run = _targets(kw, options, offline=offline)
+    if fleet_run is not None:
+        _run_on_targets("rehearse", fleet_run, fmt, data=data, data_limit_mb=data_limit)
     result = rehearse_module.rehearse(options, offline=offline, data=data, major=major,
                                       data_limit_mb=data_limit)
     if fmt == "json":

@@ -775,12 +775,15 @@ def forget_json(database: str, forgotten: int | None,
             "forgotten": forgotten, "error": error_json(error) if error is not None else None}
 # -- fleets (-t/--target) ----------------------------------------------------------------
 # One group per target, in the order asked for, then a summary table; JSON is
-# {"version", "ok", "targets": [...]} for plan, apply and status alike (docs/fleet.md).
+# {"version", "ok", "targets": [...]} for plan, apply, status and rehearse alike
+# (docs/fleet.md).
 
 FLEET_SUMMARY_HEADERS = {
     "plan": ["target", "databases", "pending", "problems", "seconds", "error"],
     "apply": ["target", "databases", "applied", "failed", "seconds", "error"],
     "status": ["target", "databases", "records", "problems", "seconds", "error"],
+    "rehearse": ["target", "databases", "major", "ran", "failed", "not run", "seconds",
+                 "error"],
 }
 
 
@@ -802,8 +805,11 @@ def fleet_summary_rows(results: Sequence[TargetResult], command: str) -> list[li
     """The last table of a fleet run: one row per target (FLEET_SUMMARY_HEADERS[command])."""
     rows = []
     for r in results:
+        error = _error_lines(r.error)[0].removeprefix("error: ") if r.error else ""
         if command == "apply":
             counts = [str(len(r.done)), str(len(r.not_applied))]
+        elif command == "rehearse":
+            counts, error = _rehearsal_counts(r, error)
         elif command == "plan":
             counts = [str(len(r.plan.pending)) if r.plan else "-",
                       str(len(r.plan.problems)) if r.plan else "-"]
@@ -812,10 +818,29 @@ def fleet_summary_rows(results: Sequence[TargetResult], command: str) -> list[li
                         else r.status.problems if r.status is not None else None)
             counts = [str(len(r.status.records)) if r.status else "-",
                       str(len(problems)) if problems is not None else "-"]
-        error = _error_lines(r.error)[0].removeprefix("error: ") if r.error else ""
         rows.append([r.target.name, str(r.databases) if r.plan or r.status else "-", *counts,
                      f"{r.seconds:.2f}", error])
     return rows
+
+
+def _rehearsal_counts(result: TargetResult, error: str) -> tuple[list[str], str]:
+    """rehearse's summary cells: the copy's major and its patches' outcomes; the error is
+    the target's, else the rehearsal's, else the patch that failed."""
+    from postgresqlpatches.core.redact import redact
+
+    r = result.rehearsal
+    if r is None:
+        return ["-", "-", "-", "-"], error
+    counts = [str(sum(p.outcome == o for p in r.patches)) for o in ("ran", "failed", "not run")]
+    failed = next((p for p in r.patches if p.outcome == "failed"), None)
+    if not error and r.error is not None:
+        error = _error_lines(r.error)[0].removeprefix("error: ")
+    elif not error and failed is not None:
+        error = redact(f"{failed.path}:{failed.line}: {failed.message}" if failed.line
+                       else f"{failed.path}: {failed.message}")
+    elif not error and not r.plan.ok:
+        error = f"not rehearsed: the plan has {_plural(len(r.plan.problems), 'problem')}"
+    return [str(r.major) if r.major else "-", *counts], error
 
 
 def print_fleet_summary(results: Sequence[TargetResult], command: str,
@@ -864,6 +889,20 @@ def print_fleet_status(results: Sequence[TargetResult], stream: IO[str] | None =
         if r.error is not None:
             stream.write("".join(line + "\n" for line in _error_lines(r.error)))
     print_fleet_summary(results, "status", stream)
+
+
+def print_fleet_rehearsal(results: Sequence[TargetResult],
+                          stream: IO[str] | None = None) -> None:
+    """Per target its rehearsal as without targets (or the error it ended with), then the
+    summary."""
+    stream = stream or sys.stdout
+    for i, r in enumerate(results):
+        _print_target_head(r, stream, i == 0)
+        if r.rehearsal is not None:
+            print_rehearsal(r.rehearsal, stream)
+        if r.error is not None:
+            stream.write("".join(line + "\n" for line in _error_lines(r.error)))
+    print_fleet_summary(results, "rehearse", stream)
 
 
 def print_fleet_apply(results: Sequence[TargetResult], stream: IO[str] | None = None) -> None:
@@ -957,6 +996,31 @@ def fleet_status_json(results: Sequence[TargetResult]) -> dict[str, Any]:
                             else st["problems"] if st else [])
         if st and "plan" in st:
             data["plan"] = st["plan"]
+        entries.append(data)
+    return _fleet_json(results, entries)
+
+
+def fleet_rehearsal_json(results: Sequence[TargetResult]) -> dict[str, Any]:
+    """Each target's entry holds, beside the members every command's has, its rehearsal's
+    members as rehearsal_json gives them (``error`` stays the target's one line: its own, or
+    the rehearsal's)."""
+    from postgresqlpatches.core.redact import redact
+
+    entries = []
+    for r in results:
+        data = _target_json(r)
+        if r.rehearsal is not None:
+            own = rehearsal_json(r.rehearsal)
+            for key in ("version", "ok", "error", "seconds"):
+                own.pop(key)
+            data.update(own)
+            failure = r.rehearsal.error
+            if r.error is None and failure is not None:
+                data["error"] = redact(str(failure))
+                data["hint"] = redact(failure.hint) if failure.hint else None
+        else:
+            data.update(offline=False, major=None, copied=[], too_large=[], patches=[],
+                        problems=[])
         entries.append(data)
     return _fleet_json(results, entries)
 

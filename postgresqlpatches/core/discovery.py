@@ -10,11 +10,15 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from postgresqlpatches.core.checksums import text_checksum, token_checksum
 from postgresqlpatches.core.naming import BadName, PatchName, parse_name
 from postgresqlpatches.core.records import Problem
 from postgresqlpatches.errors import PgpatchError
+
+if TYPE_CHECKING:
+    from postgresqlpatches.core.statements import ParsedSql
 
 BUILTIN_PREFIX = "<pgpatch>/"
 BUILTIN_USER = "postgres"
@@ -44,6 +48,27 @@ class Patch:
         if self.origin is not None:
             return self.origin.checksum
         return token_checksum(self.text, psql=self.name.is_baseline)
+
+    @functools.cached_property
+    def parsed(self) -> ParsedSql:
+        """The statements psycopg will run, parsed on first use and kept: every plan over
+        this value (one per target, a group's databases) shares one parse. A file that does
+        not parse raises each time (PgpatchError with its line)."""
+        if self.origin is not None:
+            return self.origin.parsed
+        from postgresqlpatches.core.statements import parse_sql
+
+        return parse_sql(self.text)
+
+    @functools.cached_property
+    def created_roles(self) -> frozenset[str]:
+        """The roles the file creates by name (statements.created_role_names), scanned once
+        per Patch value like ``parsed``."""
+        if self.origin is not None:
+            return self.origin.created_roles
+        from postgresqlpatches.core.statements import created_role_names
+
+        return created_role_names(self.text)
 
     @property
     def group(self) -> str | None:
@@ -174,6 +199,21 @@ def builtin_patches(state_db: str, admin_user: str = BUILTIN_USER) -> list[Patch
             patch = Patch(name, patch.path, patch.text, patch.text_checksum, builtin=True)
         patches.append(patch)
     return patches
+
+
+@dataclass(frozen=True)
+class Tree:
+    """What discover found, for several runs over one tree (targets): the files are read,
+    checksummed and parsed once, whatever the number of servers."""
+
+    patches: tuple[Patch, ...]
+    problems: tuple[Problem, ...]
+
+
+def read_tree(patterns: Sequence[str], *, state_db: str, admin_user: str) -> Tree:
+    """discover, kept as a value that several runs share."""
+    patches, problems = discover(patterns, state_db=state_db, admin_user=admin_user)
+    return Tree(tuple(patches), tuple(problems))
 
 
 def discover(patterns: Sequence[str], *, state_db: str = "patches",

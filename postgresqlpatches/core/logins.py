@@ -25,8 +25,6 @@ def missing_logins(pending: Sequence[Step], roles: frozenset[str],
     ``pending`` steps log in as and that neither ``roles`` (the server's) nor an earlier
     pending step creates. A step whose file has a problem already (``blamed``, by path) is
     not told again, but the roles it creates still count for the steps after it."""
-    from postgresqlpatches.core.statements import created_role_names
-
     created: set[str] = set()
     earlier: list[str] = []  # texts of the steps before, for a name they may compute
     told: set[str] = set()
@@ -54,6 +52,6 @@ def missing_logins(pending: Sequence[Step], roles: frozenset[str],
                     "run creates it: the patch would fail to log in",
                     hint=f"create the role {user} before it (in the database's 0000 baseline, "
                          "or a patch of its own), or fix the user in the file name"))
-        created |= created_role_names(patch.text)
+        created |= patch.created_roles
         earlier.append(patch.text)
     return problems, warnings

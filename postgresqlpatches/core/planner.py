@@ -557,17 +557,17 @@ def _parse_step(step: Step, problems: list[Problem], lint: str = "warn",
     """Parse what psycopg will run: meta-commands and syntax errors stop the plan.
 
     ``cache``: the parses of group files, by path (each of a group's databases has the same
-    file; the same problems it raises once per database are made one by make_plan)."""
-    from postgresqlpatches.core.statements import EXPLICIT_TRANSACTION_CONTROL, parse_sql
+    file; the same problems it raises once per database are made one by make_plan). A file
+    is parsed once per Patch value (Patch.parsed): plans over one tree share its parses."""
+    from postgresqlpatches.core.statements import EXPLICIT_TRANSACTION_CONTROL
     from postgresqlpatches.errors import PgpatchError
 
     patch = step.patch
     try:
         if cache is not None and patch.origin is not None:
-            parsed = cache.get(patch.path) or cache.setdefault(patch.path,
-                                                               parse_sql(patch.text))
+            parsed = cache.get(patch.path) or cache.setdefault(patch.path, patch.parsed)
         else:
-            parsed = parse_sql(patch.text)
+            parsed = patch.parsed
     except PgpatchError as e:
         from postgresqlpatches.core.redact import redact
 

@@ -642,3 +642,57 @@ def test_a_groups_failing_database_is_a_failed_row_of_its_target(fl: Fleet) -> N
     assert rows == {"tenant_a": "applied", "tenant_b": "failed"}
     assert (eu1["ok"], eu2["ok"]) == (False, True)
     assert [p["result"] for p in eu2["patches"] if p["database"] != "patches"] == ["applied"]
+
+
+def test_the_tree_is_read_and_parsed_once_and_each_target_keeps_its_own_plan(
+        fl: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """plan -t all over three servers: each file is read once and each pending file parsed
+    once for all of them, yet each target's plan is its own: its group's databases, and a
+    role that only it lacks as its own problem."""
+    from postgresqlpatches.core import discovery, statements
+
+    for name, tenants in (("eu1", ("tenant_a", "tenant_b")), ("eu2", ("tenant_a",)),
+                          ("us1", ("tenant_a",))):
+        with fl.servers[name].connect(sslmode="disable") as conn:
+            for tenant in tenants:
+                conn.execute(f"CREATE DATABASE {tenant}")
+            if name != "us1":
+                conn.execute("CREATE ROLE keeper LOGIN")
+    fl.write("@tenants.20240101.0001.keeper.t.sql", "CREATE TABLE t (id int);\n")
+    fl.write("tenant_a.20240102.0001.postgres.u.sql", "CREATE TABLE u (id int);\n")
+    read: list[str] = []
+    parsed: list[str] = []
+    read_patch, parse_sql = discovery.read_patch, statements.parse_sql
+
+    def counted_read(path: str, **kw: Any) -> Any:
+        if not kw.get("builtin"):
+            read.append(path)
+        return read_patch(path, **kw)
+
+    def counted_parse(text: str) -> Any:
+        parsed.append(text)
+        return parse_sql(text)
+
+    monkeypatch.setattr(discovery, "read_patch", counted_read)
+    monkeypatch.setattr(statements, "parse_sql", counted_parse)
+    path = fl.config(extra='[groups.tenants]\ndatabases = ["tenant_*"]\n')
+    result = fl.cli("plan", "--config", path, "-t", "all", "--format", "json", fl.glob())
+    assert result.exit_code == 1, result.output  # us1 lacks the role
+    assert sorted(Path(p).name for p in read) == ["@tenants.20240101.0001.keeper.t.sql",
+                                                  "tenant_a.20240102.0001.postgres.u.sql"]
+    texts = [t for t in parsed if t in ("CREATE TABLE t (id int);\n",
+                                        "CREATE TABLE u (id int);\n")]
+    assert sorted(texts) == ["CREATE TABLE t (id int);\n", "CREATE TABLE u (id int);\n"]
+    targets = {t["name"]: t for t in json.loads(result.stdout)["targets"]}
+
+    def tenants(name: str) -> list[tuple[str, str]]:
+        return [(p["database"], p["action"]) for p in targets[name]["patches"]
+                if p["database"] != "patches"]
+
+    assert tenants("eu1") == [("tenant_a", "apply"), ("tenant_a", "apply"),
+                              ("tenant_b", "apply")]
+    assert tenants("eu2") == tenants("us1") == [("tenant_a", "apply"), ("tenant_a", "apply")]
+    assert [p["kind"] for p in targets["eu1"]["problems"]] == []
+    assert [p["kind"] for p in targets["eu2"]["problems"]] == []
+    assert [(p["kind"], Path(p["path"]).name) for p in targets["us1"]["problems"]] == [
+        ("no-role", "@tenants.20240101.0001.keeper.t.sql")]

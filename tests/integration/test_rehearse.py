@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.integration.conftest import Pg
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+SCHEMA = json.loads((ROOT / "docs" / "rehearse.schema.json").read_text(encoding="utf-8"))
 
 BASELINE = """\\getenv app_password PGPATCH_APP_PASSWORD
 CREATE ROLE app LOGIN PASSWORD :'app_password';
@@ -65,8 +67,11 @@ def _live_state(pg: Pg) -> dict[str, Any]:
 
 
 def _rehearse_json(pg: Pg, *args: str) -> tuple[int, dict[str, Any]]:
+    """The document, valid against docs/rehearse.schema.json."""
     result = pg.cli("rehearse", pg.glob(), "--format", "json", *args)
-    return result.exit_code, json.loads(result.stdout)
+    doc = json.loads(result.stdout)
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+    return result.exit_code, doc
 
 
 def _by_file(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -64,7 +64,7 @@ def _args(command: str, tmp_path: Path) -> list[str]:
             "forget": ["app"]}[command]
 
 
-@pytest.mark.parametrize("name", [*COMMANDS, "error"])
+@pytest.mark.parametrize("name", [*COMMANDS, "error", "rehearse"])
 def test_each_schema_is_a_valid_draft_2020_12_schema(name: str) -> None:
     jsonschema.Draft202012Validator.check_schema(schema(name))
 
