@@ -28,32 +28,38 @@ def missing_logins(pending: Sequence[Step], roles: frozenset[str],
     from postgresqlpatches.core.statements import created_role_names
 
     created: set[str] = set()
-    earlier: list[str] = []  # texts of the steps before, for a name they may compute
+    scanned = 0  # the steps before this one whose texts were scanned for CREATE ROLE
     told: set[str] = set()
     problems: list[Problem] = []
     warnings: list[str] = []
-    for step in pending:
+    for index, step in enumerate(pending):
         patch = step.patch
         user = patch.name.user
-        if patch.path not in blamed and user not in roles and user not in created \
-                and user not in told:
-            told.add(user)
-            named = re.compile(rf"(?<![A-Za-z0-9_$]){re.escape(user)}(?![A-Za-z0-9_$])",
-                               re.IGNORECASE)
-            maker = next((text for text in earlier if named.search(text)), None)
-            if maker is not None:
-                warnings.append(
-                    f"{patch.path}: role {user} does not exist on the server; an "
-                    "earlier patch of this run names it but does not create it by name "
-                    "(CREATE ROLE): if it does not make it, this patch fails to log in "
-                    "[no-role]")
-            else:
-                problems.append(Problem(
-                    "no-role", patch.path,
-                    f"role {user} does not exist on the server, and no earlier patch of this "
-                    "run creates it: the patch would fail to log in",
-                    hint=f"create the role {user} before it (in the database's 0000 baseline, "
-                         "or a patch of its own), or fix the user in the file name"))
-        created |= created_role_names(patch.text)
-        earlier.append(patch.text)
+        if patch.path in blamed or user in roles or user in told:
+            continue
+        # the earlier steps are scanned only now, for a user the server lacks: a run whose
+        # users all exist scans nothing (the scan cost 0.05-0.1 ms per pending patch)
+        for earlier in pending[scanned:index]:
+            created |= created_role_names(earlier.patch.text)
+        scanned = index
+        if user in created:
+            continue
+        told.add(user)
+        named = re.compile(rf"(?<![A-Za-z0-9_$]){re.escape(user)}(?![A-Za-z0-9_$])",
+                           re.IGNORECASE)
+        maker = next((s.patch.path for s in pending[:index] if named.search(s.patch.text)),
+                     None)
+        if maker is not None:
+            warnings.append(
+                f"{patch.path}: role {user} does not exist on the server; an "
+                "earlier patch of this run names it but does not create it by name "
+                "(CREATE ROLE): if it does not make it, this patch fails to log in "
+                "[no-role]")
+        else:
+            problems.append(Problem(
+                "no-role", patch.path,
+                f"role {user} does not exist on the server, and no earlier patch of this "
+                "run creates it: the patch would fail to log in",
+                hint=f"create the role {user} before it (in the database's 0000 baseline, "
+                     "or a patch of its own), or fix the user in the file name"))
     return problems, warnings

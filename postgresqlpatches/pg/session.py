@@ -131,6 +131,7 @@ class RunSession:
         # kept connections whose last patch's session is not reset yet (_after_patch)
         self.dirty: set[tuple[str, str]] = set()
         self.new_sessions: dict[str, NewSession | None] = {}  # by path: _new_session
+        self.sent_statements: dict[str, Sequence[Statement]] = {}  # by path: _observed
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
         self.fill_later: list[tuple[int, Patch]] = []  # state bootstrap records, pre-upgrade
@@ -212,12 +213,22 @@ class RunSession:
         self.applied += 1
 
     def _observed(self, step: Step) -> Sequence[Statement]:
-        """What goes down the pipeline: as_sent, with an observer's queries between."""
+        """What goes down the pipeline: as_sent, with an observer's queries between. Made
+        once per step: a patch sent behind the one before was made then, and is taken here
+        (an observer's ``sent`` is asked once per statement list it sends)."""
         from postgresqlpatches.core.outcomes import as_sent
 
+        made = self.sent_statements.pop(step.patch.path, None)
+        if made is not None:
+            return made
         statements = as_sent(step, self.state_db)
         return (self.observer.sent(step.patch, statements) if self.observer is not None
                 else statements)
+
+    def _observed_ahead(self, step: Step) -> Sequence[Statement]:
+        """_observed for a patch sent behind the one before it, kept for its own run."""
+        statements = self.sent_statements[step.patch.path] = self._observed(step)
+        return statements
 
     # -- the lock budget -----------------------------------------------------------------
 
@@ -453,7 +464,7 @@ class RunSession:
         sent, self.sent_ahead = self.sent_ahead is patch, None
         try:
             run_transaction(conn, patch, self._observed(step), write_record,
-                            (following.patch, self._observed(following))
+                            (following.patch, self._observed_ahead(following))
                             if following else None,
                             sent=sent, modes=step.transaction,
                             following_modes=following.transaction if following else (),
