@@ -10,7 +10,7 @@ pgpatch cannot rule the creation out: a warning instead of a problem.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING
 
 from postgresqlpatches.core.records import Problem
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from postgresqlpatches.core.planner import Step
 
 
-def missing_logins(pending: Sequence[Step], roles: frozenset[str],
+def missing_logins(pending: Sequence[Step], roles: Container[str],
                    blamed: frozenset[str] = frozenset()) -> tuple[list[Problem], list[str]]:
     """The problems (kind ``no-role``) and warnings (for log.warning) of the users that
     ``pending`` steps log in as and that neither ``roles`` (the server's) nor an earlier
