@@ -525,7 +525,7 @@ def make_state_database(conn: psycopg.Connection, patch: Patch, secrets: Mapping
         if step.command not in ("", *RUN_HERE):
             raise PgpatchError(f"{step.command} is not run without psql", path=patch.path,
                                line=step.line)
-        if step.command == "\\if":
+        if step.command == "\\if":  # inside a skipped branch psql does not evaluate it
             skipping.append(any(skipping) or not _psql_true(
                 psql_boolean(substitute(step.text, variables, str, str)), patch, step.line))
             continue

@@ -200,3 +200,32 @@ def test_pg_roles_is_read_only_for_a_user_the_run_does_not_know(
     ghost.unlink()
     assert pg.cli("apply", pg.glob()).exit_code == 0
     assert reads == [1, 1]
+
+
+def test_the_state_patches_after_the_own_baseline_start_in_a_reset_session(
+        pg: Pg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline's session of the new state database ends as role patches (its SET ROLE)
+    and the first upgrade gives owners away in a DO block; the state patches after each run
+    on that same session, reset by DISCARD ALL first: as the admin role again, with the
+    server's search_path."""
+    pg.query("CREATE DATABASE app")
+    pg.write("app.20240101.0001.postgres.one.sql", "CREATE TABLE one ();\n")
+    resets: list[tuple[str, str, str]] = []  # database, user before, user after
+    reset = executor.reset_session
+
+    def watched(conn: Any) -> bool:
+        before = conn.execute("SELECT current_user").fetchone()[0]
+        conn.rollback()
+        done = reset(conn)
+        after = conn.execute("SELECT current_user").fetchone()[0]
+        conn.rollback()
+        resets.append((conn.info.dbname, before, after))
+        return done
+
+    monkeypatch.setattr(executor, "reset_session", watched)
+    result = pg.cli("apply", pg.glob())
+    assert result.exit_code == 0, result.output
+    state = [r for r in resets if r[0] == "patches"]
+    assert state[0] == ("patches", "patches", "postgres")  # the baseline's SET ROLE undone
+    assert len(state) == STATE_PATCHES - 1  # before each state patch after the baseline
+    assert {r[2] for r in state} == {"postgres"}
