@@ -6,7 +6,7 @@ the decisions are core/'s, the reading pg/'s."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgpatch")
 
 
-def check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None, *,
+def check_passwords(server: Server, the_plan: Plan, roles: Container[str] | None, *,
                      online: bool, state_db: str = DEFAULT_STATE_DB) -> Plan:
     """Every fallback to the user name, found before anything runs: one warning line per
     role, or with --strict-passwords a problem each (kind ``password``).
@@ -68,7 +68,7 @@ def check_passwords(server: Server, the_plan: Plan, roles: frozenset[str] | None
     return replace(the_plan, problems=(*the_plan.problems, *problems))
 
 
-def check_logins(the_plan: Plan, roles: frozenset[str] | None) -> Plan:
+def check_logins(the_plan: Plan, roles: Container[str] | None) -> Plan:
     """A pending patch's user that will not exist when it runs (core/logins.py): a problem,
     or a warning line where an earlier patch may make it unseen."""
     from postgresqlpatches.core.logins import missing_logins

@@ -164,7 +164,7 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
         raise PlanRefused(Plan((), tuple(dict.fromkeys(problems))))
     existing = run.open({p.name.database for p in patches})
     facts = read_facts(run.maint, options.state_db, existing, run.store, patches,
-                       options.adopt)
+                       options.adopt, look=run.look_into, lazy_roles=True)
     plan = _make_plan(options, run.server, patches, facts)
     if plan.problems:
         raise PlanRefused(plan)

@@ -26,8 +26,11 @@ def new_session_of(step: Step) -> NewSession | None:
     """Why the next patch on this step's connection needs a new session (DISCARD ALL is not
     enough), or None. A psql baseline's statements are not parsed: it may change any login's
     defaults."""
+    from postgresqlpatches.core.own_patches import needs_no_new_session, runs_without_psql
     from postgresqlpatches.core.statements import NewSession, new_session_needed
 
+    if runs_without_psql(step.patch) or needs_no_new_session(step.patch):
+        return None  # pgpatch's own, read: DISCARD ALL is enough (core/own_patches.py)
     if step.via_psql:
         return NewSession("a psql baseline", every_connection=True)
     return new_session_needed(step.statements)
@@ -122,6 +125,11 @@ def gave_up(budget: LockBudget, retries: int, seconds: float, blockers: Sequence
 def step_mode(step: Step, state_db: str) -> str:
     """How a pending step is run, in words (the SQL mode -l debug names)."""
     if step.via_psql:
+        from postgresqlpatches.core.own_patches import runs_without_psql
+
+        if runs_without_psql(step.patch):
+            return "bootstrap as psql would run it (the state database's 0000 baseline, " \
+                   "run by pgpatch itself), as a whole"
         return "bootstrap through psql (a 0000 baseline), as a whole"
     modes = f", {' '.join(step.transaction)}" if step.transaction else ""
     if step.action is Action.BOOTSTRAP:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -153,8 +153,9 @@ class ServerFacts:
     xact_status: Mapping[int, str | None] = field(default_factory=dict)
     state_exists: bool = False
     half_made: frozenset[str] = frozenset()
-    roles: frozenset[str] | None = None
-    """The server's roles, read when a baseline may run (None: not read, or offline)."""
+    roles: Container[str] | None = None
+    """The server's roles, read when a baseline may run (None: not read, or offline); an
+    apply's are read only when asked of a role it does not know (pg/server.py Roles)."""
     unrecorded: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Databases of unrecorded_candidates() that hold objects of their own (their
     descriptions); not asked with --adopt."""

@@ -97,8 +97,12 @@ def as_text(send: Sending, *, what: str = "") -> str:
     name = step.patch.name
     mode = send.mode
     if mode == THROUGH_PSQL:
+        from postgresqlpatches.core.own_patches import runs_without_psql
+
         mode = (f"psql on database postgres with -v database={name.database}, "
                 "the file as it is")
+        if runs_without_psql(step.patch):  # the same, without a psql process
+            mode = mode.replace("psql on", "as psql would run it, by pgpatch itself, on", 1)
     elif send.start:
         mode += f", resumed at statement {send.start + 1}"
     if step.action is Action.BOOTSTRAP:

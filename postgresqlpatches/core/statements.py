@@ -96,6 +96,12 @@ def find_meta_commands(text: str) -> tuple[MetaCommand, ...]:
     return tuple(MetaCommand(line, command) for _, _, line, command in found)
 
 
+def meta_command_spans(text: str) -> list[tuple[int, int, int, str]]:
+    """Each meta-command as (start, end of its line, line, command), for running a script
+    as psql reads it (core/own_patches.py)."""
+    return _scan_psql(text)[0]
+
+
 # --- what a bootstrap script may do outside its own statements --------------------------------
 
 _INCLUDES = frozenset({"\\i", "\\ir", "\\include", "\\include_relative", "\\!"})

@@ -425,12 +425,22 @@ class Server:
         env["PGAPPNAME"] = self.application_name  # a run's psql is one of its sessions
         env.pop("PGDATABASE", None)
         self._service_as_variables(env)
-        for name, role in (variables or {}).items():
+        if variables:
             assert verifier is not None, "variables need a verifier"
-            found = self.password_source(role, roles_db or dbname)
-            clear = found.password if found is not None else role
-            env[name] = verifier(clear, role) if clear else ""
+            env.update(self.verifiers(variables, verifier, roles_db or dbname))
         return env
+
+    def verifiers(self, variables: Mapping[str, str], verifier: Callable[[str, str], str],
+                  roles_db: str) -> dict[str, str]:
+        """Each password variable a baseline names (name: role), as the role's SCRAM
+        verifier: what psql gets for it (psql_environment), and pgpatch's own baseline when
+        it runs without psql (state.make_state_database)."""
+        found: dict[str, str] = {}
+        for name, role in variables.items():
+            source = self.password_source(role, roles_db)
+            clear = source.password if source is not None else role
+            found[name] = verifier(clear, role) if clear else ""
+        return found
 
     def _service_as_variables(self, env: dict[str, str]) -> None:
         """A service's password would beat the child's PGPASSWORD (libpq takes a service's
@@ -503,6 +513,29 @@ types, schemas, ...): a temporary table's schema, an empty public schema made an
 row type and the array types that come with types are not counted."""
 
 
+class Roles:
+    """The server's roles as a run asks about them: ``known`` (the roles it is logged in as)
+    without a query, any other from pg_roles, read once, at the first such question: a run
+    whose patches all run as the admin role never reads it."""
+
+    def __init__(self, maint: Maintenance, known: Iterable[str]) -> None:
+        self.maint = maint
+        self.known = frozenset(known)
+        self.read: frozenset[str] | None = None
+
+    def __contains__(self, role: object) -> bool:
+        if role in self.known:
+            return True
+        if self.read is None:
+            self.read = frozenset(self.maint.roles())
+        return role in self.read
+
+
+def _objects(conn: psycopg.Connection) -> list[tuple[int, int, str]]:
+    rows = conn.execute(USER_OBJECTS, {"first": FIRST_NORMAL_OID}).fetchall()
+    return [(int(c), int(o), str(d)) for c, o, d in rows]
+
+
 class Maintenance:
     """The admin role's session on the maintenance database: facts about the server, and the
     lock."""
@@ -537,14 +570,26 @@ class Maintenance:
         ).fetchall()
         return {r[0] for r in rows}
 
-    def objects_of_their_own(self, databases: Iterable[str]) -> dict[str, list[str]]:
+    def objects_of_their_own(self, databases: Iterable[str],
+                             look: Callable[[str], psycopg.Connection] | None = None,
+                             ) -> dict[str, list[str]]:
         """The databases that hold objects beyond what CREATE DATABASE copies from template1,
         each with the objects' descriptions ("table public.ledger"): one short session per
-        database asked, plus one on template1 when a database holds anything at all."""
+        database asked, plus one on template1 when a database holds anything at all.
+        ``look``: a session of the database for the admin role that the caller keeps (an
+        apply's patch session, RunSession.look_into): its patches then need no login of
+        their own."""
         found: dict[str, list[str]] = {}
         template: set[tuple[int, int]] | None = None
         for database in sorted(databases):
-            rows = self._user_objects(database)
+            if look is None:
+                rows = self._user_objects(database)
+            else:
+                conn = look(database)
+                try:
+                    rows = _objects(conn)
+                finally:
+                    conn.rollback()
             if rows and template is None:
                 try:  # a copy keeps template1's oids: only what differs is the database's
                     template = {(c, o) for c, o, _ in self._user_objects("template1")}
@@ -559,10 +604,9 @@ class Maintenance:
     def _user_objects(self, database: str) -> list[tuple[int, int, str]]:
         conn = self.server.connect(database, self.server.admin_user)
         try:
-            rows = conn.execute(USER_OBJECTS, {"first": FIRST_NORMAL_OID}).fetchall()
+            return _objects(conn)
         finally:
             conn.close()
-        return [(int(c), int(o), str(d)) for c, o, d in rows]
 
     def roles(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT rolname FROM pg_roles").fetchall()}

@@ -4,7 +4,8 @@ and the running of each step, pipelining included (the runner only says which st
 A run needs at most ``CONNECTIONS`` connections to the server, whatever the number of
 databases: the lock's session, the state database's, ``PATCH_SESSIONS`` patch sessions (the
 least recently used is closed when a step needs another (database, user)), and one more, short
-lived, for a psql baseline or a look into a database while planning (docs/safety.md); a patch
+lived, for a psql baseline (docs/safety.md; the look into a database while planning is a patch
+session of the admin role: look_into); a patch
 that waits on its lock budget's retries adds the one that watches who blocks it.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
@@ -72,12 +73,17 @@ def state_store(server: Server, state_db: str, existing: set[str]) -> StateStore
 
 def read_facts(maint: Maintenance, state_db: str, existing: set[str],
                store: StateStore | None, patches: Sequence[Patch] = (),
-               adopt: bool = False) -> ServerFacts:
+               adopt: bool = False,
+               look: Callable[[str], Connection] | None = None,
+               lazy_roles: bool = False) -> ServerFacts:
     """The records and the fate of unsettled transactions, from what the caller opened: a
     state database that exists without a store is one whose bootstrap was cut short. The
     roles when there are patches: the password check and every pending patch's login need
     them (preflight.py).
-    Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates)."""
+    Databases without records are looked into unless ``adopt`` (planner.unrecorded_candidates),
+    through ``look`` when given (Maintenance.objects_of_their_own). ``lazy_roles`` (the
+    maintenance session outlives the plan): pg_roles is read only when the plan asks of a
+    role other than the ones the run logs in as (server.Roles)."""
     from postgresqlpatches.core.planner import ServerFacts, unrecorded_candidates
 
     half_made = state_db in existing and store is None
@@ -85,13 +91,22 @@ def read_facts(maint: Maintenance, state_db: str, existing: set[str],
     xact = maint.xact_status([r.xid for r in records if not r.settled and r.xid is not None])
     present = existing - {state_db} if half_made else existing
     unrecorded = {} if adopt else maint.objects_of_their_own(
-        unrecorded_candidates(patches, present, records, state_db))
+        unrecorded_candidates(patches, present, records, state_db), look)
     interrupted = {r.database for r in records
                    if r.major == "00000000" and not r.settled and r.xid is None}
     return ServerFacts(frozenset(present), tuple(records), xact, state_db in present,
                        frozenset({state_db}) if half_made else frozenset(),
-                       frozenset(maint.roles()) if patches else None, unrecorded,
+                       _roles(maint, store, lazy_roles) if patches else None, unrecorded,
                        maint.leftovers(interrupted & present - {state_db}))
+
+
+def _roles(maint: Maintenance, store: StateStore | None, lazy: bool) -> Container[str]:
+    from postgresqlpatches.pg.server import Roles
+
+    if not lazy:
+        return frozenset(maint.roles())
+    logged_in = [maint.server.admin_user] + ([STATE_USER] if store is not None else [])
+    return Roles(maint, logged_in)
 
 
 def read_server(server: Server, state_db: str, patches: Sequence[Patch],
@@ -131,6 +146,7 @@ class RunSession:
         # kept connections whose last patch's session is not reset yet (_after_patch)
         self.dirty: set[tuple[str, str]] = set()
         self.new_sessions: dict[str, NewSession | None] = {}  # by path: _new_session
+        self.sent_statements: dict[str, Sequence[Statement]] = {}  # by path: _observed
         self.to_settle: dict[int, float] = {}  # record id: milliseconds
         self.sent_ahead: Patch | None = None  # sent behind the last COMMIT (run_transaction)
         self.fill_later: list[tuple[int, Patch]] = []  # state bootstrap records, pre-upgrade
@@ -185,6 +201,12 @@ class RunSession:
             self.store.refresh_columns()
             self.store.write_checksums(pairs)
 
+    def look_into(self, database: str) -> Connection:
+        """A session of ``database`` for the admin role to read it while planning: a patch
+        session of the run (_conn), so that the database's patches run as that role need no
+        login of their own. The caller leaves it idle (rolls back what it read)."""
+        return self._conn(database, self.server.admin_user)
+
     # -- one step ------------------------------------------------------------------------
 
     def ready(self, step: Step) -> None:
@@ -212,12 +234,22 @@ class RunSession:
         self.applied += 1
 
     def _observed(self, step: Step) -> Sequence[Statement]:
-        """What goes down the pipeline: as_sent, with an observer's queries between."""
+        """What goes down the pipeline: as_sent, with an observer's queries between. Made
+        once per step: a patch sent behind the one before was made then, and is taken here
+        (an observer's ``sent`` is asked once per statement list it sends)."""
         from postgresqlpatches.core.outcomes import as_sent
 
+        made = self.sent_statements.pop(step.patch.path, None)
+        if made is not None:
+            return made
         statements = as_sent(step, self.state_db)
         return (self.observer.sent(step.patch, statements) if self.observer is not None
                 else statements)
+
+    def _observed_ahead(self, step: Step) -> Sequence[Statement]:
+        """_observed for a patch sent behind the one before it, kept for its own run."""
+        statements = self.sent_statements[step.patch.path] = self._observed(step)
+        return statements
 
     # -- the lock budget -----------------------------------------------------------------
 
@@ -453,7 +485,7 @@ class RunSession:
         sent, self.sent_ahead = self.sent_ahead is patch, None
         try:
             run_transaction(conn, patch, self._observed(step), write_record,
-                            (following.patch, self._observed(following))
+                            (following.patch, self._observed_ahead(following))
                             if following else None,
                             sent=sent, modes=step.transaction,
                             following_modes=following.transaction if following else (),
@@ -583,6 +615,7 @@ class RunSession:
         a database it finds is this bootstrap's and nobody else's (planner.foreign_use).
         ``started`` and ``finished`` report each step."""
         from postgresqlpatches.core.outcomes import as_sent
+        from postgresqlpatches.core.own_patches import runs_without_psql
         from postgresqlpatches.core.planner import REDO
         from postgresqlpatches.core.statements import connect_budget, created_role_names
         from postgresqlpatches.pg.executor import (
@@ -631,7 +664,10 @@ class RunSession:
                                                 self.server.password(STATE_USER, database))
                 if step.via_psql:
                     try:
-                        run_psql(self.server, patch, self.maint.verifier)
+                        if runs_without_psql(patch):
+                            self._own_baseline(step, cut_short)
+                        else:
+                            run_psql(self.server, patch, self.maint.verifier)
                     finally:
                         self._after_patch(step)
                 else:
@@ -666,6 +702,34 @@ class RunSession:
                                         step.patch))
         elif self.store is not None:
             self.store.mark_settled(marks, dict(zip(marks, took_ms, strict=True)))
+
+    def _own_baseline(self, step: Step, cut_short: str) -> None:
+        """The state database's shipped baseline, run here as psql would run it (no psql
+        process, no logins of its own): its ``\\connect`` is the session of (state
+        database, the file's user) that the state patches after it run in."""
+        from postgresqlpatches.pg.executor import rollback_quietly
+        from postgresqlpatches.pg.server import baseline_variables
+        from postgresqlpatches.pg.state import make_state_database
+
+        patch = step.patch
+        database = patch.name.database
+        secrets = self.server.verifiers(
+            baseline_variables(patch.text, self.server.prefix, database),
+            self.maint.verifier, database)
+        log.debug("running %s as psql would, without psql", patch.path)
+        opened: list[Connection] = []
+
+        def connect(dbname: str) -> Connection:
+            opened.append(self._conn(dbname, patch.name.user, done=cut_short))
+            return opened[-1]
+
+        try:
+            with server_errors():
+                make_state_database(self.maint.conn, patch, secrets, connect)
+        except BaseException:
+            for conn in opened:
+                rollback_quietly(conn)
+            raise
 
     def _drop_leftover(self, database: str, group: list[Step]) -> None:
         """An interrupted bootstrap is made anew: its database goes, once more checked to be

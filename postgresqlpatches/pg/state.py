@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import getpass
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from postgresqlpatches import __version__
@@ -488,3 +488,87 @@ def open_state(server: Server, state_db: str, *,
             hint="pgpatch makes it anew only while nobody uses it: wait for them to end, "
                  "then run again")
     return None
+
+
+def make_state_database(conn: psycopg.Connection, patch: Patch, secrets: Mapping[str, str],
+                        connect: Callable[[str], psycopg.Connection]) -> None:
+    """Run the state database's shipped baseline (core/own_patches.py) as psql runs it,
+    without psql: from the maintenance session ``conn`` (the file's user, autocommit, as
+    psql starts), ``\\connect`` to the new database through ``connect`` (a session of the
+    run, kept for the state patches after it). psql would cost a process and two logins.
+
+    Each meta-command means what it means in psql: ``\\getenv`` reads ``secrets`` (the
+    password variables psql would get: each role's SCRAM verifier, never a clear
+    password), ``\\gset`` keeps the columns of the query before it, ``\\if`` / ``\\endif``
+    skip, ``:'x'`` and ``:"x"`` are a literal and an identifier. Statements before the
+    ``\\connect`` run one by one in autocommit (CREATE DATABASE needs it), those after it in
+    one transaction with pgpatch's own search_path (psql had it in its PGOPTIONS). A failed
+    statement is PatchFailed with its line, as from psql; the caller drops what was made."""
+    import psycopg
+    from psycopg import sql
+
+    from postgresqlpatches.core.own_patches import (
+        RUN_HERE,
+        psql_boolean,
+        script_steps,
+        substitute,
+    )
+    from postgresqlpatches.core.statements import Statement, parse_sql
+    from postgresqlpatches.pg.executor import failure, run_statements
+    from postgresqlpatches.pg.server import pin_search_path
+
+    variables = {"database": patch.name.database}  # psql's -v database=...
+    skipping: list[bool] = []  # per open \if: whether its branch is skipped
+    steps = script_steps(patch.text)
+    target = conn
+    for index, step in enumerate(steps):
+        if step.command not in ("", *RUN_HERE):
+            raise PgpatchError(f"{step.command} is not run without psql", path=patch.path,
+                               line=step.line)
+        if step.command == "\\if":  # inside a skipped branch psql does not evaluate it
+            skipping.append(any(skipping) or not _psql_true(
+                psql_boolean(substitute(step.text, variables, str, str)), patch, step.line))
+            continue
+        if step.command == "\\endif":
+            skipping.pop()
+            continue
+        if any(skipping):
+            continue
+        if step.command == "\\getenv":
+            name, variable = step.text.split()
+            if variable in secrets:
+                variables[name] = secrets[variable]
+        elif step.command == "\\connect":
+            target = connect(substitute(step.text, variables, str, str))
+            target.autocommit = False
+            pin_search_path(target)
+        elif step.command == "":
+            text = substitute(step.text, variables,
+                              lambda v: sql.Literal(v).as_string(conn),
+                              lambda v: sql.Identifier(v).as_string(conn))
+            statements = [Statement(s.text, s.line + step.line - 1, s.start + step.offset,
+                                    s.kind, s.non_transactional, s.tree)
+                          for s in parse_sql(text).statements]
+            gset = index + 1 < len(steps) and steps[index + 1].command == "\\gset"
+            run_statements(target, patch, statements[:-1] if gset else statements)
+            if gset and statements:  # the query's columns become variables, as psql's text
+                try:
+                    cur = target.execute(statements[-1].text)
+                except psycopg.Error as e:
+                    raise failure(e, patch, statements[-1]) from e
+                row = cur.fetchone() or ()
+                for column, value in zip([c.name for c in cur.description or ()], row,
+                                         strict=False):
+                    if value is None:  # psql unsets it
+                        variables.pop(column, None)
+                    else:
+                        variables[column] = (("t" if value else "f") if isinstance(value, bool)
+                                             else str(value))
+    if target is not conn:
+        target.commit()
+
+
+def _psql_true(value: bool | None, patch: Patch, line: int) -> bool:
+    if value is None:
+        raise PgpatchError("\\if needs a boolean", path=patch.path, line=line)
+    return value
