@@ -264,8 +264,15 @@ class _OneTree:
 Work = Callable[[TargetResult, _Stop], None]
 
 
-def _each(targets: Sequence[Target], jobs: int, fail_fast: bool, work: Work) -> list[TargetResult]:
-    """``work`` for each target, at most ``jobs`` at once, started in the targets' order."""
+STOPS_BEFORE_NEXT_PATCH = "every target stops before its next patch"
+"""What Ctrl-C does to apply's running targets (_TargetReporter); each command says its own."""
+
+
+def _each(targets: Sequence[Target], jobs: int, fail_fast: bool, work: Work,
+          on_interrupt: str = STOPS_BEFORE_NEXT_PATCH) -> list[TargetResult]:
+    """``work`` for each target, at most ``jobs`` at once, started in the targets' order.
+
+    ``on_interrupt``: what Ctrl-C does to the running targets, as the warning tells it."""
     results = [TargetResult(t) for t in targets]
     if not results:
         return results
@@ -302,9 +309,9 @@ def _each(targets: Sequence[Target], jobs: int, fail_fast: bool, work: Work) -> 
         try:
             _wait(futures)
         except KeyboardInterrupt:
-            # Ctrl-C: nothing new starts, running targets stop before their next patch, and
+            # Ctrl-C: nothing new starts, running targets stop as ``on_interrupt`` says, and
             # every target's result is still told; a second Ctrl-C leaves at once
-            log.warning("interrupted: every target stops before its next patch")
+            log.warning("interrupted: %s", on_interrupt)
             stop.set("interrupted")
             _wait(futures)
     return results
@@ -324,7 +331,8 @@ def plan(targets: Sequence[Target], jobs: int = DEFAULT_JOBS,
         options = result.target.options
         result.plan = runner.plan(options, tree.of(options))
 
-    return _each(targets, jobs, fail_fast, work)
+    return _each(targets, jobs, fail_fast, work,
+                 "no target starts; running ones finish their plan")
 
 
 def apply(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: bool = False,
@@ -355,7 +363,8 @@ def status(targets: Sequence[Target], jobs: int = DEFAULT_JOBS,
         result.status = runner.status(options, tree.of(options))
         result.plan = result.status.plan
 
-    return _each(targets, jobs, fail_fast, work)
+    return _each(targets, jobs, fail_fast, work,
+                 "no target starts; running ones finish their status")
 
 
 def rehearse(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: bool = False,
@@ -375,4 +384,5 @@ def rehearse(targets: Sequence[Target], jobs: int = DEFAULT_JOBS, fail_fast: boo
         result.plan = result.rehearsal.plan
 
     with rehearsing.interruptible():  # SIGTERM as Ctrl-C: only the main thread takes signals
-        return _each(targets, jobs, fail_fast, work)
+        return _each(targets, jobs, fail_fast, work,
+                     "no target starts; running rehearsals stop at once, their copies removed")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from postgresqlpatches.core.planner import Action, Plan, Step
 from postgresqlpatches.core.rehearsal import PatchRehearsal
-from postgresqlpatches.errors import PgpatchError
+from postgresqlpatches.errors import Interrupted, PgpatchError
 from postgresqlpatches.pg.errors import translated
 
 if TYPE_CHECKING:
@@ -244,6 +244,9 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
         if offline and timing.plan is not None:
             result.plan = timing.plan
         result.patches = _reports(timing.plan or plan, timing, watch, failure, live=plan)
+        if isinstance(failure, Interrupted):  # Ctrl-C or SIGTERM in a patch: it did not fail
+            _stopped(result, "interrupted")
+            return
         if failure is not None and not any(p.outcome == "failed" for p in result.patches):
             result.error = failure  # not one patch's: the copy's, say
     finally:

@@ -2,6 +2,10 @@
 rehearse, and
 docs/error.schema.json of a usage error, from docs/plan.schema.json (the hand-written one,
 whose definitions of a patch, a problem and an error they all share) and the shapes below.
+plan's, apply's, status's and rehearse's also hold the -t/--target shape
+(``{"version", "ok", "targets": [...]}``), each target entry the members TARGET gives every
+command's and the command's own; in docs/plan.schema.json those parts alone are generated
+(``oneOf``, ``properties.targets``, ``$defs.targets`` and ``$defs.target``), the rest is kept.
 
 ``python tools/schemas.py`` rewrites them; ``--check`` exits 1 when one differs (a unit test
 runs it), so a change to the plan's schema reaches every command's.
@@ -55,6 +59,88 @@ def _patch_and(plan: dict[str, Any], extra: dict[str, Any],
 
 
 SECONDS = {"type": "number", "minimum": 0}
+NULLABLE_STRING = {"type": ["string", "null"]}
+LINE = {"type": ["integer", "null"], "minimum": 1}
+
+TARGET = {
+    "name": {"type": "string"}, "host": NULLABLE_STRING,
+    "port": {"type": ["integer", "null"]}, "ok": {"type": "boolean"},
+    "error": {"type": ["string", "null"],
+              "description": "The target's one error line (it could not be reached, it was "
+                             "stopped, ...); null when none, also when a patch failed (its "
+                             "row says so)."},
+    "hint": NULLABLE_STRING,
+    "started": {"type": "boolean",
+                "description": "False: --fail-fast or Ctrl-C kept it from starting."},
+    "seconds": SECONDS, "databases": {"type": "integer", "minimum": 0}}
+"""What every command's -t/--target entry says of its target (render._target_json)."""
+
+GENERATED_IN_PLAN = ("targets", "target")
+"""docs/plan.schema.json's generated $defs (beside its oneOf and properties.targets)."""
+
+
+def _target_defs(command: str, own: dict[str, Any],
+                 optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The $defs ``targets`` (the -t document) and ``target`` (one entry: TARGET and the
+    command's ``own`` members; ``optional`` ones only sometimes)."""
+    members = {**TARGET, **own}
+    target = _strict([k for k in members if k not in optional], members)
+    target["description"] = f"One target of `pgpatch {command} -t NAME --format json`."
+    targets = {"version": {"const": 1},
+               "ok": {"type": "boolean",
+                      "description": "True exactly when every target is ok (exit status 0)."},
+               "targets": {"type": "array", "items": {"$ref": "#/$defs/target"},
+                           "description": "One entry per target, in the order asked for."}}
+    return {"targets": _strict(list(targets), targets), "target": target}
+
+
+def _with_targets(doc: dict[str, Any], name: str, command: str, own: dict[str, Any],
+                  optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A generated document's schema made ``oneOf`` its one-server shape (``$defs[name]``)
+    and its -t/--target shape."""
+    single = {k: v for k, v in doc.items()
+              if k not in ("$schema", "title", "description", "$defs")}
+    return {"$schema": DRAFT, "title": doc["title"],
+            "description": doc["description"].replace(
+                f" {VERSIONING}", f" With -t/--target: one entry per target. {VERSIONING}"),
+            "oneOf": [{"$ref": f"#/$defs/{name}"}, {"$ref": "#/$defs/targets"}],
+            "$defs": {**doc["$defs"], name: single, **_target_defs(command, own, optional)}}
+
+
+def hand_written_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """docs/plan.schema.json without its generated parts: the one-server document, its
+    members all required (the generated file keeps them in ``oneOf[0]``)."""
+    base = {k: v for k, v in plan.items() if k != "oneOf"}
+    required = plan["required"] if "required" in plan else plan["oneOf"][0]["required"]
+    base = {**{k: v for k, v in base.items() if k in ("$schema", "title", "description",
+                                                      "type")},
+            "required": required,
+            **{k: v for k, v in base.items() if k not in ("$schema", "title", "description",
+                                                          "type", "required")}}
+    base["properties"] = {k: v for k, v in base["properties"].items() if k != "targets"}
+    base["$defs"] = {k: v for k, v in base["$defs"].items() if k not in GENERATED_IN_PLAN}
+    return base
+
+
+def plan_schema(plan: dict[str, Any]) -> dict[str, Any]:
+    """The hand-written plan document, and the -t/--target one beside it: the top level's
+    members may be either's, ``oneOf`` says which are required (and that they are not
+    mixed)."""
+    out = {k: v for k, v in plan.items() if k not in ("required", "$defs")}
+    out["properties"] = {**plan["properties"], "targets": {
+        "type": "array", "items": {"$ref": "#/$defs/target"},
+        "description": "With -t/--target (and then with version and ok only): one entry "
+                       "per target."}}
+    out["oneOf"] = [{"required": plan["required"], "not": {"required": ["targets"]}},
+                    {"$ref": "#/$defs/targets"}]
+    out["$defs"] = {**plan["$defs"], **_target_defs(
+        "plan", {"patches": {"type": "array", "items": {"$ref": "#/$defs/patch"}},
+                 "problems": {"type": "array", "items": {"$ref": "#/$defs/problem"}},
+                 "summary": {**plan["properties"]["summary"],
+                             "description": "The target's plan's counts; absent when it "
+                                            "made no plan."}},
+        optional=("summary",))}
+    return out
 
 
 def apply_schema(plan: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +151,7 @@ def apply_schema(plan: dict[str, Any]) -> dict[str, Any]:
                "hint": {"type": ["string", "null"]}},
         "The patch the run stopped in: it failed (rolled back; a non-transactional one keeps "
         "the statements its message names), or was interrupted before it committed.")
-    return _document(
+    doc = _document(
         "pgpatch apply --format json",
         "The output of `pgpatch apply --format json`, also when the run stops.",
         {"applied": {"type": "array", "items": {"$ref": "#/$defs/timed_patch"},
@@ -82,6 +168,21 @@ def apply_schema(plan: dict[str, Any]) -> dict[str, Any]:
          "problems": {"type": "array", "items": {"$ref": "#/$defs/problem"},
                       "description": "The plan's problems, when they refused the run."}},
         plan, {"timed_patch": timed, "failed_patch": failed})
+    outcome = _patch_and(
+        plan, {"result": {"enum": ["applied", "failed", "not run", None],
+                          "description": "applied (by this run), failed, not run, or null: "
+                                         "nothing to do."},
+               "seconds": {"type": ["number", "null"], "minimum": 0}},
+        "A step of the target's plan and what this run made of it.")
+    doc["$defs"]["target_patch"] = outcome
+    return _with_targets(
+        doc, "apply", "apply",
+        {"patches": {"type": "array", "items": {"$ref": "#/$defs/target_patch"}},
+         "problems": {"type": "array", "items": {"$ref": "#/$defs/problem"}},
+         "applied": {"type": "integer", "minimum": 0},
+         "failed": {"type": "integer", "minimum": 0,
+                    "description": "The pending steps left undone because the target "
+                                   "failed."}})
 
 
 def status_schema(plan: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +222,14 @@ def status_schema(plan: dict[str, Any]) -> dict[str, Any]:
          "plan": {"$ref": "#/$defs/plan", "description": "With GLOBs: the plan."}},
         plan, {"record": record, "plan": the_plan})
     doc["required"] = [k for k in doc["required"] if k not in ("problems", "plan")]
-    return doc
+    return _with_targets(
+        doc, "status", "status",
+        {"state_database": {"type": ["boolean", "null"]},
+         "patches": {"type": "array", "items": {"$ref": "#/$defs/record"},
+                     "description": "The records of the target's state database."},
+         "problems": {"type": "array", "items": {"$ref": "#/$defs/problem"}},
+         "plan": {"$ref": "#/$defs/plan", "description": "With GLOBs: the target's plan."}},
+        optional=("plan",))
 
 
 def baseline_schema(plan: dict[str, Any]) -> dict[str, Any]:
@@ -148,10 +256,6 @@ def forget_schema(plan: dict[str, Any]) -> dict[str, Any]:
          "forgotten": {"type": ["integer", "null"], "minimum": 0,
                        "description": "How many records were deleted; null on error."}},
         plan)
-
-
-NULLABLE_STRING = {"type": ["string", "null"]}
-LINE = {"type": ["integer", "null"], "minimum": 1}
 
 
 def rehearse_schema(plan: dict[str, Any]) -> dict[str, Any]:
@@ -201,26 +305,12 @@ def rehearse_schema(plan: dict[str, Any]) -> dict[str, Any]:
                 "message": {"type": "string"}, "hint": NULLABLE_STRING})],
                "description": "A failure that belongs to no patch (the copy could not be "
                               "made, say); null otherwise."}}
-    target = {
-        "name": {"type": "string"}, "host": NULLABLE_STRING,
-        "port": {"type": ["integer", "null"]}, "ok": {"type": "boolean"},
-        "error": {"type": ["string", "null"],
-                  "description": "The target's one error line (it could not be reached, "
-                                 "its copy could not be made, it was stopped); null when "
-                                 "none, also when a patch failed (its row says so)."},
-        "hint": NULLABLE_STRING,
-        "started": {"type": "boolean",
-                    "description": "False: --fail-fast or Ctrl-C kept it from starting."},
-        "seconds": SECONDS, "databases": {"type": "integer", "minimum": 0}, **own}
-    targets = {"version": {"const": 1}, "ok": {"type": "boolean"},
-               "targets": {"type": "array", "items": {"$ref": "#/$defs/target"}}}
     return {"$schema": DRAFT, "title": "pgpatch rehearse --format json",
             "description": "The output of `pgpatch rehearse --format json`: one rehearsal, or "
                            f"with -t/--target one entry per target. {VERSIONING}",
             "oneOf": [{"$ref": "#/$defs/rehearsal"}, {"$ref": "#/$defs/targets"}],
             "$defs": {"rehearsal": _strict(list(one), one),
-                      "targets": _strict(list(targets), targets),
-                      "target": _strict(list(target), target),
+                      **_target_defs("rehearse", own),
                       "rehearsed_patch": patch, "statement_locks": statement,
                       "lock_taken": lock,
                       **{k: plan["$defs"][k] for k in ("problem", "lock_conflict", "session",
@@ -242,12 +332,14 @@ def error_schema(plan: dict[str, Any]) -> dict[str, Any]:
             "$defs": {"error": plan["$defs"]["error"]}}
 
 
-SCHEMAS = {"apply": apply_schema, "status": status_schema, "baseline": baseline_schema,
-           "forget": forget_schema, "error": error_schema, "rehearse": rehearse_schema}
+SCHEMAS = {"plan": plan_schema, "apply": apply_schema, "status": status_schema,
+           "baseline": baseline_schema, "forget": forget_schema, "error": error_schema,
+           "rehearse": rehearse_schema}
 
 
 def render_schemas() -> dict[Path, str]:
-    plan = json.loads((DOCS / "plan.schema.json").read_text(encoding="utf-8"))
+    plan = hand_written_plan(json.loads((DOCS / "plan.schema.json").read_text(
+        encoding="utf-8")))
     return {DOCS / f"{name}.schema.json": json.dumps(make(plan), indent=2,
                                                      ensure_ascii=False) + "\n"
             for name, make in SCHEMAS.items()}

@@ -204,6 +204,11 @@ def _read_config(ctx: click.Context, args: list[str], commands: Any) -> None:
             return
         from postgresqlpatches.core.redact import redact
 
+        if _wants_json(args):  # a usage error's document, as for a bad option
+            from postgresqlpatches.cli import render
+
+            render.dump_json(render.usage_error_json(
+                e, next((a for a in args if a in commands), None)))
         click.echo(redact(f"error: {e}"), err=True)
         if e.hint:
             click.echo(redact(f"hint: {e.hint}"), err=True)
@@ -983,8 +988,11 @@ def rehearse(globs: tuple[str, ...], fmt: str, offline: bool, major: int | None,
     fleet_run = _targets(kw, options, offline=offline)
     if fleet_run is not None:
         _run_on_targets("rehearse", fleet_run, fmt, data=data, data_limit_mb=data_limit)
-    result = rehearse_module.rehearse(options, offline=offline, data=data, major=major,
-                                      data_limit_mb=data_limit)
+    # SIGTERM as Ctrl-C from here on: a cancelled CI job still gets its document
+    with rehearse_module.interruptible(), _json_failure(
+            fmt, lambda e: render.rehearsal_failure_json(e, offline=offline)):
+        result = rehearse_module.rehearse(options, offline=offline, data=data, major=major,
+                                          data_limit_mb=data_limit)
     if fmt == "json":
         render.dump_json(render.rehearsal_json(result))
     else:

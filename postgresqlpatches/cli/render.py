@@ -751,6 +751,16 @@ def apply_stopped_summary(result: ApplyResult | None) -> str:
     return "; ".join(parts)
 
 
+def rehearsal_failure_json(e: BaseException, *, offline: bool) -> dict[str, Any]:
+    """rehearse's document when the rehearsal ended without its report (the live server
+    cannot be reached, no binaries for --major, the copy cannot start, Ctrl-C or SIGTERM):
+    the rehearsal's shape, empty, and the error in the members rehearsal_json gives it."""
+    err = error_json(e)
+    return {"version": JSON_VERSION, "ok": False, "offline": offline, "major": None,
+            "copied": [], "too_large": [], "seconds": 0.0, "patches": [], "problems": [],
+            "error": {k: err[k] for k in ("path", "line", "sqlstate", "message", "hint")}}
+
+
 def status_failure_json(e: BaseException) -> dict[str, Any]:
     return {"version": JSON_VERSION, "ok": False, "state_database": None, "records": [],
             "problems": [], "error": error_json(e)}

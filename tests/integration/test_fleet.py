@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 
@@ -450,6 +451,63 @@ def test_json_with_targets_for_plan_apply_status_and_unchanged_without(fl: Fleet
     assert "targets" not in apply and len(apply["applied"]) == STATE_PATCHES + 4
     status = json.loads(fl.cli("status", *alone, "--format", "json").stdout)
     assert "targets" not in status and len(status["records"]) == STATE_PATCHES + 4
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _schema_valid(command: str, stdout: str) -> dict[str, Any]:
+    """stdout is one JSON document valid against docs/COMMAND.schema.json."""
+    schema = json.loads((DOCS / f"{command}.schema.json").read_text(encoding="utf-8"))
+    data = json.loads(stdout)
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()
+                                    ).validate(data)
+    return data
+
+
+def test_the_targets_json_of_every_command_is_valid_against_its_schema(fl: Fleet) -> None:
+    """plan, apply, status (with and without GLOBs) and rehearse with -t: a target that ran,
+    one that cannot be reached, and (--fail-fast --jobs 1) one never started; each document
+    valid against its command's schema, which refuses a member no target entry has."""
+    app_tree(fl)
+    fl.write("app.20240102.0001.app.fails.sql", "SELECT * FROM nowhere;\n")
+    path = fl.config("eu1", "us1", down=True)
+    runs = {
+        "plan": ["plan", fl.glob()],
+        "apply": ["apply", fl.glob()],
+        "status": ["status"],
+        "status-globs": ["status", fl.glob()],
+        "rehearse": ["rehearse", fl.glob()],
+    }
+    seen: dict[str, dict[str, Any]] = {}
+    for name, args in runs.items():
+        command = args[0]
+        if command == "rehearse":  # the copy is reached with the caller's PGSSLMODE
+            os.environ["PGSSLMODE"] = "disable"
+        result = fl.cli(*args, "--config", path, "-t", "eu1", "-t", "down", "--format",
+                        "json")
+        assert result.exit_code == 1, (name, result.output)
+        data = seen[name] = _schema_valid(command, result.stdout)
+        eu1, down = data["targets"]
+        assert (eu1["name"], down["name"], down["ok"], down["started"]) == (
+            "eu1", "down", False, True)
+        assert down["error"].startswith("cannot connect to database 'postgres'"), name
+        never = fl.cli(*args, "--config", path, "-t", "down", "-t", "us1", "--jobs", "1",
+                       "--fail-fast", "--format", "json")
+        assert never.exit_code == 1, (name, never.output)
+        us1 = _schema_valid(command, never.stdout)["targets"][1]
+        assert (us1["started"], us1["error"]) == (False, "not started: target down failed "
+                                                         "(--fail-fast)"), name
+    assert [p["result"] for p in seen["apply"]["targets"][0]["patches"]][-2:] == [
+        "applied", "failed"]
+    assert seen["plan"]["targets"][0]["summary"]["apply"] > 0
+    assert "plan" in seen["status-globs"]["targets"][0]
+    assert [p["outcome"] for p in seen["rehearse"]["targets"][0]["patches"]] == ["failed"]
+    # the schema is strict: a member no target entry has is refused, for every command
+    for name, data in seen.items():
+        data["targets"][0]["surplus"] = 1
+        with pytest.raises(jsonschema.ValidationError):
+            _schema_valid(runs[name][0], json.dumps(data))
 
 
 def test_the_table_is_grouped_by_target_and_ends_with_a_summary(fl: Fleet) -> None:

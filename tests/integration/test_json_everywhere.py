@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
 from tests.integration.conftest import PASSWORDS, STATE_PATCHES, Pg
 
@@ -296,3 +300,162 @@ def test_passwords_of_the_environment_never_reach_a_document(pg: Pg) -> None:
     assert data["failed"]["path"] == str(bad)
     assert data["failed"]["message"].startswith("invalid input syntax for type integer: ")
     assert not any(pw in result.stdout + result.stderr for pw in PASSWORDS.values())
+
+
+# -- rehearse, and every other way a command ends (issue 16.3's gaps) --------------------------
+
+def rehearsal_error(result: Any, offline: bool = False) -> dict[str, Any]:
+    """rehearse's error document: the rehearsal's shape, empty, and the error."""
+    data = valid("rehearse", result.stdout)
+    assert (data["ok"], data["offline"], data["major"], data["patches"], data["copied"]) == (
+        False, offline, None, [], [])
+    assert data["error"]["message"] in result.stderr
+    return data
+
+
+def test_rehearse_that_cannot_reach_the_live_server_prints_its_error_document(pg: Pg) -> None:
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    result = pg.cli("rehearse", "--port", "1", "--format", "json", pg.glob())
+    assert result.exit_code == 1, result.output
+    data = rehearsal_error(result)
+    assert data["error"]["message"].startswith("cannot connect to database 'postgres'")
+    assert data["error"]["hint"] is not None
+
+
+def test_rehearse_offline_without_binaries_of_the_major_prints_its_error_document(
+        pg: Pg) -> None:
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    result = pg.cli("rehearse", "--offline", "--major", "99", "--format", "json", pg.glob())
+    assert result.exit_code == 1, result.output
+    data = rehearsal_error(result, offline=True)
+    assert data["error"]["message"].startswith("rehearse needs PostgreSQL 99 server binaries")
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A TMPDIR for pgpatch that the server's OS user can reach (else pgpatch takes /tmp,
+    and the test could not find or break the copy there)."""
+    base = Path(tempfile.mkdtemp(prefix="pgpatch-test-tmp-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_rehearse_whose_copy_cannot_start_prints_its_error_document(pg: Pg,
+                                                                     open_tmp: Path) -> None:
+    """A TMPDIR so deep that the copy's socket path is longer than a Unix socket's may be:
+    the throwaway server fails to start (a real process, so the TMPDIR is its own)."""
+    two_databases(pg)
+    deep = open_tmp / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    for folder in (deep.parent, deep):
+        folder.chmod(0o755)
+    result = pg.run("rehearse", "--format", "json", pg.glob(), env={"TMPDIR": str(deep)})
+    assert result.returncode == 1, result.stderr
+    data = rehearsal_error(result)
+    assert " did not start on " in data["error"]["message"]
+    assert "Traceback" not in result.stderr
+    assert list(deep.glob("pgpatch-scratch-*")) == []  # the copy's folder is removed
+
+
+def _copy_sleeping(tmp: Path, psql: str) -> bool:
+    """A copy under ``tmp`` runs the slow patch: asked over its socket."""
+    for copy in tmp.glob("pgpatch-scratch-*"):
+        try:
+            lines = (copy / "data" / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            continue
+        if len(lines) >= 4 and subprocess.run(
+                [psql, "-X", "-At", "-h", str(copy), "-p", lines[3], "-U", "postgres", "-d",
+                 "postgres", "-c", "SELECT count(*) FROM pg_stat_activity "
+                 "WHERE query LIKE 'SELECT pg_sleep%'"],
+                capture_output=True, text=True, check=False).stdout.strip() == "1":
+            return True
+    return False
+
+
+# the subject is pgpatch's signal handling, not the server's: on one major
+@pytest.mark.one_major
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_mid_rehearsal_prints_the_error_document_and_removes_the_copy(
+        pg: Pg, open_tmp: Path, sig: signal.Signals) -> None:
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    pg.write("app.20240101.0001.postgres.slow.sql", "SELECT pg_sleep(60);\n")
+    tmp = open_tmp
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
+    env.update(pg.env, TMPDIR=str(tmp))
+    proc = subprocess.Popen([sys.executable, "-m", "postgresqlpatches", "rehearse", "--offline",
+                             "--format", "json", pg.glob()], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    psql = str(pg.server.installation.tool("psql"))
+    try:
+        deadline = time.monotonic() + 120
+        while not _copy_sleeping(tmp, psql):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the copy never ran the slow patch"
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "Aborted!" not in err
+    # what ran on the copy is told; the patch it was in did not fail, it was not run
+    data = valid("rehearse", out)
+    assert data["ok"] is False and data["offline"] is True
+    outcomes = {p["path"]: p["outcome"] for p in data["patches"]}
+    assert outcomes.pop(str(pg.tree / "app.20240101.0001.postgres.slow.sql")) == "not run"
+    assert set(outcomes.values()) == {"ran"}
+    assert data["error"]["message"] == "stopped, its copy removed: interrupted"
+    assert list(tmp.glob("pgpatch-scratch-*")) == []
+
+
+# the subject is pgpatch's signal handling, not the server's: on one major
+@pytest.mark.one_major
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_rehearse_reads_the_live_server_prints_the_error_document(
+        pg: Pg, sig: signal.Signals) -> None:
+    """Before any copy: the live plan waits on a table a session holds locked."""
+    pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
+    pg.write("app.20240101.0001.app.one.sql", "CREATE TABLE t (a int);\n")
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    pg.write("app.20240102.0001.app.two.sql", "ALTER TABLE t ADD b int;\n")
+    with pg.server.connect("patches") as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE installed_patches IN ACCESS EXCLUSIVE MODE")
+        proc = popen(pg, "rehearse", "--format", "json", pg.glob())
+        deadline = time.monotonic() + 60
+        while not pg.query("SELECT 1 FROM pg_locks WHERE NOT granted"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "rehearse never waited for the lock"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "Aborted!" not in err
+    data = valid("rehearse", out)
+    assert (data["ok"], data["patches"], data["major"]) == (False, [], None)
+    assert data["error"]["message"] == "interrupted (Ctrl-C)"
+    assert err.splitlines()[-2:] == ["error: interrupted (Ctrl-C)",
+                                     "hint: run the command again"]
+
+
+def test_a_bad_config_file_and_commands_without_json_print_the_usage_document(
+        pg: Pg, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("bogus = 1\n", encoding="utf-8")
+    for args in (["status", "--config", str(bad), "--format", "json"],
+                 ["rehearse", "--format", "json", "--config", str(bad), pg.glob()],
+                 ["new", "app", "app", "x", "--format", "json"],
+                 ["demo", "--format", "json"]):
+        result = pg.cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        data = valid("error", result.stdout)
+        assert data["command"] == args[0] and data["error"]["exit_code"] == 2
+        assert data["error"]["message"] in result.stderr
+    assert "bogus" in valid("error", pg.cli("plan", "--format", "json", "--config", str(bad),
+                                             pg.glob()).stdout)["error"]["message"]

@@ -407,4 +407,8 @@ def test_a_signal_with_two_rehearsals_running_removes_both_copies(
     assert _postgres_under(tg.tmp) == []
     stopped = [line for line in out.splitlines() if line.startswith("error: ")]
     assert stopped == ["error: stopped, its copy removed: interrupted"] * 2
+    # the warning says what a rehearsal does, not what apply's targets do
+    assert ("warning: interrupted: no target starts; running rehearsals stop at once, their "
+            "copies removed") in err.splitlines()
+    assert "before its next patch" not in err
     assert out.splitlines()[-1] == "2 targets, 2 failed"
