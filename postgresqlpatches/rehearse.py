@@ -38,6 +38,10 @@ DATA_LIMIT_MB = 100
 """--data copies the rows of a database up to this size (pg_database_size); a larger one is
 copied as its schema, and the report says so."""
 
+COPY_SETTINGS = {"sslmode": "disable", "target_session_attrs": "any"}
+"""The throwaway copy's libpq settings, given explicitly so that they beat the environment
+and a target's own (psql and pg_dump get them as variables, as a target's settings)."""
+
 
 @dataclass
 class Rehearsal:
@@ -226,8 +230,11 @@ def _on_copy(options: Options, live: Options, installation: Any, plan: Plan,
                 copy_database(live_server, options.state_db, scratch, psql, rows=True,
                               major=result.major or installation.major)
         watch = LockWatch(scratch.connect)
+        # the copy is ours, on this machine, without TLS: neither the target's libpq settings
+        # nor the caller's PGSSLMODE/PGTARGETSESSIONATTRS may apply to it
         on_copy = replace(options, host=scratch.host, port=scratch.port, environ=passwords,
-                          read_only=False, observer=watch, lock_wait=10.0)
+                          read_only=False, observer=watch, lock_wait=10.0,
+                          settings=COPY_SETTINGS)
         timing = _Timing(None if offline else plan)
         failure: PgpatchError | None = None
         try:

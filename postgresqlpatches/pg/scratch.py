@@ -436,7 +436,8 @@ class ScratchServer:
     def conninfo(
         self, dbname: str = "postgres", user: str = "postgres", password: str | None = None
     ) -> str:
-        """TCP with password auth; the superuser's password unless another is given."""
+        """TCP with password auth; the superuser's password unless another is given. No TLS,
+        whatever the caller's PGSSLMODE says: the throwaway server has none."""
         from psycopg.conninfo import make_conninfo
 
         if password is None and user == self.user:
@@ -447,6 +448,7 @@ class ScratchServer:
             "dbname": dbname,
             "user": user,
             "connect_timeout": 10,
+            "sslmode": "disable",
         }
         if password is not None:
             params["password"] = password
