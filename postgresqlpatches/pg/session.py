@@ -5,7 +5,8 @@ A run needs at most ``CONNECTIONS`` connections to the server, whatever the numb
 databases: the lock's session, the state database's, ``PATCH_SESSIONS`` patch sessions (the
 least recently used is closed when a step needs another (database, user)), and one more, short
 lived, for a psql baseline or a look into a database while planning (docs/safety.md); a patch
-that waits on its lock budget's retries adds the one that watches who blocks it.
+that waits on its lock budget's retries adds the one that watches who blocks it. With group
+members side by side (``apply --jobs N``: ``RunSession.members``), ``connections(N)``.
 """
 
 from __future__ import annotations
