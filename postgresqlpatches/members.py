@@ -115,6 +115,8 @@ def run_side_by_side(options: Options, run: RunSession, members: list[list[Step]
         for thread in threads:
             thread.start()
         _join(threads, batch)
+    order = {id(s): i for i, s in enumerate(result.plan.pending)}  # as one at a time: by name
+    result.members_failed.sort(key=lambda failed: order.get(id(failed[0]), -1))
     tell = getattr(reporter, "in_flight", None)  # optional for a reporter
     if tell is not None:
         tell(batch.in_flight)

@@ -130,6 +130,25 @@ def test_200_databases_four_at_once_one_failing_stops_only_itself(pg: Pg,
     assert all_records(pg) == on_record
 
 
+def test_failed_databases_are_named_in_name_order_whichever_failed_first(
+        pg: Pg, project: Path) -> None:
+    members = tenants(8)
+    make_databases(pg, *members)
+    pg.write("db/@tenants.20250301.0001.postgres.one.sql", """DO $$ BEGIN
+  IF current_database() = 'tenant_002' THEN PERFORM pg_sleep(1.5); END IF;
+  IF current_database() IN ('tenant_002', 'tenant_003') THEN
+    RAISE EXCEPTION 'boom in %', current_database();
+  END IF;
+END $$;
+""")
+    result = pg.cli("apply", "--jobs", "4")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    failed = [line for line in lines if "in database tenant_00" in line]
+    assert ["tenant_003" in failed[0], "tenant_002" in failed[1]] == [True, True], failed
+    assert lines[-2] == "error: 2 databases of a group failed: tenant_002, tenant_003"
+
+
 def test_members_run_side_by_side_while_one_waits(pg: Pg, project: Path) -> None:
     """One database's patch waits at a gate; with --jobs 2 the other databases go on
     meanwhile and finish (one at a time, they would all wait behind it)."""
