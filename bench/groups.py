@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import shutil
 import statistics
 import sys
@@ -234,7 +235,7 @@ def report(args: argparse.Namespace, plan: dict[str, Samples],
         "",
         f"Measured {m['date']} on: {m['cpu']}, nproc {m['nproc']}; {m['os']}; "
         f"python {m['python']}; pgpatch commit {m['commit']}. {args.note}".rstrip(),
-        f"Server: {server}. Command: `python bench/groups.py {' '.join(args.argv)}`.",
+        f"Server: {server}. Command: `python bench/groups.py {shlex.join(args.argv)}`.",
         "",
         f"### plan: {args.plan_members} databases x {args.plan_patches} applied patches "
         f"({records} records)",
