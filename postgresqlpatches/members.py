@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgpatch")
 
 JOIN_POLL_SECONDS = 0.2
-"""How often the caller's thread wakes while workers run: Ctrl-C reaches it between two."""
+"""How often the caller's thread wakes while workers run."""
 
 
 class _Batch:
@@ -43,6 +43,18 @@ class _Batch:
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.in_flight: tuple[Step, float] | None = None
+        self.working = 0  # workers started and not yet ended
+        self.ended = threading.Event()  # set when the last worker ends
+
+    def worker_started(self) -> None:
+        with self.lock:
+            self.working += 1
+
+    def worker_ended(self) -> None:
+        with self.lock:
+            self.working -= 1
+            if self.working == 0:
+                self.ended.set()
 
     def next_member(self) -> list[Step] | None:
         with self.lock:
@@ -108,13 +120,28 @@ def run_side_by_side(options: Options, run: RunSession, members: list[list[Step]
             batch.failed(e.error, e.step)
         except BaseException as e:  # between two patches (the lock's check, ...)
             batch.failed(e, None)
+        finally:
+            batch.worker_ended()
 
     with run.members(min(jobs, len(members)), retried) as sessions:
         threads = [threading.Thread(target=work, args=(s,), name=f"pgpatch-member-{i + 1}")
                    for i, s in enumerate(sessions)]
+        interrupted = False
+        try:
+            for thread in threads:
+                batch.worker_started()
+                try:
+                    thread.start()
+                except BaseException:
+                    batch.worker_ended()
+                    raise
+        except KeyboardInterrupt:
+            batch.stop.set()
+            interrupted = True
+        _wait(batch, interrupted)
         for thread in threads:
-            thread.start()
-        _join(threads, batch)
+            if thread.ident is not None:
+                thread.join()
     order = {id(s): i for i, s in enumerate(result.plan.pending)}  # as one at a time: by name
     result.members_failed.sort(key=lambda failed: order.get(id(failed[0]), -1))
     tell = getattr(reporter, "in_flight", None)  # optional for a reporter
@@ -124,14 +151,15 @@ def run_side_by_side(options: Options, run: RunSession, members: list[list[Step]
         raise batch.error
 
 
-def _join(threads: list[threading.Thread], batch: _Batch) -> None:
-    """Wait for every worker. Ctrl-C starts no new patch and lets each running one finish
-    (and be recorded); it is raised once they have (stopped.py says what ran)."""
-    interrupted = False
-    while any(t.is_alive() for t in threads):
+def _wait(batch: _Batch, interrupted: bool) -> None:
+    """Until every worker has ended. Ctrl-C starts no new patch and lets each running one
+    finish (and be recorded); it is raised once they have (stopped.py says what ran). The
+    wait is on an event, never on Thread.join: a join that Ctrl-C cuts short may take a
+    running thread for ended."""
+    while True:
         try:
-            for thread in threads:
-                thread.join(JOIN_POLL_SECONDS)
+            if batch.working == 0 or batch.ended.wait(JOIN_POLL_SECONDS):
+                break
         except KeyboardInterrupt:
             if not interrupted:
                 log.warning("interrupted: each running database of the group finishes the "

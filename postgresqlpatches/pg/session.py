@@ -738,7 +738,6 @@ class RunSession:
                 error.hint = (f"cleaning up failed too ({e.text}): drop database "
                               f"{database} by hand before the next run")
 
-
     # -- group members side by side (--jobs) ---------------------------------------------
 
     @contextmanager

@@ -250,7 +250,7 @@ def test_ctrl_c_lets_each_running_database_finish_its_patch_and_starts_nothing_n
             wait_at_gate(pg, proc, "tenant_006")
             proc.send_signal(signal.SIGINT)
             time.sleep(0.5)
-            assert proc.poll() is None  # it waits for tenant_006's patch
+            assert proc.poll() is None, proc.communicate()  # it waits for tenant_006's patch
         finally:
             gate.execute("SELECT pg_advisory_unlock(%s)", [GATE])
         out, err = proc.communicate(timeout=60)
@@ -269,6 +269,23 @@ def test_ctrl_c_lets_each_running_database_finish_its_patch_and_starts_nothing_n
     assert again.exit_code == 0, again.output
     assert all_records(pg) == {db: expected_records(db) for db in members}
     assert ledgers(pg, members) == {db: ["p1", "p2", "p3"] for db in members}
+
+
+def test_with_jobs_each_patch_still_starts_in_a_new_sessions_state(pg: Pg,
+                                                                    project: Path) -> None:
+    members = tenants(6)
+    make_databases(pg, *members)
+    pg.write("db/@tenants.20250301.0001.postgres.one.sql",
+             "CREATE TABLE seen (setting text);\nSET work_mem = '7MB';\n"
+             "SELECT set_config('pgpatch.test', 'leaked', false);\n")
+    pg.write("db/@tenants.20250301.0002.postgres.two.sql",
+             "INSERT INTO seen VALUES (current_setting('work_mem') || ' ' || "
+             "coalesce(current_setting('pgpatch.test', true), ''));\n")
+    result = pg.cli("apply", "--jobs", "3")
+    assert result.exit_code == 0, result.output
+    default = pg.query("SHOW work_mem")[0][0]
+    for db in members:
+        assert pg.query("SELECT setting FROM seen", db) == [(f"{default} ",)], db
 
 
 def test_jobs_goes_without_targets_on_apply_only(pg: Pg, project: Path) -> None:
