@@ -156,7 +156,7 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
              reporter: Reporter) -> ApplyResult:
     """Under the lock (``locked``): settle, read, plan, stop on problems, then each step:
     run (which records it), report."""
-    from postgresqlpatches.core.outcomes import bootstrap_group
+    from postgresqlpatches.core.outcomes import bootstrap_group, side_by_side
     from postgresqlpatches.preflight import expand_groups
 
     patches, problems = expand_groups(options, run.maint, patches)  # under the lock
@@ -189,6 +189,13 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
             group = bootstrap_group(pending, index)
             run.bootstrap(group, reporter.step_started, finished)
             index += len(group)
+            continue
+        members = side_by_side(pending, index, options.state_db) if options.jobs > 1 else []
+        if members:  # --jobs N: up to N of them at once (members.py)
+            from postgresqlpatches.members import run_side_by_side
+
+            run_side_by_side(options, run, members, reporter, result, finished, options.jobs)
+            index += sum(len(m) for m in members)
             continue
         run.ready(step)
         t0 = time.monotonic()

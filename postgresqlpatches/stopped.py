@@ -36,6 +36,11 @@ class Tracked:
         self.done.append((step, seconds))
         self.reporter.step_done(step, seconds)
 
+    def in_flight(self, running: tuple[Step, float] | None) -> None:
+        """Group members side by side (members.py): the step the run stopped in, if any,
+        once every worker has ended (their steps started and ended in any order)."""
+        self.running = running
+
 
 def stopped_error(e: BaseException, options: Options, server: Server, maint: Maintenance,
              locked: bool, tracked: Tracked, started: float) -> BaseException:

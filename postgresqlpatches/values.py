@@ -63,6 +63,8 @@ class Options:
     """The config file's database groups: name -> database name patterns (``@NAME`` files)."""
     fail_fast: bool = False
     """A group database's failed patch stops the whole run (else only that database)."""
+    jobs: int = 1
+    """Group members run at once on the server (apply --jobs without targets; members.py)."""
     settings: Mapping[str, str] = field(default_factory=dict)
     """A target's libpq settings besides host and port (server.TARGET_SETTINGS)."""
 

@@ -7,6 +7,7 @@ Heavy modules (psycopg, rich, pglast) are imported inside the commands, so that
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import io
@@ -235,17 +236,23 @@ def _groups() -> dict[str, tuple[str, ...]]:
 
 # --- targets: -t/--target, --jobs, --fail-fast (fleet.py runs them, render.py shows them)
 
-def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """-t/--target and --jobs: plan, apply, status and rehearse on the config file's
-    [targets.NAME]."""
+JOBS_HELP = "With targets: up to N targets at once (default 4)."
+APPLY_JOBS_HELP = ("Up to N databases of a group at once on the server (default 1: one after "
+                   "another), each through its pending patches in order; with targets: up to "
+                   "N targets at once (default 4), a group's databases one at a time in each.")
+
+
+def target_options(func: Callable[..., Any], jobs_help: str = JOBS_HELP) -> Callable[..., Any]:
+    """-t/--target and --jobs: plan, apply, status and rehearse on the
+    config file's [targets.NAME]."""
     options = [
         click.option("-t", "--target", "target_names", multiple=True, metavar="NAME",
                      help="Run on this target of the config file ([targets.NAME]; repeatable; "
                           "all: every target, in the file's order), each with its own lock, "
                           "plan and result (default: the file's `target` key, else the "
                           "server of --host/--port and the environment)."),
-        click.option("--jobs", type=click.IntRange(1), default=4, show_default=True,
-                     metavar="N", help="With targets: up to N targets at once."),
+        click.option("--jobs", type=click.IntRange(1), default=None, metavar="N",
+                     help=jobs_help),
     ]
     for option in reversed(options):
         func = option(func)
@@ -259,12 +266,13 @@ TARGET_FAIL_FAST = click.option(
 alike)."""
 
 
-def _targets(kw: dict[str, Any], options: Any, *,
-             offline: bool = False) -> tuple[list[Any], int, bool] | None:
+def _targets(kw: dict[str, Any], options: Any, *, offline: bool = False,
+             members: bool = False) -> tuple[list[Any], int, bool] | None:
     """The targets this command runs on (fleet.Target, each with ``options`` and its own
     server), --jobs and --fail-fast; or None to run on the one server as without targets.
     Mistakes are usage errors: a name the config file does not define, --host/--port
-    beside targets, --jobs or --fail-fast without them."""
+    beside targets, --jobs or --fail-fast without them (``members``: apply's --jobs, a
+    group's databases at once, goes without targets)."""
     from postgresqlpatches import fleet
 
     ctx = click.get_current_context()
@@ -279,9 +287,10 @@ def _targets(kw: dict[str, Any], options: Any, *,
              for p in ("host", "port", "jobs", "fail_fast")}
     if not names:
         for param, option in (("jobs", "--jobs"), ("fail_fast", "--fail-fast")):
-            if given[param] and (param == "jobs" or own_fail_fast):
+            if given[param] and (param == "jobs" and not members or own_fail_fast):
                 raise click.UsageError(f"{option} goes with -t/--target")
         return None
+    jobs = fleet.DEFAULT_JOBS if jobs is None else jobs
     if offline:
         raise click.UsageError("-t/--target does not go with --offline (no server is asked)")
     for param in ("host", "port"):
@@ -750,7 +759,7 @@ def plan(globs: tuple[str, ...], fmt: str, offline: bool, lint: str, detailed_ex
 @lint_option("apply anyway")
 @ADOPT
 @FAIL_FAST
-@target_options
+@functools.partial(target_options, jobs_help=APPLY_JOBS_HELP)
 @common_options
 def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
           lock_timeout: int, lock_retries: int, concurrent_lock_timeout: int,
@@ -770,9 +779,12 @@ def apply(globs: tuple[str, ...], allow_out_of_order: bool, lock_wait: float,
                        lock_timeout_ms=lock_timeout, statement_timeout_ms=statement_timeout,
                        lint=lint, adopt=adopt, lock_retries=lock_retries,
                        concurrent_lock_timeout_ms=concurrent_lock_timeout, fail_fast=fail_fast)
-    fleet_run = _targets(kw, options)
+    jobs = kw["jobs"]
+    fleet_run = _targets(kw, options, members=True)
     if fleet_run is not None:
         _run_on_targets("apply", fleet_run, fmt)
+    if jobs is not None:  # no targets: a group's databases at once (members.py)
+        options = dataclasses.replace(options, jobs=jobs)
     reporter = render.ConsoleReporter(quiet=fmt == "json")
     try:
         with _json_failure(fmt, lambda e: render.apply_json_of(_partial(e), e)):

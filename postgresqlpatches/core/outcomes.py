@@ -22,6 +22,27 @@ def bootstrap_group(pending: Sequence[Step], index: int) -> list[Step]:
             and s.patch.name.database == database]
 
 
+def side_by_side(pending: Sequence[Step], index: int, state_db: str) -> list[list[Step]]:
+    """The group members from ``pending[index]`` on that ``--jobs`` runs side by side: each
+    member's pending steps (all of its database's, its own files too, in version order),
+    for as long as one member follows another in the plan. Empty when ``pending[index]``
+    is not a member's: a database outside every group, a bootstrap and the state database
+    run alone, in plan order, so they are the edges of a batch (docs/fleet.md)."""
+    members: list[list[Step]] = []
+    while index < len(pending):
+        database = pending[index].patch.name.database
+        end = index
+        while end < len(pending) and pending[end].patch.name.database == database:
+            end += 1
+        steps = list(pending[index:end])
+        if (database == state_db or not any(s.patch.group is not None for s in steps)
+                or any(s.action is Action.BOOTSTRAP for s in steps)):
+            break
+        members.append(steps)
+        index = end
+    return members
+
+
 def new_session_of(step: Step) -> NewSession | None:
     """Why the next patch on this step's connection needs a new session (DISCARD ALL is not
     enough), or None. A psql baseline's statements are not parsed: it may change any login's

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
@@ -441,15 +442,17 @@ def crash_point(name: str) -> None:
     """Fault injection for the crash tests: PGPATCH_CRASH_AT=NAME:N kills this process with
     SIGKILL the Nth time it passes NAME; PGPATCH_CRASH_AT=NAME:N:interrupt raises
     KeyboardInterrupt there instead (Ctrl-C at that very moment). Unset (always, outside
-    tests) it does nothing."""
+    tests) it does nothing. Group members run in threads (--jobs): the passes are counted
+    under a lock, so that the Nth is the process's Nth, in whichever thread."""
     import os
 
     spec = os.environ.get("PGPATCH_CRASH_AT")
     if not spec or not spec.startswith(name + ":"):
         return
     _, count, *action = spec.split(":")
-    _passes[name] = _passes.get(name, 0) + 1
-    if _passes[name] != int(count):
+    with _passes_lock:
+        passes = _passes[name] = _passes.get(name, 0) + 1
+    if passes != int(count):
         return
     if action == ["interrupt"]:
         raise KeyboardInterrupt
@@ -459,6 +462,7 @@ def crash_point(name: str) -> None:
 
 
 _passes: dict[str, int] = {}
+_passes_lock = threading.Lock()
 
 
 def psql_failure(stderr: str, patch: Patch, returncode: int, server: Server) -> PgpatchError:

@@ -114,16 +114,18 @@ class BlockerWatcher:
     def __init__(self, server: Server) -> None:
         self.server = server
         self._conn: psycopg.Connection | None = None
+        self._guard = threading.Lock()  # group members side by side (--jobs) share it
 
     def watch(self, pid: int, every_seconds: float) -> BlockerWatch:
         return BlockerWatch(self, pid, every_seconds)
 
     def blockers(self, pid: int) -> tuple[Session, ...]:
-        if self._conn is None or self._conn.closed:
-            self._conn = self.server.connect(MAINTENANCE_DB, SUPERUSER,
-                                             application_name=OWN_APPLICATION_NAME)
-        return tuple(_session(*row) for row in
-                     self._conn.execute(_BLOCKERS, [pid]).fetchall())
+        with self._guard:
+            if self._conn is None or self._conn.closed:
+                self._conn = self.server.connect(MAINTENANCE_DB, SUPERUSER,
+                                                 application_name=OWN_APPLICATION_NAME)
+            return tuple(_session(*row) for row in
+                         self._conn.execute(_BLOCKERS, [pid]).fetchall())
 
     def close(self) -> None:
         if self._conn is not None:

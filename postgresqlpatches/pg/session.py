@@ -5,18 +5,20 @@ A run needs at most ``CONNECTIONS`` connections to the server, whatever the numb
 databases: the lock's session, the state database's, ``PATCH_SESSIONS`` patch sessions (the
 least recently used is closed when a step needs another (database, user)), and one more, short
 lived, for a psql baseline (docs/safety.md; the look into a database while planning is a patch
-session of the admin role: look_into); a patch
-that waits on its lock budget's retries adds the one that watches who blocks it.
+session of the admin role: look_into); a patch that waits on its lock budget's retries adds
+the one that watches who blocks it. With group members side by side (``apply --jobs N``:
+``RunSession.members``), ``connections(N)``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
-from collections.abc import Callable, Container, Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from postgresqlpatches.errors import LockLost, PatchFailed, PgpatchError, ServerError
 from postgresqlpatches.pg.errors import DUPLICATE_OBJECT, is_driver_error, server_errors
@@ -42,7 +44,15 @@ one database keep theirs."""
 CONNECTIONS = 1 + 1 + PATCH_SESSIONS + 1
 """The most connections one run opens at once (the module's docstring counts them), not
 counting the blocker watch of a patch that hits lock_timeout."""
-"""The most connections one run opens at once (the module's docstring counts them)."""
+MEMBER_SESSIONS = 1
+"""Patch sessions each worker of ``--jobs N`` keeps (a group member is one database)."""
+
+
+def connections(jobs: int) -> int:
+    """The most connections a run with up to ``jobs`` group members at once opens, not
+    counting the blocker watch (one, shared): CONNECTIONS, or while members run side by
+    side the lock's and the state database's sessions and each worker's (RunSession.members)."""
+    return max(CONNECTIONS, 1 + 1 + jobs * MEMBER_SESSIONS)
 
 
 class Observer(Protocol):
@@ -153,6 +163,7 @@ class RunSession:
         self.following: dict[str, Step] = {}  # by path: the pending step after it
         self.applied = 0  # steps of this run done (the lock-lost message counts them)
         self.current: Step | None = None  # the step about to run or running
+        self.sessions = PATCH_SESSIONS  # patch sessions kept open at once (_conn)
 
     # -- the run's life ------------------------------------------------------------------
 
@@ -343,7 +354,7 @@ class RunSession:
             from postgresqlpatches.pg.state import cluster_identity
 
             self.conns.pop(key, None)
-            while len(self.conns) >= PATCH_SESSIONS:  # the least recently used goes
+            while len(self.conns) >= self.sessions:  # the least recently used goes
                 self._close(next(iter(self.conns)))
             conn = self.server.connect(database, user, autocommit=False, session_settings=True)
             self.conns[key] = conn
@@ -790,6 +801,75 @@ class RunSession:
             if isinstance(error, PgpatchError):
                 error.hint = (f"cleaning up failed too ({e.text}): drop database "
                               f"{database} by hand before the next run")
+
+    # -- group members side by side (--jobs) ---------------------------------------------
+
+    @contextmanager
+    def members(self, jobs: int,
+                on_retry: LockRetry | None = None) -> Iterator[list[MemberSession]]:
+        """``jobs`` workers for group members at once, one per thread, each with its own
+        patch session (MEMBER_SESSIONS): a psycopg connection is never used by two threads.
+        The lock's session, the state store and the blocker watch stay this run's, and
+        workers call them one at a time (_Serialized). This run's own patch sessions close
+        first, so that the run keeps within connections(jobs)."""
+        from postgresqlpatches.pg.locks import BlockerWatcher
+
+        self._close(*list(self.conns))
+        if self.watcher is None:
+            self.watcher = BlockerWatcher(self.server)
+        guard = threading.RLock()
+        workers = [MemberSession(self, guard, on_retry) for _ in range(jobs)]
+        try:
+            yield workers
+        finally:
+            for worker in workers:
+                worker.close()
+                self.applied += worker.applied
+
+
+class _Serialized:
+    """A session of the run that its member workers share (the lock's, the state
+    database's): every call, and every attribute read (a cached property may ask the
+    server), holds the run's guard, so that one thread at a time talks on its connection;
+    the lock check's look at the socket must not meet another thread's query either."""
+
+    def __init__(self, target: object, guard: threading.RLock) -> None:
+        self._target = target
+        self._guard = guard
+
+    def __getattr__(self, name: str) -> Any:
+        with self._guard:
+            value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            with self._guard:
+                return value(*args, **kwargs)
+
+        return serialized
+
+
+class MemberSession(RunSession):
+    """One worker of RunSession.members: runs group members one after another in its own
+    thread, on a patch session of its own, with the run's lock, state store and blocker
+    watch (shared, _Serialized) and the run's records to settle (settled by the run's
+    close)."""
+
+    def __init__(self, run: RunSession, guard: threading.RLock,
+                 on_retry: LockRetry | None) -> None:
+        super().__init__(run.server, cast(Maintenance, _Serialized(run.maint, guard)),
+                         run.state_db, run.lock_wait, run.budget, on_retry, run.observer)
+        if run.store is not None:
+            self.store = cast(StateStore, _Serialized(run.store, guard))
+        self.watcher = run.watcher
+        self.to_settle = run.to_settle
+        self.sessions = MEMBER_SESSIONS
+
+    def close(self) -> None:
+        """Its own patch sessions only: the rest is the run's."""
+        self._close(*list(self.conns))
 
 
 def _forget_record(store: StateStore, record_id: int) -> None:
