@@ -403,6 +403,22 @@ def report(args: argparse.Namespace, b: Bench, apply: dict[str, Samples],
     return "\n".join(lines) + "\n"
 
 
+def kept_sections(path: Path) -> str:
+    """The other benchmarks' sections of an earlier file (bench/groups.py writes its own
+    between markers): a run of this script replaces only its own part."""
+    try:
+        earlier = path.read_text()
+    except OSError:
+        return ""
+    import groups  # bench/groups.py, beside this file
+
+    begin, end = groups.BEGIN, groups.END
+    start, stop = earlier.find(begin), earlier.find(end)
+    if start < 0 or stop < start:
+        return ""
+    return "\n" + earlier[start:stop + len(end)] + "\n"
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -531,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    args.output.write_text(text + kept_sections(args.output))
     print()
     print(text)
     return 0
