@@ -314,6 +314,9 @@ def test_the_patch_sent_behind_a_failing_one_never_runs(pg: Pg) -> None:
     assert pg.query("SELECT to_regclass('after_p2') IS NOT NULL", "app") == [(True,)]
 
 
+# how pgpatch streams a file through the pipeline is its own, the same on every major: on one
+# major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_a_large_file_streams_through_the_pipeline(pg: Pg) -> None:
     """20,000 statements in one pipeline: sent while their results come back, all run."""
     pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
