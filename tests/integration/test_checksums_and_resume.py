@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from postgresqlpatches.core.checksums import text_checksum, token_checksum
 from postgresqlpatches.core.discovery import builtin_patches
 from tests.integration.conftest import Pg
@@ -46,6 +48,8 @@ def app_tree(pg: Pg) -> Path:
 
 # -- 12.5: the checksum covers what the server executes -------------------------------------
 
+# checksums are pgpatch's, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_silencing_a_lint_finding_in_an_applied_patch_is_not_a_change(pg: Pg) -> None:
     """The lint gate lints applied files too: its way out, a directive, keeps the checksum."""
     index = app_tree(pg)
@@ -60,6 +64,8 @@ def test_silencing_a_lint_finding_in_an_applied_patch_is_not_a_change(pg: Pg) ->
     assert pg.cli("apply", "--lint", "error", pg.glob()).stdout.startswith("nothing to do")
 
 
+# checksums are pgpatch's, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_a_changed_token_is_still_a_change(pg: Pg) -> None:
     index = app_tree(pg)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -73,6 +79,8 @@ def test_a_changed_token_is_still_a_change(pg: Pg) -> None:
     assert result.stderr.startswith(f"error: {index}: the file changed after it was applied")
 
 
+# checksums are pgpatch's, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_records_keep_the_token_checksum_and_its_version(pg: Pg) -> None:
     index = app_tree(pg)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -86,6 +94,8 @@ def test_records_keep_the_token_checksum_and_its_version(pg: Pg) -> None:
             if r["name"] == index.name} == {(applied["checksum"], 2)}
 
 
+# checksums are pgpatch's, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_a_baseline_counts_its_meta_commands_and_rows_not_its_comments(pg: Pg) -> None:
     app_tree(pg)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -114,6 +124,8 @@ def pre_token_server(pg: Pg) -> None:
                          [text_checksum(text), name])
 
 
+# checksums are pgpatch's, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_records_of_the_text_checksum_stay_valid_and_are_upgraded(pg: Pg) -> None:
     index = app_tree(pg)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -132,6 +144,8 @@ def test_records_of_the_text_checksum_stay_valid_and_are_upgraded(pg: Pg) -> Non
     assert plan_json(pg)["ok"] is True
 
 
+# checksums are pgpatch's, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_a_text_checksum_record_cannot_tell_a_comment_from_a_change(pg: Pg) -> None:
     index = app_tree(pg)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -152,6 +166,8 @@ NON_TX = ("CREATE INDEX CONCURRENTLY one ON users (email);\n"
           "CREATE INDEX CONCURRENTLY three ON users (id, email);\n")
 
 
+# checksums are pgpatch's, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_a_resumed_patch_whose_done_part_changed_is_refused(pg: Pg) -> None:
     pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
     bad = pg.write("p/app.20240102.0001.postgres.indexes.sql", NON_TX)

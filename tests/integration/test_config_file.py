@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.conftest import STATE_PATCHES, Pg
 
-# the config file is pgpatch's, the same on every major: on the first major under test only
+# the config file is pgpatch's, the same on every major: on one major only (conftest.py)
 pytestmark = pytest.mark.one_major
 
 BASELINE = "CREATE DATABASE app;\n\\connect app\nCREATE TABLE t (a int, b int);\n"

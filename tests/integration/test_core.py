@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import PASSWORDS, STATE_PATCHES, Pg
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -53,6 +55,8 @@ def test_plan_is_read_only_even_on_an_empty_server(pg: Pg) -> None:
         result.stdout)
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_plan_json_lists_patches_in_run_order(pg: Pg) -> None:
     app_tree(pg, 2)
     pg.cli("apply", str(pg.tree / "base" / "*.sql"))
@@ -96,6 +100,8 @@ def test_failed_patch_is_rolled_back_earlier_work_kept_and_retried(pg: Pg) -> No
     assert ledger(pg) == [("fixed", "app"), ("p1", "app")]
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_error_in_a_multiline_statement_points_at_the_right_line(pg: Pg) -> None:
     app_tree(pg, 0)
     bad = pg.write("later/app.20240102.0001.app.bad.sql",
@@ -105,6 +111,8 @@ def test_error_in_a_multiline_statement_points_at_the_right_line(pg: Pg) -> None
     assert result.stderr.startswith(f"error: {bad}:5: column \"no_such_column\" does not exist")
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_missing_database_without_baseline_runs_nothing(pg: Pg) -> None:
     p = pg.write("app.20240101.0001.app.x.sql")
     result = pg.cli("apply", pg.glob())
@@ -115,6 +123,8 @@ def test_missing_database_without_baseline_runs_nothing(pg: Pg) -> None:
     assert pg.databases() == set()
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_duplicate_versions_name_both_files_and_nothing_runs(pg: Pg) -> None:
     app_tree(pg, 1)
     a = pg.tree / "later" / "app.20240101.0001.app.p1.sql"
@@ -125,6 +135,8 @@ def test_duplicate_versions_name_both_files_and_nothing_runs(pg: Pg) -> None:
     assert pg.databases() == set()
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_malformed_name_is_named_and_nothing_runs(pg: Pg) -> None:
     app_tree(pg, 1)
     bad = pg.write("later/app.2024-01-01.0001.app.x.sql")
@@ -134,6 +146,8 @@ def test_malformed_name_is_named_and_nothing_runs(pg: Pg) -> None:
     assert pg.databases() == set()
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_non_utf8_file_is_named_and_nothing_runs(pg: Pg) -> None:
     app_tree(pg, 1)
     bad = pg.tree / "later" / "app.20240102.0001.app.latin1.sql"
@@ -144,6 +158,8 @@ def test_non_utf8_file_is_named_and_nothing_runs(pg: Pg) -> None:
     assert pg.databases() == set()
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_glob_matching_nothing_is_named(pg: Pg) -> None:
     result = pg.cli("apply", str(pg.tree / "nope" / "*.sql"))
     assert result.exit_code == 1
@@ -163,6 +179,8 @@ def test_wrong_password_is_one_line_without_the_password(pg: Pg) -> None:
     assert pg.databases() == set()
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_unreachable_server_is_one_line(pg: Pg) -> None:
     app_tree(pg, 1)
     result = pg.run("plan", pg.glob(), "--port", "1")
@@ -171,6 +189,8 @@ def test_unreachable_server_is_one_line(pg: Pg) -> None:
     assert "Connection refused" in result.stderr and "Traceback" not in result.stderr
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_missing_password_variable_uses_the_user_name_and_warns(pg: Pg) -> None:
     pg.write("app.00000000.0000.postgres.baseline.sql",
              "CREATE ROLE app LOGIN PASSWORD 'app';\nCREATE DATABASE app OWNER app;\n")
@@ -181,6 +201,8 @@ def test_missing_password_variable_uses_the_user_name_and_warns(pg: Pg) -> None:
             "password") in result.stderr
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_prefix_option_picks_the_password_variables(pg: Pg) -> None:
     app_tree(pg, 1)
     env = {k.replace("POSTGRESQL_", "MYAPP_"): v for k, v in pg.env.items()
@@ -205,6 +227,8 @@ def test_failed_bootstrap_leaves_nothing_behind(pg: Pg) -> None:
             if line.startswith("kennel")] == [["bootstrap", "psql"]]
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_error_in_a_later_patch_example(pg: Pg) -> None:
     glob = str(EXAMPLES / "error_patch" / "*.sql")
     result = pg.cli("apply", glob)
@@ -215,6 +239,8 @@ def test_error_in_a_later_patch_example(pg: Pg) -> None:
     assert pg.query("SELECT to_regclass('cost_share')", "vet") == [(None,)]
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_status_shows_records_and_with_globs_what_is_pending(pg: Pg) -> None:
     app_tree(pg, 2)
     pg.cli("apply", pg.glob())
@@ -231,6 +257,8 @@ def test_status_shows_records_and_with_globs_what_is_pending(pg: Pg) -> None:
     assert "app       20240101.0002  app" in text
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_seed_form_means_apply_and_prints_no_traceback(pg: Pg) -> None:
     app_tree(pg, 1)
     result = pg.run("-l", "debug", pg.glob())
@@ -241,6 +269,8 @@ def test_seed_form_means_apply_and_prints_no_traceback(pg: Pg) -> None:
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_state_db_option_keeps_the_record_elsewhere(pg: Pg) -> None:
     app_tree(pg, 1)
     result = pg.cli("apply", "--state-db", "pgpatch_state", pg.glob())
@@ -250,6 +280,8 @@ def test_state_db_option_keeps_the_record_elsewhere(pg: Pg) -> None:
     assert bad.exit_code == 2 and "Invalid value for '--state-db'" in bad.stderr
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_password_never_appears_in_debug_output(pg: Pg) -> None:
     app_tree(pg, 1)
     result = pg.run("apply", "-l", "debug", pg.glob())
@@ -258,6 +290,8 @@ def test_password_never_appears_in_debug_output(pg: Pg) -> None:
         assert secret not in result.stdout + result.stderr
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_records_of_a_dropped_database_are_refused_until_forgotten(pg: Pg) -> None:
     app_tree(pg, 1)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -274,6 +308,8 @@ def test_records_of_a_dropped_database_are_refused_until_forgotten(pg: Pg) -> No
     assert ledger(pg) == [("p1", "app")]
 
 
+# pgpatch's CLI and records, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_a_first_run_leaves_every_record_with_its_checksum_and_user(pg: Pg) -> None:
     app_tree(pg, 1)
     assert pg.cli("apply", pg.glob()).exit_code == 0

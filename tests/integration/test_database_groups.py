@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.conftest import STATE_PATCHES, Pg
 
-# group expansion and hundreds of databases are the same on every major: first major only
+# group expansion and hundreds of databases are the same on every major: one major only
 pytestmark = pytest.mark.one_major
 
 LEDGER = "CREATE TABLE IF NOT EXISTS ledger (patch text);\nINSERT INTO ledger VALUES ('{n}');\n"

@@ -28,7 +28,7 @@ NAMES = ("eu1", "eu2", "us1")
 SMALL = {"fsync": "off", "shared_buffers": "16MB", "max_connections": "20"}
 
 
-# three servers at once, the same on every major: on the first major under test only
+# three servers at once, the same on every major: on one major only (conftest.py)
 pytestmark = pytest.mark.one_major
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,11 @@ import pytest
 
 from tests.integration.conftest import PASSWORDS, STATE_PATCHES, Pg
 
+# the documents, their schemas and what Ctrl-C says are pgpatch's, the same on every major: on
+# one major only (tests/conftest.py); the server's part of a failure is tested on each elsewhere
+pytestmark = pytest.mark.one_major
+
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BASELINE = ("CREATE ROLE app LOGIN PASSWORD 'app-pw-2';\nCREATE DATABASE app OWNER app;\n")
 OTHER = "CREATE DATABASE other;\n"

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import PASSWORDS, Pg
+
+# which password libpq's files give is the client's business, the same on every major: on one
+# major only (tests/conftest.py)
+pytestmark = pytest.mark.one_major
+
 
 BASELINE = """\\getenv pw PGPATCH_APP_PASSWORD
 CREATE ROLE app LOGIN PASSWORD :'pw';

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import psycopg
+import pytest
 
 from postgresqlpatches.core.locks import LockBudget
 from tests.integration.conftest import STATE_PATCHES, Pg
@@ -68,6 +69,9 @@ def test_a_session_holding_a_conflicting_lock_shows_in_plans_lock_conflicts(pg: 
 
 
 
+# rehearse shows the live plan's lock_conflicts, whose pg_locks query the plan tests above run on
+# every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_rehearse_reports_the_live_lock_conflicts_of_each_patch(pg: Pg) -> None:
     """15.2: rehearse shows, beside what each patch locked on the copy, the live sessions
     whose locks conflict with it now (the live plan's lock_conflicts)."""
@@ -146,6 +150,9 @@ def records_of(pg: Pg, version: str, settled_only: bool = False) -> int:
         + (" AND i.settled" if settled_only else ""), "patches")[0][0])
 
 
+# the retries are pgpatch's lock budget, the same on every major: on one major only
+# (tests/conftest.py); the server's lock timeout is on every major in the index tests below
+@pytest.mark.one_major
 def test_a_patch_blocked_by_a_held_lock_is_retried_and_applies_once_the_holder_commits(
         pg: Pg) -> None:
     ledger_tree(pg, 1)
@@ -168,6 +175,9 @@ def test_a_patch_blocked_by_a_held_lock_is_retried_and_applies_once_the_holder_c
     assert records_of(pg, "20240102.0001") == 1
 
 
+# the retries are pgpatch's lock budget, the same on every major: on one major only
+# (tests/conftest.py); the server's lock timeout is on every major in the index tests below
+@pytest.mark.one_major
 def test_with_the_holder_kept_apply_gives_up_within_its_budget_naming_the_blocker(
         pg: Pg) -> None:
     ledger_tree(pg, 1)
@@ -206,6 +216,9 @@ def test_with_the_holder_kept_apply_gives_up_within_its_budget_naming_the_blocke
     assert records_of(pg, "20240102.0002") == 1
 
 
+# the retries are pgpatch's lock budget, the same on every major: on one major only
+# (tests/conftest.py); the server's lock timeout is on every major in the index tests below
+@pytest.mark.one_major
 def test_a_blocked_non_transactional_statement_is_retried_alone(pg: Pg) -> None:
     """The INSERT before the VACUUM ran in autocommit and stays done: only the VACUUM is
     tried again, on giving up too, and the next run resumes at it."""

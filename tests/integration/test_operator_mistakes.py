@@ -12,6 +12,11 @@ import pytest
 
 from tests.integration.conftest import STATE_PATCHES, Pg
 
+# what pgpatch makes of an operator's mistake (pipes, fifos, a lost or mistyped state database,
+# adopt) is its own logic, the same on every major: on one major only (tests/conftest.py)
+pytestmark = pytest.mark.one_major
+
+
 BASELINE = """CREATE DATABASE app;
 \\connect app
 CREATE TABLE ledger (name text NOT NULL);

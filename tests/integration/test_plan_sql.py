@@ -12,6 +12,11 @@ import pytest
 
 from tests.integration.conftest import Pg
 
+# what plan --sql prints is pgpatch's, the same on every major: on one major only
+# (tests/conftest.py)
+pytestmark = pytest.mark.one_major
+
+
 PREFIX = "%m [%p] <%d|%u|%a> "
 RECORD = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] <([^|]*)\|([^|]*)\|([^>]*)> "
                     r"(?:LOG|ERROR|STATEMENT|DETAIL|HINT|WARNING|NOTICE|FATAL|CONTEXT):  ")

@@ -12,6 +12,11 @@ from postgresqlpatches.core.discovery import Patch
 from postgresqlpatches.pg.state import StateStore
 from tests.integration.conftest import Pg
 
+# how pgpatch writes its record is its own code path, the same on every major: on one major
+# only (tests/conftest.py)
+pytestmark = pytest.mark.one_major
+
+
 BASELINE = "CREATE DATABASE app;\n"
 PATCHES = {
     "app.20240101.0001.postgres.first.sql": "CREATE TABLE a (id int);  -- opens its session\n",

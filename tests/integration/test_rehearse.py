@@ -186,6 +186,9 @@ def test_a_database_the_live_server_lacks_is_built_from_its_bootstraps(pg: Pg) -
     assert "zoo" not in pg.databases()
 
 
+# pgpatch's own handling (signals, usage, reporting), the same on every major: on one major only
+# (tests/conftest.py); building and running a copy of each major is tested on each above
+@pytest.mark.one_major
 def test_a_plan_with_problems_is_not_rehearsed(pg: Pg) -> None:
     _live_tree(pg)
     pg.write("app.20240104.0001.app.meta.sql", "\\set x 1\n")
@@ -195,6 +198,9 @@ def test_a_plan_with_problems_is_not_rehearsed(pg: Pg) -> None:
     assert "not rehearsed: the plan has 1 problem" in result.stdout
 
 
+# pgpatch's own handling (signals, usage, reporting), the same on every major: on one major only
+# (tests/conftest.py); building and running a copy of each major is tested on each above
+@pytest.mark.one_major
 def test_nothing_pending_is_nothing_to_rehearse(pg: Pg) -> None:
     pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -203,7 +209,10 @@ def test_nothing_pending_is_nothing_to_rehearse(pg: Pg) -> None:
     assert "nothing to rehearse" in result.stdout
 
 
-@pytest.mark.parametrize("example", ["hundbidrag", "ci/clean"])
+# a copy of each major is built from hundbidrag's bootstraps; a second example is the same
+# thing again: on one major only (tests/conftest.py)
+@pytest.mark.parametrize("example", [
+    "hundbidrag", pytest.param("ci/clean", marks=pytest.mark.one_major)])
 def test_rehearse_offline_builds_the_examples(pg: Pg, example: str) -> None:
     result = pg.cli("rehearse", "--offline", str(EXAMPLES / example / "*.sql"),
                     "--major", str(pg.server.major))
@@ -213,6 +222,9 @@ def test_rehearse_offline_builds_the_examples(pg: Pg, example: str) -> None:
     assert "warning:" not in result.output  # the copy's passwords are its own
 
 
+# pgpatch's own handling (signals, usage, reporting), the same on every major: on one major only
+# (tests/conftest.py); building and running a copy of each major is tested on each above
+@pytest.mark.one_major
 @pytest.mark.parametrize("example, failing", [
     ("error_patch", 'vet.20210402.0001.postgres.cost_per_dog.sql:4: division by zero '
                     '[SQLSTATE 22012]'),
@@ -228,6 +240,9 @@ def test_rehearse_offline_of_an_error_example_fails_with_its_file_and_line(
     assert "Traceback" not in result.output
 
 
+# pgpatch's own handling (signals, usage, reporting), the same on every major: on one major only
+# (tests/conftest.py); building and running a copy of each major is tested on each above
+@pytest.mark.one_major
 def test_offline_without_binaries_of_the_major_names_the_major(pg: Pg) -> None:
     result = pg.cli("rehearse", "--offline", str(EXAMPLES / "hundbidrag" / "*.sql"),
                     "--major", "11")
@@ -236,6 +251,9 @@ def test_offline_without_binaries_of_the_major_names_the_major(pg: Pg) -> None:
     assert "Traceback" not in result.output
 
 
+# pgpatch's own handling (signals, usage, reporting), the same on every major: on one major only
+# (tests/conftest.py); building and running a copy of each major is tested on each above
+@pytest.mark.one_major
 @pytest.mark.parametrize("args, message", [
     (["--major", "15"], "--major goes with --offline"),
     (["--offline", "--data"], "--data copies a live server's rows"),
@@ -270,6 +288,9 @@ def _wait_for(condition: Any, what: str, seconds: float = 60) -> Any:
     pytest.fail(f"timed out waiting for {what}")
 
 
+# pgpatch's own handling (signals, usage, reporting), the same on every major: on one major only
+# (tests/conftest.py); building and running a copy of each major is tested on each above
+@pytest.mark.one_major
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_rehearsal_removes_its_throwaway_server(
         pg: Pg, reachable_tmp: Path, sig: signal.Signals) -> None:
@@ -321,6 +342,9 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+# pgpatch's own handling (signals, usage, reporting), the same on every major: on one major only
+# (tests/conftest.py); building and running a copy of each major is tested on each above
+@pytest.mark.one_major
 def test_offline_a_database_without_a_bootstrap_is_a_problem(pg: Pg) -> None:
     pg.write("zoo.20240101.0001.postgres.cage.sql", "CREATE TABLE cage (id int);\n")
     code, doc = _rehearse_json(pg, "--offline", "--major", str(pg.server.major))

@@ -11,6 +11,11 @@ import pytest
 
 from tests.integration.conftest import Pg
 
+# when a repeatable runs again is decided by pgpatch's plan and records, the same on every
+# major: on one major only (tests/conftest.py)
+pytestmark = pytest.mark.one_major
+
+
 BASELINE = "app.00000000.0000.postgres.baseline.sql"
 TABLE = "app.20240101.0001.postgres.table.sql"
 VIEW = "app.99999999.0001.postgres.view.sql"

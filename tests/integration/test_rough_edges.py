@@ -6,9 +6,15 @@ from __future__ import annotations
 import getpass
 import json
 
+import pytest
+
 from postgresqlpatches import __version__
 from postgresqlpatches.cli.render import NOT_TIMED_NOTE
 from tests.integration.conftest import Pg
+
+# status and warnings are pgpatch's rendering, the same on every major: on one major only
+# (tests/conftest.py)
+pytestmark = pytest.mark.one_major
 
 
 def test_status_shows_run_by_pgpatch_version_and_how_long_bootstraps_took(pg: Pg) -> None:

@@ -49,6 +49,8 @@ def popen(pg: Pg, *args: str, env: dict[str, str] | None = None) -> subprocess.P
 
 # -- checksums -----------------------------------------------------------------------------
 
+# pgpatch's own logic, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_changed_applied_patch_stops_plan_and_apply(pg: Pg) -> None:
     ledger_tree(pg, 2)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -67,6 +69,8 @@ def test_changed_applied_patch_stops_plan_and_apply(pg: Pg) -> None:
     assert "new" not in ledger_counts(pg)
 
 
+# pgpatch's own logic, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_crlf_checkout_is_not_a_change(pg: Pg) -> None:
     ledger_tree(pg, 2)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -78,6 +82,8 @@ def test_crlf_checkout_is_not_a_change(pg: Pg) -> None:
 
 # -- order ---------------------------------------------------------------------------------
 
+# pgpatch's own logic, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_out_of_order_patch_is_refused_unless_allowed(pg: Pg) -> None:
     ledger_tree(pg, 2)
     (pg.tree / "p" / "app.20240101.0001.postgres.p1.sql").rename(pg.tree.parent / "held-back.sql")
@@ -108,6 +114,8 @@ def test_three_concurrent_applies_run_each_patch_once(pg: Pg) -> None:
         f"nothing to do: {STATE_PATCHES + 41} patches already applied"] * 2
 
 
+# pgpatch's own logic, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_a_run_gives_up_waiting_for_the_lock_with_a_clear_message(pg: Pg) -> None:
     ledger_tree(pg, 1)
     with pg.server.connect("postgres") as holder:
@@ -306,6 +314,9 @@ def test_the_patch_sent_behind_a_failing_one_never_runs(pg: Pg) -> None:
     assert pg.query("SELECT to_regclass('after_p2') IS NOT NULL", "app") == [(True,)]
 
 
+# how pgpatch streams a file through the pipeline is its own, the same on every major: on one
+# major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_a_large_file_streams_through_the_pipeline(pg: Pg) -> None:
     """20,000 statements in one pipeline: sent while their results come back, all run."""
     pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
@@ -316,6 +327,8 @@ def test_a_large_file_streams_through_the_pipeline(pg: Pg) -> None:
     assert pg.query("SELECT count(*) FROM ledger", "app") == [(20000,)]
 
 
+# pgpatch's own logic, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_an_applied_patch_records_how_long_it_took(pg: Pg) -> None:
     ledger_tree(pg, 2)
     pg.write("p/app.20240101.0002.postgres.p2.sql", "SELECT pg_sleep(0.3);\n")
@@ -325,6 +338,9 @@ def test_an_applied_patch_records_how_long_it_took(pg: Pg) -> None:
     assert 0 < rows["app.20240101.0001.postgres.p1.sql"] < 300
 
 
+# a dozen kills of real runs, the same thing many times: on one major only (tests/conftest.py);
+# each major's server rolls back a killed run's transaction in the crash tests above
+@pytest.mark.one_major
 def test_kill_at_random_moments_never_runs_a_patch_twice(pg: Pg) -> None:
     ledger_tree(pg, 150)
     for path in (pg.tree / "p").glob("*.sql"):  # ~55 ms a patch: kills land mid-run
@@ -359,9 +375,10 @@ def wait_for_sleep(pg: Pg) -> None:
 
 def test_interrupted_bootstrap_is_made_again_not_taken_for_done(pg: Pg) -> None:
     # the baseline's own half: a session of anyone else's would make the leftover theirs
+    # killed in its pg_sleep, whose backend the next run waits for: a few seconds, not 30
     slow = pg.write("slow.00000000.0000.postgres.baseline.sql",
                     "CREATE DATABASE slow;\n\\connect slow\nCREATE TABLE half_made ();\n"
-                    "\\connect postgres\nSELECT pg_sleep(30);\n")
+                    "\\connect postgres\nSELECT pg_sleep(4);\n")
     pg.write("slow.20240101.0001.postgres.t.sql", "CREATE TABLE t ();\n")
     proc = popen(pg, "apply", pg.glob())
     wait_for_sleep(pg)
@@ -426,6 +443,8 @@ def test_non_transactional_patch_failing_midway_says_what_ran_and_resumes(pg: Pg
 
 # -- psql meta-commands ----------------------------------------------------------------------
 
+# pgpatch's own logic, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 def test_meta_command_in_a_later_patch_stops_everything(pg: Pg) -> None:
     ledger_tree(pg, 1)
     bad = pg.write("p/app.20240102.0001.postgres.meta.sql",
@@ -441,6 +460,9 @@ def test_meta_command_in_a_later_patch_stops_everything(pg: Pg) -> None:
 
 # -- safety settings -----------------------------------------------------------------------
 
+# the retries are pgpatch's lock budget, the same on every major: on one major only
+# (tests/conftest.py); a lock timeout is on every major in test_lock_budget.py's index tests
+@pytest.mark.one_major
 def test_lock_timeout_makes_a_blocked_patch_fail_cleanly(pg: Pg) -> None:
     ledger_tree(pg, 1)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -474,6 +496,8 @@ def test_statement_timeout_applies_to_patch_sessions(pg: Pg) -> None:
 
 # -- hostile input -------------------------------------------------------------------------
 
+# pgpatch's own logic, the same on every major: on one major only (tests/conftest.py)
+@pytest.mark.one_major
 @pytest.mark.parametrize("name", [
     "app.20240101.0001.postgres;drop.x.sql", "app.20240101.0001.Robert'); DROP.x.sql",
     'a"b.20240101.0001.postgres.x.sql', "app.20240101.0001.pöstgres.x.sql",

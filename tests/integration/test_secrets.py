@@ -141,6 +141,9 @@ def app_tree(pg: Pg) -> Path:
     return baseline
 
 
+# the warnings and --strict-passwords are pgpatch's, the same on every major: on one major only
+# (tests/conftest.py); what reaches the server and its log is tested on each above
+@pytest.mark.one_major
 def test_a_role_a_baseline_creates_without_its_variable_is_warned_once(pg: Pg) -> None:
     app_tree(pg)
     result = pg.cli("apply", pg.glob(), env={"POSTGRESQL_APP_PASSWORD": None})
@@ -152,6 +155,9 @@ def test_a_role_a_baseline_creates_without_its_variable_is_warned_once(pg: Pg) -
         assert conn.execute("SELECT who FROM t").fetchall() == [("app",)]
 
 
+# the warnings and --strict-passwords are pgpatch's, the same on every major: on one major only
+# (tests/conftest.py); what reaches the server and its log is tested on each above
+@pytest.mark.one_major
 def test_the_state_role_made_without_its_variable_is_warned_once(pg: Pg) -> None:
     app_tree(pg)
     result = pg.cli("apply", pg.glob(), env={"POSTGRESQL_PATCHES_PASSWORD": None})
@@ -166,6 +172,9 @@ def test_the_state_role_made_without_its_variable_is_warned_once(pg: Pg) -> None
         "password"]
 
 
+# the warnings and --strict-passwords are pgpatch's, the same on every major: on one major only
+# (tests/conftest.py); what reaches the server and its log is tested on each above
+@pytest.mark.one_major
 def test_strict_passwords_stops_the_run_before_anything_runs(pg: Pg) -> None:
     baseline = app_tree(pg)
     unset = {"POSTGRESQL_APP_PASSWORD": None}
@@ -189,6 +198,9 @@ def test_strict_passwords_stops_the_run_before_anything_runs(pg: Pg) -> None:
     assert pg.cli("apply", "--strict-passwords", pg.glob()).exit_code == 0
 
 
+# the warnings and --strict-passwords are pgpatch's, the same on every major: on one major only
+# (tests/conftest.py); what reaches the server and its log is tested on each above
+@pytest.mark.one_major
 def test_strict_passwords_refuses_a_login_with_the_user_name(pg: Pg) -> None:
     app_tree(pg)
     assert pg.cli("apply", pg.glob()).exit_code == 0
@@ -208,6 +220,9 @@ def test_strict_passwords_refuses_a_login_with_the_user_name(pg: Pg) -> None:
         "with its name as password")
 
 
+# the warnings and --strict-passwords are pgpatch's, the same on every major: on one major only
+# (tests/conftest.py); what reaches the server and its log is tested on each above
+@pytest.mark.one_major
 def test_a_role_that_exists_already_needs_no_variable(pg: Pg) -> None:
     app_tree(pg)
     pg.query(f"CREATE ROLE app LOGIN PASSWORD '{APP_PW}'")

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.conftest import STATE_PATCHES, Pg
+
+# what pgpatch decided and logs is its own, the same on every major: on one major only
+# (tests/conftest.py)
+pytestmark = pytest.mark.one_major
+
 
 BASELINE = "CREATE ROLE app LOGIN PASSWORD 'app-pw-2';\nCREATE DATABASE app OWNER app;\n"
 
