@@ -66,6 +66,24 @@ def _live_state(pg: Pg) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def no_autovacuum(pg: Pg) -> Iterator[None]:
+    """Autovacuum off while a test watches the next transaction id: its ANALYZE of the tables
+    the live tree just filled takes transaction ids of its own (seen under load), which are
+    not rehearse's writes."""
+    pg.query("ALTER SYSTEM SET autovacuum = off")
+    pg.query("SELECT pg_reload_conf()")
+    try:
+        deadline = time.monotonic() + 30
+        while pg.query("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"):
+            assert time.monotonic() < deadline, "an autovacuum worker did not end within 30 s"
+            time.sleep(0.05)
+        yield
+    finally:
+        pg.query("ALTER SYSTEM RESET autovacuum")
+        pg.query("SELECT pg_reload_conf()")
+
+
 def _rehearse_json(pg: Pg, *args: str) -> tuple[int, dict[str, Any]]:
     """The document, valid against docs/rehearse.schema.json."""
     result = pg.cli("rehearse", pg.glob(), "--format", "json", *args)
@@ -83,7 +101,7 @@ def _locks(patch: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def test_rehearse_shows_each_statements_locks_and_rewrites_and_the_live_server_stays_as_it_was(
-        pg: Pg) -> None:
+        pg: Pg, no_autovacuum: None) -> None:
     _live_tree(pg)
     before = _live_state(pg)
     code, doc = _rehearse_json(pg)
@@ -117,7 +135,8 @@ def test_rehearse_shows_each_statements_locks_and_rewrites_and_the_live_server_s
     assert _live_state(pg) == before
 
 
-def test_rehearse_with_data_fails_where_the_rows_say_so_with_file_and_line(pg: Pg) -> None:
+def test_rehearse_with_data_fails_where_the_rows_say_so_with_file_and_line(
+        pg: Pg, no_autovacuum: None) -> None:
     _live_tree(pg)
     before = _live_state(pg)
     result = pg.cli("rehearse", pg.glob(), "--data")
