@@ -14,9 +14,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from postgresqlpatches.core.statements import Statement
+if TYPE_CHECKING:  # a no-op run imports this module (values.py) but parses nothing
+    from postgresqlpatches.core.statements import Statement
 
 ACCESS_SHARE = "AccessShareLock"
 ROW_SHARE = "RowShareLock"
