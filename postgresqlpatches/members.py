@@ -72,7 +72,7 @@ def run_side_by_side(options: Options, run: RunSession, members: list[list[Step]
                      reporter: Reporter, result: ApplyResult,
                      finished: Callable[[Step, float], None], jobs: int) -> None:
     """Run ``members`` (each one database's pending steps), up to ``jobs`` at once."""
-    from postgresqlpatches.stopped import member_failed
+    from postgresqlpatches.stopped import member_stops
 
     batch = _Batch(members)
     said = threading.Lock()  # the reporter, result.members_failed and the log, one at a time
@@ -98,14 +98,11 @@ def run_side_by_side(options: Options, run: RunSession, members: list[list[Step]
             except PatchFailed as e:
                 if step.patch.group is None:
                     raise _InFlight(e, (step, t0)) from e
-                named = member_failed(step, e)  # only this member stops
-                named.__cause__ = e
-                if options.fail_fast:
+                try:
+                    with said:
+                        member_stops(options, step, e, result)  # only this member stops
+                except PatchFailed as named:  # --fail-fast: the run stops
                     batch.failed(named, (step, t0))
-                    return
-                with said:
-                    log.error("%s", named)
-                    result.members_failed.append((step, named))
                 return
             except BaseException as e:
                 raise _InFlight(e, (step, t0)) from e

@@ -205,7 +205,9 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
         except PatchFailed as e:
             if step.patch.group is None:
                 raise
-            _member_failed(options, step, e, result)  # only this database stops
+            from postgresqlpatches.stopped import member_stops
+
+            member_stops(options, step, e, result)  # only this database stops
             failed.add(step.patch.name.database)
             index += 1
             continue
@@ -217,19 +219,6 @@ def execute(options: Options, run: RunSession, patches: Sequence[Patch],
 
         raise GroupMembersFailed(result)
     return result
-
-
-def _member_failed(options: Options, step: Step, error: PatchFailed,
-                   result: ApplyResult) -> None:
-    """A group database's patch failed (rolled back, no record): named on stderr, and only
-    that database stops; with --fail-fast the run stops here."""
-    from postgresqlpatches.stopped import member_failed
-
-    named = member_failed(step, error)
-    if options.fail_fast:
-        raise named from error
-    log.error("%s", named)
-    result.members_failed.append((step, named))
 
 
 # -- status ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ carries what ran, what failed and what is left, so that every apply can end with
 
 from __future__ import annotations
 
+import logging
 import time
 
 from postgresqlpatches.core.planner import Action, Plan, Step
@@ -11,6 +12,8 @@ from postgresqlpatches.errors import PatchFailed
 from postgresqlpatches.pg.errors import is_driver_error
 from postgresqlpatches.pg.server import Maintenance, Server
 from postgresqlpatches.values import ApplyResult, Options, Reporter
+
+log = logging.getLogger("pgpatch")
 
 
 class Tracked:
@@ -125,3 +128,14 @@ def member_failed(step: Step, error: PatchFailed) -> PatchFailed:
     named.dropped_index, named.left_index = error.dropped_index, error.left_index
     named.left_reason = error.left_reason
     return named
+
+
+def member_stops(options: Options, step: Step, error: PatchFailed, result: ApplyResult) -> None:
+    """A group database's patch failed (rolled back, no record): named on stderr, and only
+    that database stops; with --fail-fast the run stops (the named error is raised). One
+    at a time and side by side (members.py) alike."""
+    named = member_failed(step, error)
+    if options.fail_fast:
+        raise named from error
+    log.error("%s", named)
+    result.members_failed.append((step, named))

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from postgresqlpatches.core.planner import EMPTY, Action, Plan, Step
@@ -879,40 +879,31 @@ def _print_target_head(result: TargetResult, stream: IO[str], first: bool) -> No
                  f"({_target_where(result)})\n")
 
 
-def print_fleet_plan(results: Sequence[TargetResult], stream: IO[str] | None = None) -> None:
+def _print_fleet(results: Sequence[TargetResult], command: str, part: str,
+                 show: Callable[[Any, IO[str]], None], stream: IO[str] | None) -> None:
+    """Per target its head, its ``part`` (plan, status, rehearsal) shown as without targets,
+    the error it ended with; then the summary."""
     stream = stream or sys.stdout
     for i, r in enumerate(results):
         _print_target_head(r, stream, i == 0)
-        if r.plan is not None:
-            print_plan(r.plan, stream)
+        if getattr(r, part) is not None:
+            show(getattr(r, part), stream)
         if r.error is not None:
             stream.write("".join(line + "\n" for line in _error_lines(r.error)))
-    print_fleet_summary(results, "plan", stream)
+    print_fleet_summary(results, command, stream)
+
+
+def print_fleet_plan(results: Sequence[TargetResult], stream: IO[str] | None = None) -> None:
+    _print_fleet(results, "plan", "plan", print_plan, stream)
 
 
 def print_fleet_status(results: Sequence[TargetResult], stream: IO[str] | None = None) -> None:
-    stream = stream or sys.stdout
-    for i, r in enumerate(results):
-        _print_target_head(r, stream, i == 0)
-        if r.status is not None:
-            print_status(r.status, stream)
-        if r.error is not None:
-            stream.write("".join(line + "\n" for line in _error_lines(r.error)))
-    print_fleet_summary(results, "status", stream)
+    _print_fleet(results, "status", "status", print_status, stream)
 
 
 def print_fleet_rehearsal(results: Sequence[TargetResult],
                           stream: IO[str] | None = None) -> None:
-    """Per target its rehearsal as without targets (or the error it ended with), then the
-    summary."""
-    stream = stream or sys.stdout
-    for i, r in enumerate(results):
-        _print_target_head(r, stream, i == 0)
-        if r.rehearsal is not None:
-            print_rehearsal(r.rehearsal, stream)
-        if r.error is not None:
-            stream.write("".join(line + "\n" for line in _error_lines(r.error)))
-    print_fleet_summary(results, "rehearse", stream)
+    _print_fleet(results, "rehearse", "rehearsal", print_rehearsal, stream)
 
 
 def print_fleet_apply(results: Sequence[TargetResult], stream: IO[str] | None = None) -> None:
