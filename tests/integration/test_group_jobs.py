@@ -19,9 +19,13 @@ from psycopg import sql
 
 from postgresqlpatches.pg.scratch import ScratchServer
 from postgresqlpatches.pg.session import CONNECTIONS, connections
+from tests.integration import test_database_groups
 from tests.integration.conftest import Pg
 from tests.integration.test_database_groups import FAIL_ON, LEDGER, make_databases, tenants
 from tests.integration.test_database_groups import all_records as every_record
+
+project = test_database_groups.project
+"""The fixture: the folder with the group's config file (the same as there)."""
 
 pytestmark = pytest.mark.one_major
 
@@ -39,15 +43,6 @@ GATED = """SELECT pg_advisory_lock_shared({key}) WHERE current_database() = '{db
 INSERT INTO ledger VALUES ('p2');
 """
 """A patch that waits at the test's gate (an advisory lock the test holds) on one database."""
-
-
-@pytest.fixture
-def project(pg: Pg, monkeypatch: pytest.MonkeyPatch) -> Path:
-    pg.tree.mkdir(parents=True, exist_ok=True)
-    monkeypatch.chdir(pg.tree)
-    (pg.tree / "pgpatch.toml").write_text(
-        'patches = ["db/**/*.sql"]\n[groups.tenants]\ndatabases = ["tenant_*"]\n')
-    return pg.tree
 
 
 def all_records(pg: Pg) -> dict[str, list[tuple[str, str]]]:

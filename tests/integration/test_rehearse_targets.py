@@ -26,6 +26,7 @@ from postgresqlpatches.cli import main
 from postgresqlpatches.pg.scratch import ScratchServer
 from tests.conftest import _installations_by_major
 from tests.integration.conftest import reset_server
+from tests.integration.test_rehearse import _running
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "rehearse.schema.json").read_text(encoding="utf-8"))
@@ -325,14 +326,6 @@ def test_target_mistakes_are_usage_errors(tg: Targets, args: list[str], message:
     assert as_json.exit_code == 2
     assert json.loads(as_json.stdout)["error"]["kind"] == "usage"
     assert tg.copies() == []
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _postgres_under(folder: Path) -> list[int]:
