@@ -27,7 +27,10 @@ Then, with everything applied: the no-op `apply` and `plan` (N patches, N record
 and no-op `apply` with --plan-n files against as many records (records written straight into
 the state database), the start-up of `pgpatch --help` / `--version`, the per-patch cost
 at each of --sizes, and (--mix-runs) the N-patch apply again with one patch in ten changing
-its session (SET lock_timeout, SET search_path, a temp table), floor and pgpatch only.
+its session (SET lock_timeout, SET search_path, a temp table), floor and pgpatch only. With
+--compare, the no-op `apply` and `plan` of both versions also run in turn, each against its
+own N records (the other's in a database and state database of their own), and `--help` /
+`--version` of both in turn, all through the same `python -c` launcher.
 Medians go to stdout and to --output (default bench/RESULTS.md).
 """
 
@@ -55,6 +58,8 @@ from postgresqlpatches.pg.scratch import ScratchServer  # noqa: E402
 
 DB = "bench"
 STATE_DB = "patches"
+CMP_DB = "bench_cmp"  # --compare: the other version's no-op runs against its own records
+CMP_STATE_DB = "patches_cmp"
 PASSWORD = "postgres"
 
 
@@ -276,6 +281,32 @@ class Bench:
             b.values.append(timed(other, self.env))
         return a, b
 
+    def noop_pairs(self, args: argparse.Namespace, d: Path, glob: str) -> dict[str, Samples]:
+        """No-op apply and plan of both versions in turn (so the machine's drift and the
+        server's after-work, autovacuum of the new tables, hit both alike), each against its
+        own records: the other version's tree is the same workload for database CMP_DB, its
+        records in CMP_STATE_DB. Both through the same launcher (`python -c`)."""
+        other = next(t for t in self.tools if t.name == f"pgpatch@{args.compare.name}")
+        self.admin.execute(f"DROP DATABASE IF EXISTS {CMP_DB} WITH (FORCE)")
+        self.admin.execute(f"DROP DATABASE IF EXISTS {CMP_STATE_DB} WITH (FORCE)")
+        self.admin.execute(f"CREATE DATABASE {CMP_DB}")
+        cmp_glob = str(generate(args.n, self.work / "cmp", database=CMP_DB) / "pgpatch" / "*.sql")
+        theirs = [sys.executable, "-c", COMPARE, str(args.compare.resolve())]
+        timed([*theirs, "apply", "--state-db", CMP_STATE_DB, cmp_glob], self.env)
+        mine = [sys.executable, "-c", COMPARE, str(REPO)]
+        self.admin.execute("CHECKPOINT")
+        out: dict[str, Samples] = {}
+        for command in ("apply", "plan"):
+            what = f"{command}, no-op" if command == "apply" else command
+            a, b = self.repeat_pair([*mine, command, glob],
+                                    [*theirs, command, "--state-db", CMP_STATE_DB, cmp_glob],
+                                    args.noop_runs)
+            out[f"pgpatch {what}, {args.n} applied (python -c launcher, in turn)"] = a
+            out[f"{other.name} {what}, {args.n} applied (python -c launcher, in turn)"] = b
+        for db in (CMP_DB, CMP_STATE_DB):
+            self.admin.execute(f"DROP DATABASE {db} WITH (FORCE)")
+        return out
+
     def seed_records(self, n: int, d: Path, database: str, state_db: str) -> None:
         """n files and n records: the first file applied by pgpatch (which creates the state
         database), the other records written straight into it, as pgpatch writes them."""
@@ -487,16 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             noop["floor: psql -c 'select 1' (reference)"] = b.repeat(
                 [b.psql, "-X", "-q", "-c", "select 1"], args.noop_runs)
             if args.compare:
-                # the same no-op against the other version's own records: its apply first
-                other = next(t for t in b.tools if t.name == f"pgpatch@{args.compare.name}")
-                b.run_apply(other, d, args.n)
-                b.admin.execute("CHECKPOINT")
-                say(f"== no-op apply and plan of {other.name}, N={args.n} applied")
-                launcher = [sys.executable, "-c", COMPARE, str(args.compare.resolve())]
-                noop[f"{other.name} apply, no-op, {args.n} applied"] = b.repeat(
-                    [*launcher, "apply", glob], args.noop_runs)
-                noop[f"{other.name} plan, {args.n} applied"] = b.repeat(
-                    [*launcher, "plan", glob], args.noop_runs)
+                noop.update(b.noop_pairs(args, d, glob))
             if args.plan_n:
                 say(f"== plan and no-op apply: {args.plan_n} files, {args.plan_n} records")
                 big = generate(args.plan_n, work / f"plan{args.plan_n}", database="bigplan")
