@@ -273,8 +273,6 @@ def _targets(kw: dict[str, Any], options: Any, *, offline: bool = False,
     Mistakes are usage errors: a name the config file does not define, --host/--port
     beside targets, --jobs or --fail-fast without them (``members``: apply's --jobs, a
     group's databases at once, goes without targets)."""
-    from postgresqlpatches import fleet
-
     ctx = click.get_current_context()
     names = kw.pop("target_names")
     # apply's --fail-fast (FAIL_FAST) is in options and means something without targets too
@@ -290,6 +288,8 @@ def _targets(kw: dict[str, Any], options: Any, *, offline: bool = False,
             if given[param] and (param == "jobs" and not members or own_fail_fast):
                 raise click.UsageError(f"{option} goes with -t/--target")
         return None
+    from postgresqlpatches import fleet  # its threads are a fleet's only
+
     jobs = fleet.DEFAULT_JOBS if jobs is None else jobs
     if offline:
         raise click.UsageError("-t/--target does not go with --offline (no server is asked)")

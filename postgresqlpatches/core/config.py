@@ -18,7 +18,6 @@ API for other parts (the CLI, targets):
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -27,11 +26,6 @@ from typing import Any
 
 from postgresqlpatches.core.naming import check_identifier
 from postgresqlpatches.errors import PgpatchError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 has no tomllib
-    import tomli as tomllib
 
 CONFIG_FILE = "pgpatch.toml"
 PYPROJECT_FILE = "pyproject.toml"
@@ -201,6 +195,11 @@ def parse_config(text: str, path: str, *, pyproject: bool = False) -> Config | N
 
     For a ``pyproject.toml`` only its ``[tool.pgpatch]`` table counts; without one the file
     is no config: None (the search goes on, as ruff's and pytest's do)."""
+    if sys.version_info >= (3, 11):  # imported only when there is a file to read
+        import tomllib
+    else:  # pragma: no cover - Python 3.10 has no tomllib
+        import tomli as tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -264,6 +263,8 @@ def _unknown(key: str, last: str, known: list[str] | tuple[str, ...]) -> str:
     if last.lower() in PASSWORD_KEYS:
         return (f"key '{key}': passwords never go in the config file; they come from the "
                 "environment, {PREFIX}{USER}_PASSWORD (or libpq's pgpass)")
+    import difflib
+
     close = difflib.get_close_matches(last, list(known), n=1)
     guess = f"; did you mean '{close[0]}'?" if close else ""
     return f"key '{key}' is not known (known: {', '.join(known)}){guess}"

@@ -11,7 +11,6 @@ SHARE conflicts with ACCESS EXCLUSIVE only, which is what the listed DDL takes).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -323,10 +322,15 @@ class LockBudget:
     retries: int = DEFAULT_LOCK_RETRIES
     concurrent_timeout_ms: int | None = DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS
 
-    def backoff(self, retry: int, rng: Callable[[], float] = random.random) -> float:
+    def backoff(self, retry: int, rng: Callable[[], float] | None = None) -> float:
         """The wait before retry number ``retry`` (1, 2, ...): doubling from
-        BACKOFF_FIRST_SECONDS up to BACKOFF_CAP_SECONDS, jittered down to half, so that
-        the tries of two runs (or a run and the application's own retries) drift apart."""
+        BACKOFF_FIRST_SECONDS up to BACKOFF_CAP_SECONDS, jittered down to half (``rng``,
+        random.random by default), so that the tries of two runs (or a run and the
+        application's own retries) drift apart."""
+        if rng is None:
+            import random
+
+            rng = random.random
         return _backoff_cap(retry) * (0.5 + 0.5 * rng())
 
     @property
