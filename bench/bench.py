@@ -274,11 +274,12 @@ class Bench:
 
     def repeat_pair(self, one: Sequence[str], other: Sequence[str], runs: int
                     ) -> tuple[Samples, Samples]:
-        """Two commands run in turn, so the machine's drift hits both alike."""
+        """Two commands run in turn, so the machine's drift hits both alike; which goes
+        first changes every round, so that neither always runs first."""
         a, b = Samples(), Samples()
-        for _ in range(runs):
-            a.values.append(timed(one, self.env))
-            b.values.append(timed(other, self.env))
+        for r in range(runs):
+            for cmd, samples in ((one, a), (other, b)) if r % 2 == 0 else ((other, b), (one, a)):
+                samples.values.append(timed(cmd, self.env))
         return a, b
 
     def noop_pairs(self, args: argparse.Namespace, d: Path, glob: str) -> dict[str, Samples]:
