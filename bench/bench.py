@@ -267,9 +267,12 @@ class Bench:
         return samples
 
     def repeat(self, cmd: Sequence[str], runs: int) -> Samples:
+        """``cmd`` ``runs`` times, from the work directory as the applies run from their
+        tree (not from this repository, whose pyproject.toml names pgpatch: the config
+        search would read it, as it does nowhere a user has no config)."""
         s = Samples()
         for _ in range(runs):
-            s.values.append(timed(cmd, self.env))
+            s.values.append(timed(cmd, self.env, cwd=self.work))
         return s
 
     def repeat_pair(self, one: Sequence[str], other: Sequence[str], runs: int
@@ -279,7 +282,7 @@ class Bench:
         a, b = Samples(), Samples()
         for r in range(runs):
             for cmd, samples in ((one, a), (other, b)) if r % 2 == 0 else ((other, b), (one, a)):
-                samples.values.append(timed(cmd, self.env))
+                samples.values.append(timed(cmd, self.env, cwd=self.work))
         return a, b
 
     def noop_pairs(self, args: argparse.Namespace, d: Path, glob: str) -> dict[str, Samples]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from postgresqlpatches.core.locks import (
+from postgresqlpatches.core.lockbudget import (
     DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS,
     DEFAULT_LOCK_RETRIES,
     DEFAULT_LOCK_TIMEOUT_MS,

@@ -10,7 +10,8 @@ from postgresqlpatches.core.planner import Action, Step
 from postgresqlpatches.errors import LockLost, PatchFailed
 
 if TYPE_CHECKING:
-    from postgresqlpatches.core.locks import LockBudget, Session
+    from postgresqlpatches.core.lockbudget import LockBudget
+    from postgresqlpatches.core.locks import Session
     from postgresqlpatches.core.statements import NewSession, Statement
 
 

@@ -27,7 +27,8 @@ from postgresqlpatches.pg.state import STATE_USER, StateStore, open_state
 
 if TYPE_CHECKING:
     from postgresqlpatches.core.discovery import Patch
-    from postgresqlpatches.core.locks import LockBudget, Session
+    from postgresqlpatches.core.lockbudget import LockBudget
+    from postgresqlpatches.core.locks import Session
     from postgresqlpatches.core.planner import Plan, ServerFacts, Step
     from postgresqlpatches.core.statements import NewSession, Statement
     from postgresqlpatches.pg.locks import BlockerWatcher

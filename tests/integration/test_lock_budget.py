@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from postgresqlpatches.core.locks import LockBudget
+from postgresqlpatches.core.lockbudget import LockBudget
 from tests.integration.conftest import STATE_PATCHES, Pg
 from tests.integration.test_safety import ledger_counts, ledger_tree, popen
 

@@ -16,7 +16,6 @@ from postgresqlpatches.core.locks import (
     SHARE_ROW_EXCLUSIVE,
     SHARE_UPDATE_EXCLUSIVE,
     LiveLocks,
-    LockBudget,
     RelationLock,
     Session,
 )
@@ -171,31 +170,6 @@ def test_is_concurrent(sql: str, expected: bool) -> None:
 def test_sets_lock_timeout(sql: str, expected: bool) -> None:
     (statement,) = parse_sql(sql).statements
     assert locks.sets_lock_timeout(statement) is expected
-
-
-@pytest.mark.parametrize("retry, lowest, highest", [(1, 0.125, 0.25), (2, 0.25, 0.5),
-                                                    (3, 0.5, 1.0), (6, 2.5, 5.0),
-                                                    (20, 2.5, 5.0)])
-def test_the_backoff_doubles_up_to_a_cap_and_is_jittered_down_to_half(
-        retry: int, lowest: float, highest: float) -> None:
-    budget = LockBudget()
-    assert budget.backoff(retry, rng=lambda: 0.0) == lowest
-    assert budget.backoff(retry, rng=lambda: 1.0) == highest
-
-
-def test_the_total_budget_is_every_try_at_its_timeout_and_every_backoff_at_its_longest(
-        ) -> None:
-    assert LockBudget(1000, 2).total_seconds == 3 * 1.0 + 0.25 + 0.5
-    assert LockBudget(100, 0).total_seconds == 0.1
-    assert LockBudget(0, 3).total_seconds is None
-
-
-def test_the_cli_spells_the_lock_budget_defaults_as_core_does() -> None:
-    from postgresqlpatches.cli import commands
-
-    assert commands.LOCK_TIMEOUT_MS == locks.DEFAULT_LOCK_TIMEOUT_MS
-    assert commands.LOCK_RETRIES == locks.DEFAULT_LOCK_RETRIES
-    assert commands.CONCURRENT_LOCK_TIMEOUT_MS == locks.DEFAULT_CONCURRENT_LOCK_TIMEOUT_MS
 
 
 def _pending(conflicts: tuple[locks.LockConflict, ...] = ()) -> object:
