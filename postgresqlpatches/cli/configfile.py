@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from postgresqlpatches.core.config import (
-    CONFIG_FILE,
-    PYPROJECT_FILE,
-    Config,
-    ConfigError,
-    parse_config,
-)
+if TYPE_CHECKING:  # core/config.py is imported once there is a file to check
+    from postgresqlpatches.core.config import Config
+
+CONFIG_FILE = "pgpatch.toml"
+PYPROJECT_FILE = "pyproject.toml"
 
 ENVIRONMENT_OF = {"host": "PGHOST", "port": "PGPORT"}
 """File keys whose environment variable libpq reads itself."""
@@ -54,6 +52,8 @@ def _has_our_table(path: str) -> bool:
         return False
     if "pgpatch" not in text:
         return False  # no parse for the common case: another tool's pyproject.toml
+    from postgresqlpatches.core.config import ConfigError, parse_config
+
     try:
         return parse_config(text, path, pyproject=True) is not None
     except ConfigError:
@@ -64,6 +64,8 @@ def load_config(given: str | None, cwd: str | None = None) -> Config | None:
     """The config named by ``--config`` (which replaces the search), else the one found
     from ``cwd`` up; None when there is none. ConfigError (exit 2) names the file."""
     if given is not None:
+        from postgresqlpatches.core.config import ConfigError
+
         path = real = given
         if not os.path.exists(path):
             raise ConfigError("the config file given with --config does not exist", path=path)
@@ -77,6 +79,8 @@ def load_config(given: str | None, cwd: str | None = None) -> Config | None:
         if found is None:
             return None
         real, path = found, _shown_path(found, cwd)
+    from postgresqlpatches.core.config import ConfigError, parse_config  # a file to check
+
     try:
         with open(real, "rb") as f:
             data = f.read()

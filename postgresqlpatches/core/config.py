@@ -27,8 +27,6 @@ from typing import Any
 from postgresqlpatches.core.naming import check_identifier
 from postgresqlpatches.errors import PgpatchError
 
-CONFIG_FILE = "pgpatch.toml"
-PYPROJECT_FILE = "pyproject.toml"
 ALL_TARGETS = "all"
 """``-t all`` and ``target = "all"``: every target of the file; so no target is named all."""
 
