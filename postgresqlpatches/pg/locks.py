@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from postgresqlpatches.core.locks import LiveLocks, RelationLock, Session
 from postgresqlpatches.errors import PgpatchError
-from postgresqlpatches.pg.server import MAINTENANCE_DB, SUPERUSER, Server
+from postgresqlpatches.pg.server import MAINTENANCE_DB, Server
 
 if TYPE_CHECKING:
     import psycopg
@@ -63,7 +63,8 @@ def read_live_locks(server: Server, database: str,
 
     wanted = list(dict.fromkeys((lock.schema, lock.name) for lock in locks))
     try:
-        conn = server.connect(database, SUPERUSER, application_name=OWN_APPLICATION_NAME)
+        conn = server.connect(database, server.admin_user,
+                              application_name=OWN_APPLICATION_NAME)
     except PgpatchError as e:
         log.warning("lock conflicts of %s not read: %s", database, e.message)
         return None
@@ -122,7 +123,7 @@ class BlockerWatcher:
     def blockers(self, pid: int) -> tuple[Session, ...]:
         with self._guard:
             if self._conn is None or self._conn.closed:
-                self._conn = self.server.connect(MAINTENANCE_DB, SUPERUSER,
+                self._conn = self.server.connect(MAINTENANCE_DB, self.server.admin_user,
                                                  application_name=OWN_APPLICATION_NAME)
             return tuple(_session(*row) for row in
                          self._conn.execute(_BLOCKERS, [pid]).fetchall())

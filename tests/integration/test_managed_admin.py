@@ -154,3 +154,23 @@ def test_baseline_of_tables_the_admin_may_not_read_names_the_privilege(managed: 
     assert "GRANT pg_read_all_data TO admin" in result.stderr
     assert "Traceback" not in result.output + result.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_plan_reads_who_holds_a_patchs_locks_as_the_admin_role(managed: Pg) -> None:
+    """The live locks a plan compares with a patch's are read as --admin-user, not as a
+    postgres role a managed service does not give out."""
+    pg = managed
+    _tree(pg)
+    assert pg.cli("apply", pg.glob()).exit_code == 0
+    pg.write("app/app.20260102.0001.app.alter.sql", "ALTER TABLE t ADD COLUMN note text;\n")
+    with pg.server.connect("app", autocommit=False) as holder:
+        holder.execute("SET application_name = 'report'")
+        holder.execute("SELECT count(*) FROM t")
+        pid = holder.info.backend_pid
+        result = pg.cli("plan", pg.glob(), "--format", "json")
+        holder.rollback()
+    assert result.exit_code == 0, result.stderr
+    assert "not read" not in result.stderr, result.stderr
+    alter = next(p for p in json.loads(result.stdout)["patches"] if p["description"] == "alter")
+    assert [(c["pid"], c["application_name"]) for c in alter["lock_conflicts"]] == [
+        (pid, "report")]
