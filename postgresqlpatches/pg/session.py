@@ -810,9 +810,10 @@ class RunSession:
                 on_retry: LockRetry | None = None) -> Iterator[list[MemberSession]]:
         """``jobs`` workers for group members at once, one per thread, each with its own
         patch session (MEMBER_SESSIONS): a psycopg connection is never used by two threads.
-        The lock's session, the state store and the blocker watch stay this run's, and
-        workers call them one at a time (_Serialized). This run's own patch sessions close
-        first, so that the run keeps within connections(jobs)."""
+        The lock's session and the state store stay this run's, and workers call them one at
+        a time (_Serialized); the blocker watch is shared too and guards its own session
+        (pg/locks.py). This run's own patch sessions close first, so that the run keeps
+        within connections(jobs)."""
         from postgresqlpatches.pg.locks import BlockerWatcher
 
         self._close(*list(self.conns))
@@ -854,9 +855,9 @@ class _Serialized:
 
 class MemberSession(RunSession):
     """One worker of RunSession.members: runs group members one after another in its own
-    thread, on a patch session of its own, with the run's lock, state store and blocker
-    watch (shared, _Serialized) and the run's records to settle (settled by the run's
-    close)."""
+    thread, on a patch session of its own, with the run's lock and state store (shared,
+    _Serialized), its blocker watch (shared, guarded by itself) and the run's records to
+    settle (settled by the run's close)."""
 
     def __init__(self, run: RunSession, guard: threading.RLock,
                  on_retry: LockRetry | None) -> None:

@@ -6,6 +6,7 @@ Each test gets an empty server: every database and role it made is dropped after
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,6 +54,24 @@ class Pg:
     def run(self, *args: str, env: dict[str, str | None] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``python -m postgresqlpatches`` as a real process."""
+        return subprocess.run([sys.executable, "-m", "postgresqlpatches", *args],
+                              env=self._environment(env), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    def popen(self, *args: str, env: dict[str, str | None] | None = None,
+              interruptible: bool = False, **kwargs: Any) -> subprocess.Popen[str]:
+        """Start ``python -m postgresqlpatches``, stdout and stderr piped; ``interruptible``:
+        Ctrl-C (SIGINT) reaches it as in a terminal (a test worker may ignore SIGINT, and a
+        child inherits that)."""
+        if interruptible:
+            kwargs["preexec_fn"] = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+        return subprocess.Popen([sys.executable, "-m", "postgresqlpatches", *args],
+                                env=self._environment(env), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kwargs)
+
+    def _environment(self, env: dict[str, str | None] | None) -> dict[str, str]:
+        """The test's environment without the caller's libpq and pgpatch variables, then
+        this server's, then ``env`` (None: unset)."""
         full = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
         full.update(self.env)
         for k, v in (env or {}).items():
@@ -60,8 +79,7 @@ class Pg:
                 full.pop(k, None)
             else:
                 full[k] = v
-        return subprocess.run([sys.executable, "-m", "postgresqlpatches", *args], env=full,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return full
 
     def query(self, sql: str, db: str = "postgres") -> list[tuple[Any, ...]]:
         with self.server.connect(db) as conn:

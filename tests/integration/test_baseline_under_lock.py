@@ -4,7 +4,6 @@ nothing of it (no file, no temporary file, no record) left when a step after the
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -58,13 +57,7 @@ def test_baseline_waits_for_the_lock_before_it_dumps_or_writes(pg: Pg) -> None:
 
 
 def _popen(pg: Pg, out: Path) -> subprocess.Popen[str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
-    env.update(pg.env)
-    return subprocess.Popen(
-        [sys.executable, "-m", "postgresqlpatches", "baseline", "shop", "--output-dir",
-         str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return pg.popen("baseline", "shop", "--output-dir", str(out))
 
 
 def test_a_record_that_cannot_be_written_leaves_no_file(pg: Pg) -> None:

@@ -46,18 +46,19 @@ def _tree(tree: Path) -> None:
             "INSERT INTO ledger VALUES (1);\n")
 
 
-class _Peak(threading.Thread):
-    """The most client sessions seen at once besides this sampler's own."""
+class Peak(threading.Thread):
+    """The most client sessions the server lists at once besides this sampler's own (its
+    session opens here, before a test counts pgpatch's connections in process)."""
 
     def __init__(self, server: ScratchServer) -> None:
         super().__init__(daemon=True)
-        self.server = server
+        self.conn = server.connect("postgres", autocommit=True)
         self.peak = 0
         self.samples = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
-        with self.server.connect("postgres", autocommit=True) as conn:
+        with self.conn as conn:
             while not self.stop.is_set():
                 row = conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
@@ -85,7 +86,7 @@ def test_three_hundred_databases_on_a_server_that_allows_twenty_connections(
         env.update(server.env())
         env["POSTGRESQL_PATCHES_PASSWORD"] = "state-pw"
         env["POSTGRESQL_TENANT_PASSWORD"] = "tenant-pw"
-        sampler = _Peak(server)
+        sampler = Peak(server)
         sampler.start()
         try:
             done = subprocess.run(

@@ -9,8 +9,6 @@ patch apply printed, and every record, is still there after the crash, before an
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +30,13 @@ def _pg(server: ScratchServer, tmp_path: Path) -> Pg:
     return pg
 
 
+def _patches(pg: Pg, n: int, more: str = "") -> None:
+    """Patches 1..n of app, each inserting its number into the ledger (then ``more``)."""
+    for i in range(1, n + 1):
+        pg.write(f"app.20240101.{i:04d}.postgres.p{i}.sql",
+                 f"INSERT INTO ledger VALUES ({i});\n{more}")
+
+
 def _settled(pg: Pg) -> int:
     return pg.query("SELECT count(*)::int FROM installed_patches p JOIN databases d "
                     "ON d.id = p.database_id WHERE d.name = 'app' AND major <> '00000000' "
@@ -42,9 +47,7 @@ def test_every_patch_of_a_finished_run_survives_a_crash_right_after_it(
         pg_server: ScratchServer, tmp_path: Path) -> None:
     with ScratchServer(pg_server.installation, settings=SETTINGS) as server:
         pg = _pg(server, tmp_path)
-        for i in range(1, 31):
-            pg.write(f"app.20240101.{i:04d}.postgres.p{i}.sql",
-                     f"INSERT INTO ledger VALUES ({i});\n")
+        _patches(pg, 30)
         done = pg.run("apply", pg.glob())
         assert done.returncode == 0, done.stderr
         assert len([line for line in done.stdout.splitlines() if DONE.match(line)]) == 30
@@ -58,13 +61,8 @@ def test_a_crash_mid_run_keeps_every_patch_reported_applied(
         pg_server: ScratchServer, tmp_path: Path) -> None:
     with ScratchServer(pg_server.installation, settings=SETTINGS) as server:
         pg = _pg(server, tmp_path)
-        for i in range(1, 121):
-            pg.write(f"app.20240101.{i:04d}.postgres.p{i}.sql",
-                     f"INSERT INTO ledger VALUES ({i});\nSELECT pg_sleep(0.02);\n")
-        env = {k: v for k, v in pg.env.items()}
-        proc = subprocess.Popen([sys.executable, "-m", "postgresqlpatches", "apply", pg.glob()],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        _patches(pg, 120, "SELECT pg_sleep(0.02);\n")
+        proc = pg.popen("apply", pg.glob())
         deadline = time.monotonic() + 60
         while pg.query("SELECT count(*) >= 10 FROM ledger", "app") != [(True,)]:
             assert time.monotonic() < deadline, "the run did not get going"

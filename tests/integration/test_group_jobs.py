@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from postgresqlpatches.pg.scratch import ScratchServer
 from postgresqlpatches.pg.session import CONNECTIONS, connections
 from tests.integration import test_database_groups
 from tests.integration.conftest import Pg
+from tests.integration.test_bounded_connections import Peak
 from tests.integration.test_database_groups import FAIL_ON, LEDGER, make_databases, tenants
 from tests.integration.test_database_groups import all_records as every_record
 
@@ -72,17 +72,6 @@ def expected_records(db: str, n: int = 3) -> list[tuple[str, str]]:
     names = ["one", "two", "three"]
     return [(f"20250301.000{i}", f"{db}.20250301.000{i}.postgres.{names[i - 1]}.sql")
             for i in range(1, n + 1)]
-
-
-def popen(pg: Pg, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """pgpatch as a real process that Ctrl-C (SIGINT) reaches."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
-    full.update(pg.env)
-    full.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "postgresqlpatches", *args], env=full,
-                            cwd=pg.tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_at_gate(pg: Pg, proc: subprocess.Popen[str], db: str) -> None:
@@ -152,7 +141,8 @@ def test_members_run_side_by_side_while_one_waits(pg: Pg, project: Path) -> None
     three_patches(pg, GATED.format(key=GATE, db="tenant_001"))
     with pg.server.connect("tenant_001", autocommit=True) as gate:  # advisory locks: per db
         gate.execute("SELECT pg_advisory_lock(%s)", [GATE])
-        proc = popen(pg, "apply", "--jobs", "2", "--lock-timeout", "0")
+        proc = pg.popen("apply", "--jobs", "2", "--lock-timeout", "0", interruptible=True,
+                        cwd=pg.tree)
         try:
             wait_at_gate(pg, proc, "tenant_001")
             deadline = time.monotonic() + 60
@@ -240,7 +230,8 @@ def test_ctrl_c_lets_each_running_database_finish_its_patch_and_starts_nothing_n
     three_patches(pg, GATED.format(key=GATE, db="tenant_006"))
     with pg.server.connect("tenant_006", autocommit=True) as gate:  # advisory locks: per db
         gate.execute("SELECT pg_advisory_lock(%s)", [GATE])
-        proc = popen(pg, "apply", "--jobs", "3", "--lock-timeout", "0")
+        proc = pg.popen("apply", "--jobs", "3", "--lock-timeout", "0", interruptible=True,
+                        cwd=pg.tree)
         try:
             wait_at_gate(pg, proc, "tenant_006")
             proc.send_signal(signal.SIGINT)
@@ -291,28 +282,6 @@ def test_jobs_goes_without_targets_on_apply_only(pg: Pg, project: Path) -> None:
         assert result.exit_code == 2
         assert "--jobs goes with -t/--target" in result.output
     assert pg.cli("apply", "--jobs", "0").exit_code == 2
-
-
-class _Peak(threading.Thread):
-    """The most client sessions the server lists at once besides this sampler's own."""
-
-    def __init__(self, server: ScratchServer) -> None:
-        super().__init__(daemon=True)
-        self.conn = server.connect("postgres", autocommit=True)  # before _OpenConnections
-        self.peak = 0
-        self.samples = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with self.conn as conn:
-            while not self.stop.is_set():
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                    " AND pid <> pg_backend_pid()").fetchone()
-                assert row is not None
-                self.peak = max(self.peak, int(row[0]))
-                self.samples += 1
-                time.sleep(0.002)
 
 
 class _OpenConnections(threading.Thread):
@@ -368,7 +337,7 @@ def test_200_databases_with_jobs_4_on_a_server_that_allows_eight_connections(
         env.update(server.env())
         env["POSTGRESQL_PATCHES_PASSWORD"] = "state-pw"
         monkeypatch.chdir(tree)
-        listed = _Peak(server)
+        listed = Peak(server)
         held = _OpenConnections(monkeypatch)
         listed.start()
         held.start()

@@ -210,15 +210,6 @@ def test_usage_errors_print_the_error_document_and_exit_2(pg: Pg) -> None:
 
 # -- Ctrl-C ------------------------------------------------------------------------------------
 
-def popen(pg: Pg, *args: str) -> subprocess.Popen[str]:
-    """pgpatch as a real process that Ctrl-C (SIGINT) reaches."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
-    env.update(pg.env)
-    return subprocess.Popen([sys.executable, "-m", "postgresqlpatches", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
 def interrupt_when_sleeping(pg: Pg, proc: subprocess.Popen[str]) -> tuple[str, str]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not pg.query(
@@ -233,7 +224,7 @@ def interrupt_when_sleeping(pg: Pg, proc: subprocess.Popen[str]) -> tuple[str, s
 def test_ctrl_c_in_a_patch_says_it_rolled_back_and_the_json_lists_what_is_left(
         pg: Pg) -> None:
     sleeper = two_databases(pg, "SELECT pg_sleep(30);\n")
-    proc = popen(pg, "apply", "--format", "json", pg.glob())
+    proc = pg.popen("apply", "--format", "json", pg.glob(), interruptible=True)
     out, err = interrupt_when_sleeping(pg, proc)
     assert proc.returncode == 1
     assert "Aborted!" not in err and "Traceback" not in err
@@ -282,7 +273,7 @@ def test_ctrl_c_while_waiting_for_the_lock_says_nothing_ran(pg: Pg) -> None:
     pg.write("app.00000000.0000.postgres.baseline.sql", BASELINE)
     with pg.server.connect("postgres") as holder:
         holder.execute("SELECT pg_advisory_lock(%s, %s)", (0x70677074, 1))
-        proc = popen(pg, "apply", "--format", "json", pg.glob())
+        proc = pg.popen("apply", "--format", "json", pg.glob(), interruptible=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not pg.query(
                 "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
@@ -432,7 +423,7 @@ def test_a_signal_while_rehearse_reads_the_live_server_prints_the_error_document
     with pg.server.connect("patches") as holder:
         holder.execute("BEGIN")
         holder.execute("LOCK TABLE installed_patches IN ACCESS EXCLUSIVE MODE")
-        proc = popen(pg, "rehearse", "--format", "json", pg.glob())
+        proc = pg.popen("rehearse", "--format", "json", pg.glob(), interruptible=True)
         deadline = time.monotonic() + 60
         while not pg.query("SELECT 1 FROM pg_locks WHERE NOT granted"):
             assert proc.poll() is None, proc.communicate()

@@ -40,17 +40,8 @@ def plan_json(pg: Pg, *args: str) -> dict:
 
 def popen(pg: Pg, *args: str, env: dict[str, str | None] | None = None,
           **kwargs: object) -> subprocess.Popen[str]:
-    """pgpatch as a real process, stdout and stderr piped."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
-    full.update(pg.env)
-    for k, v in (env or {}).items():
-        if v is None:
-            full.pop(k, None)
-        else:
-            full[k] = v
-    return subprocess.Popen([sys.executable, "-m", "postgresqlpatches", *args], env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kwargs)  # type: ignore[call-overload]
+    """pgpatch as a real process, stdout and stderr piped (Pg.popen)."""
+    return pg.popen(*args, env=env, **kwargs)
 
 
 # -- a reader that goes away (item 12) -------------------------------------------------------

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,15 +35,9 @@ def plan_json(pg: Pg, *args: str) -> dict:
     return json.loads(pg.cli("plan", pg.glob(), "--format", "json", *args).stdout)
 
 
-def popen(pg: Pg, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """pgpatch as a real process; Ctrl-C (SIGINT) reaches it even where the test runner's
-    own children ignore it."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "PG"))}
-    full.update(pg.env)
-    full.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "postgresqlpatches", *args], env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+def popen(pg: Pg, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen[str]:
+    """pgpatch as a real process that Ctrl-C (SIGINT) reaches (Pg.popen)."""
+    return pg.popen(*args, env=env, interruptible=True)
 
 
 # -- checksums -----------------------------------------------------------------------------
